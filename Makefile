@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine with python3 and pip:
+#   make run   - the main job (default sweep: results table + figures under runs/)
+#   make test  - the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test run clt-demo bench-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n auto -q -p no:cacheprovider tests
+
+run: $(STAMP)
+	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow
+
+clt-demo: $(STAMP)
+	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow
+
+# PyTorch is a benchmark peer only: the CPU wheel on this machine's disk.
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,141 @@
+"""The block-sum renormalisation-group map and its exact cumulant theory.
+
+One RG step groups a lattice into blocks of ``b`` sites per axis (``B = b**dim`` sites per
+block) and replaces each block by its rescaled sum ``B**-0.5 * sum(x_i)``.  For i.i.d.
+sites the cumulants obey ``kappa_n' = B**(1 - n/2) * kappa_n``: the mean is relevant, the
+variance marginal and every higher order irrelevant, so the Gaussian is the fixed point.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "validate_b",
+    "validate_dim",
+    "validate_lattice",
+    "block_map",
+    "flow",
+    "cumulant_recursion",
+    "scaling_eigenvalues",
+    "classify_orders",
+    "gaussian_fixed_point",
+]
+
+
+def validate_b(b) -> int:
+    if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 2:
+        raise ValueError(f"b={b!r} is not a valid block size: b must be an integer >= 2")
+    return int(b)
+
+
+def validate_dim(dim) -> int:
+    if isinstance(dim, bool) or dim not in (1, 2):
+        raise ValueError(f"dim={dim!r} is not supported: dim must be 1 (chain) or 2 (square lattice)")
+    return int(dim)
+
+
+def validate_lattice(shape: Sequence[int], b: int, dim: int, name: str = "x") -> tuple[int, ...]:
+    """Checks that the last ``dim`` axes of ``shape`` form a lattice divisible by ``b``."""
+    b, dim = validate_b(b), validate_dim(dim)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < dim:
+        raise ValueError(
+            f"{name} has shape {shape}: a dim={dim} lattice needs at least {dim} trailing axes "
+            f"({'[..., N]' if dim == 1 else '[..., L, L]'})")
+    sites = shape[len(shape) - dim:]
+    for s in sites:
+        if s < b or s % b:
+            raise ValueError(
+                f"{name} has lattice shape {sites}: every lattice side must be a positive "
+                f"multiple of b={b}")
+    return sites
+
+
+def block_map(x, b: int, dim: int = 1):
+    """One RG step.  x: [..., N] -> [..., N/b] (dim=1) or [..., L1, L2] -> [..., L1/b, L2/b].
+
+    Any leading batch axes; jit- and vmap-able (``b`` and ``dim`` are static).
+    """
+    b, dim = validate_b(b), validate_dim(dim)
+    x = jnp.asarray(x)
+    validate_lattice(x.shape, b, dim)
+    lead = x.shape[: x.ndim - dim]
+    if dim == 1:
+        n = x.shape[-1]
+        return x.reshape(*lead, n // b, b).sum(-1) / np.sqrt(b).astype(x.dtype)
+    l1, l2 = x.shape[-2:]
+    return x.reshape(*lead, l1 // b, b, l2 // b, b).sum((-3, -1)) / jnp.asarray(b, x.dtype)
+
+
+def flow(x, b: int, steps: int, dim: int = 1) -> list:
+    """Iterates :func:`block_map`; returns ``[x, RG(x), ..., RG^steps(x)]`` (shapes shrink)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps={steps!r} is not valid: steps must be an integer >= 0")
+    b, dim = validate_b(b), validate_dim(dim)
+    x = jnp.asarray(x)
+    sites = validate_lattice(x.shape, b, dim)
+    need = b ** steps
+    if any(s % need for s in sites):
+        raise ValueError(
+            f"x has lattice shape {sites}: {steps} steps with b={b} need every side to be a "
+            f"multiple of b**steps={need}")
+    out = [x]
+    for _ in range(steps):
+        out.append(block_map(out[-1], b, dim))
+    return out
+
+
+def scaling_eigenvalues(order: int, b: int, dim: int = 1) -> np.ndarray:
+    """``[B**(1 - n/2) for n in 1..order]``: the RG eigenvalue of each cumulant order."""
+    _check_order(order)
+    b, dim = validate_b(b), validate_dim(dim)
+    n = np.arange(1, order + 1, dtype=np.float64)
+    return float(b ** dim) ** (1.0 - n / 2.0)
+
+
+def classify_orders(order: int) -> list[str]:
+    """'relevant' (n=1), 'marginal' (n=2) or 'irrelevant' (n>=3) for each order 1..order."""
+    _check_order(order)
+    return ["relevant" if n == 1 else "marginal" if n == 2 else "irrelevant"
+            for n in range(1, order + 1)]
+
+
+def cumulant_recursion(kappas, b: int, steps=1, dim: int = 1):
+    """Exact cumulants after ``steps`` RG steps for i.i.d. sites.
+
+    kappas: [..., K] holding kappa_1..kappa_K of one site.  Returns [..., K] with
+    ``kappa_n * B**(steps * (1 - n/2))``.  ``steps`` may be a traced scalar or an array that
+    broadcasts against ``kappas[..., 0]``; jit- and vmap-able.
+    """
+    b, dim = validate_b(b), validate_dim(dim)
+    kappas = jnp.asarray(kappas)
+    if kappas.ndim == 0 or kappas.shape[-1] < 1:
+        raise ValueError(f"kappas has shape {kappas.shape}: expected [..., K] with K >= 1")
+    if isinstance(steps, numbers.Number) and (steps < 0 or steps != int(steps)):
+        raise ValueError(f"steps={steps!r} is not valid: steps must be an integer >= 0")
+    if not jnp.issubdtype(kappas.dtype, jnp.floating):
+        kappas = kappas.astype(jnp.result_type(float))
+    n = jnp.arange(1, kappas.shape[-1] + 1, dtype=kappas.dtype)
+    steps = jnp.asarray(steps, kappas.dtype)[..., None]
+    log_b = jnp.log(jnp.asarray(float(b ** dim), kappas.dtype))
+    return kappas * jnp.exp(steps * (1.0 - n / 2.0) * log_b)
+
+
+def gaussian_fixed_point(variance, order: int = 4) -> np.ndarray:
+    """Cumulants ``[0, variance, 0, ...]`` of the centred Gaussian fixed point."""
+    _check_order(order)
+    if not np.isfinite(variance) or variance <= 0:
+        raise ValueError(f"variance={variance!r} is not valid: it must be finite and > 0")
+    out = np.zeros(order)
+    if order >= 2:
+        out[1] = variance
+    return out
+
+
+def _check_order(order) -> None:
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
+        raise ValueError(f"order={order!r} is not valid: order must be an integer >= 1")

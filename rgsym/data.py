@@ -1,0 +1,34 @@
+"""In-graph training data: pairs (x, RG^k(x)) sampled from a base family on a lattice."""
+from __future__ import annotations
+
+import numbers
+
+import jax
+
+from rgsym import clt
+from rgsym.distributions import Distribution
+
+__all__ = ["lattice_shape", "sample_pairs"]
+
+
+def lattice_shape(sites: int, dim: int) -> tuple[int, ...]:
+    """``(sites,)`` for a chain, ``(sites, sites)`` for a square lattice."""
+    dim = clt.validate_dim(dim)
+    if isinstance(sites, bool) or not isinstance(sites, numbers.Integral) or sites < 1:
+        raise ValueError(f"sites={sites!r} is not valid: sites per side must be an integer >= 1")
+    return (int(sites),) * dim
+
+
+def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: int,
+                 dim: int = 1, steps: int = 1, dtype=jax.numpy.float32):
+    """A batch of inputs and RG targets; consumes ``key``.
+
+    Returns ``x`` [batch, N] (or [batch, L, L]) of i.i.d. sites from ``dist`` and
+    ``y = RG^steps(x)`` [batch, N/b**steps] (or [batch, L/b**s, L/b**s]).  Pure and
+    jit/vmap-able: use it inside a scanned training step.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"batch={batch!r} is not valid: it must be an integer >= 1")
+    shape = lattice_shape(sites, dim)
+    x = dist.sample(key, (int(batch),) + shape, dtype)
+    return x, clt.flow(x, b, steps, dim)[-1]

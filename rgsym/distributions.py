@@ -1,0 +1,419 @@
+"""Base families of the lattice variables: jit/vmap-able samplers and EXACT cumulants.
+
+Every family is a :class:`Distribution` holding a sampler ``sample(key, shape, dtype)`` and
+closed-form cumulants to any order.  Where only the moments have a closed form, they are
+converted to cumulants in exact rational arithmetic (``fractions.Fraction``), so the result is
+the exact cumulant of the float-parametrised family, rounded once.
+
+    >>> d = get("exponential", rate=2.0)
+    >>> d.cumulants(4)            # (n-1)! / rate**n
+    array([0.5  , 0.25 , 0.25 , 0.375])
+    >>> x = d.sample(jax.random.key(0), (1024, 16))   # consumes the key
+
+A cumulant that does not exist (Student-t with n >= df) raises; it is never returned as
+inf or nan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from fractions import Fraction
+from typing import Callable, Mapping, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Distribution",
+    "Sampler",
+    "get",
+    "names",
+    "register",
+    "finite_order_names",
+    "moments_to_cumulants",
+    "cumulants_to_moments",
+    "CumulantDoesNotExist",
+]
+
+
+class CumulantDoesNotExist(ValueError):
+    """Raised when a requested cumulant order diverges for the family."""
+
+
+class Sampler(Protocol):
+    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+        """Draws i.i.d. samples of ``shape``; consumes ``key``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """A base family with fixed parameters.
+
+    Attributes:
+      name: registry name (``'uniform'``) or a derived name (``'uniform[standardised]'``).
+      params: the parameters as a sorted tuple of ``(name, value)``.
+      sampler: ``(key, shape, dtype) -> array``; pure, jit- and vmap-able.
+      cumulant_fn: ``n -> [kappa_1..kappa_n]`` (float64 numpy); called only with
+        ``n <= max_order``.
+      max_order: highest order whose cumulant exists (``math.inf`` for all orders).
+      discrete: whether samples take discrete values.
+    """
+
+    name: str
+    params: tuple[tuple[str, float], ...]
+    sampler: Callable = dataclasses.field(repr=False, compare=False)
+    cumulant_fn: Callable[[int], np.ndarray] = dataclasses.field(repr=False, compare=False)
+    max_order: float = math.inf
+    discrete: bool = False
+
+    def sample(self, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``."""
+        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+            raise ValueError(f"dtype={dtype!r} is not valid: samples need a floating dtype")
+        return self.sampler(key, tuple(int(s) for s in shape), jnp.dtype(dtype))
+
+    def cumulants(self, n: int) -> np.ndarray:
+        """Exact ``[kappa_1, ..., kappa_n]`` as float64; raises if any of them diverges."""
+        _check_order(n, "n")
+        if n > self.max_order:
+            raise CumulantDoesNotExist(
+                f"cumulant kappa_{n} of {self} does not exist (moments diverge); valid orders "
+                f"are n <= {int(self.max_order)}")
+        out = np.asarray(self.cumulant_fn(n), dtype=np.float64)
+        assert out.shape == (n,), out.shape
+        return out
+
+    def moments(self, n: int) -> np.ndarray:
+        """Exact raw moments ``[E x, ..., E x**n]`` (float64)."""
+        return np.asarray(cumulants_to_moments(self.cumulants(n)), dtype=np.float64)
+
+    @property
+    def mean(self) -> float:
+        return float(self.cumulants(1)[0])
+
+    @property
+    def variance(self) -> float:
+        return float(self.cumulants(2)[1])
+
+    def affine(self, scale: float, shift: float = 0.0) -> "Distribution":
+        """The family of ``scale * x + shift``."""
+        scale, shift = float(scale), float(shift)
+        if not math.isfinite(scale) or scale == 0 or not math.isfinite(shift):
+            raise ValueError(f"scale={scale!r}, shift={shift!r}: scale must be finite and non-zero"
+                             " and shift finite")
+        base = self
+
+        def sampler(key, shape, dtype):
+            return (base.sampler(key, shape, dtype) * scale + shift).astype(dtype)
+
+        def cumulant_fn(n):
+            k = base.cumulant_fn(n) * scale ** np.arange(1, n + 1, dtype=np.float64)
+            k[0] += shift
+            return k
+
+        return dataclasses.replace(
+            self, name=f"{self.name}[affine]",
+            params=self.params + (("scale", scale), ("shift", shift)),
+            sampler=sampler, cumulant_fn=cumulant_fn)
+
+    def standardised(self) -> "Distribution":
+        """The family rescaled to mean 0 and variance 1 (needs kappa_2 to exist)."""
+        if self.max_order < 2:
+            raise CumulantDoesNotExist(f"{self} has no finite variance and cannot be standardised")
+        mu, var = self.cumulants(2)
+        out = self.affine(1.0 / math.sqrt(var), -mu / math.sqrt(var))
+        return dataclasses.replace(out, name=f"{self.name}[standardised]", params=self.params)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v:g}" for k, v in self.params)
+        return f"{self.name}({args})"
+
+
+# ----------------------------------------------------------------------------------------
+# Exact moment <-> cumulant conversion (works on Fractions or floats).
+
+def moments_to_cumulants(moments: Sequence) -> list:
+    """Raw moments ``[m_1..m_n]`` -> cumulants ``[k_1..k_n]``.
+
+    kappa_n = m_n - sum_{k=1}^{n-1} C(n-1, k-1) kappa_k m_{n-k}.  Pass Fractions for exact
+    arithmetic.
+    """
+    m = [1] + list(moments)
+    k = [0] * len(m)
+    for n in range(1, len(m)):
+        k[n] = m[n] - sum(math.comb(n - 1, j - 1) * k[j] * m[n - j] for j in range(1, n))
+    return k[1:]
+
+
+def cumulants_to_moments(cumulants: Sequence) -> list:
+    """Cumulants ``[k_1..k_n]`` -> raw moments ``[m_1..m_n]`` (inverse of the above)."""
+    k = [0] + list(cumulants)
+    m = [1] + [0] * (len(k) - 1)
+    for n in range(1, len(k)):
+        m[n] = sum(math.comb(n - 1, j - 1) * k[j] * m[n - j] for j in range(1, n + 1))
+    return m[1:]
+
+
+def _from_moments(moment_fn: Callable[[int], Fraction]) -> Callable[[int], np.ndarray]:
+    def cumulant_fn(n):
+        ms = [moment_fn(j) for j in range(1, n + 1)]
+        return np.array([float(c) for c in moments_to_cumulants(ms)], dtype=np.float64)
+    return cumulant_fn
+
+
+def _bernoulli_numbers(n: int) -> list[Fraction]:
+    """B_0..B_n (with B_1 = -1/2), exact."""
+    out = [Fraction(0)] * (n + 1)
+    for m in range(n + 1):
+        out[m] = Fraction(1) if m == 0 else -sum(
+            math.comb(m + 1, j) * out[j] for j in range(m)) / (m + 1)
+    return out
+
+
+def _gaussian_moment(j: int, loc: Fraction, scale: Fraction) -> Fraction:
+    """E[(loc + scale Z)**j], Z standard normal."""
+    total = Fraction(0)
+    for k in range(0, j + 1, 2):
+        double_fact = math.prod(range(k - 1, 0, -2)) if k else 1
+        total += math.comb(j, k) * loc ** (j - k) * scale ** k * double_fact
+    return total
+
+
+# ----------------------------------------------------------------------------------------
+# Parameter validation with errors that name the argument.
+
+def _real(family: str, name: str, value, *, positive=False, low=None, high=None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{family}: {name}={value!r} is not valid: it must be a finite real number")
+    value = float(value)
+    if positive and value <= 0:
+        raise ValueError(f"{family}: {name}={value!r} is not valid: it must be > 0")
+    if low is not None and value < low or high is not None and value > high:
+        raise ValueError(f"{family}: {name}={value!r} is not valid: it must lie in [{low}, {high}]")
+    return value
+
+
+def _make(name, params, sampler, cumulant_fn, max_order=math.inf, discrete=False):
+    return Distribution(name=name, params=tuple(sorted(params.items())), sampler=sampler,
+                        cumulant_fn=cumulant_fn, max_order=max_order, discrete=discrete)
+
+
+# ----------------------------------------------------------------------------------------
+# The families.
+
+def gaussian(loc: float = 0.0, scale: float = 1.0) -> Distribution:
+    loc = _real("gaussian", "loc", loc)
+    scale = _real("gaussian", "scale", scale, positive=True)
+
+    def cumulant_fn(n):
+        k = np.zeros(n)
+        k[0] = loc
+        if n > 1:
+            k[1] = scale ** 2
+        return k
+
+    return _make("gaussian", dict(loc=loc, scale=scale),
+                 lambda key, shape, dtype: loc + scale * jax.random.normal(key, shape, dtype),
+                 cumulant_fn)
+
+
+def uniform(low: float = -math.sqrt(3.0), high: float = math.sqrt(3.0)) -> Distribution:
+    low = _real("uniform", "low", low)
+    high = _real("uniform", "high", high)
+    if high <= low:
+        raise ValueError(f"uniform: high={high!r} is not valid: it must exceed low={low!r}")
+
+    def cumulant_fn(n):
+        bern = _bernoulli_numbers(n)
+        width = Fraction(high) - Fraction(low)
+        k = [(Fraction(low) + Fraction(high)) / 2] + [bern[j] * width ** j / j
+                                                       for j in range(2, n + 1)]
+        return np.array([float(v) for v in k])
+
+    return _make("uniform", dict(low=low, high=high),
+                 lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, low, high),
+                 cumulant_fn)
+
+
+def exponential(rate: float = 1.0) -> Distribution:
+    rate = _real("exponential", "rate", rate, positive=True)
+    return _make("exponential", dict(rate=rate),
+                 lambda key, shape, dtype: jax.random.exponential(key, shape, dtype) / rate,
+                 lambda n: np.array([math.factorial(j - 1) / rate ** j for j in range(1, n + 1)]))
+
+
+def gamma(shape: float = 2.0, rate: float = 1.0) -> Distribution:
+    a = _real("gamma", "shape", shape, positive=True)
+    rate = _real("gamma", "rate", rate, positive=True)
+    return _make("gamma", dict(shape=a, rate=rate),
+                 lambda key, shp, dtype: jax.random.gamma(key, a, shp, dtype) / rate,
+                 lambda n: np.array([a * math.factorial(j - 1) / rate ** j
+                                     for j in range(1, n + 1)]))
+
+
+def laplace(loc: float = 0.0, scale: float = 1.0) -> Distribution:
+    loc = _real("laplace", "loc", loc)
+    scale = _real("laplace", "scale", scale, positive=True)
+
+    def cumulant_fn(n):
+        k = np.array([0.0 if j % 2 else 2.0 * math.factorial(j - 1) * scale ** j
+                      for j in range(1, n + 1)])
+        k[0] = loc
+        return k
+
+    return _make("laplace", dict(loc=loc, scale=scale),
+                 lambda key, shape, dtype: loc + scale * jax.random.laplace(key, shape, dtype),
+                 cumulant_fn)
+
+
+def rademacher() -> Distribution:
+    """+-1 Ising spins with equal probability: cumulant generating function log cosh t."""
+    def cumulant_fn(n):
+        bern = _bernoulli_numbers(n)
+        # kappa_{2m} = 2^{2m} (2^{2m} - 1) B_{2m} / (2m); odd orders vanish.
+        return np.array([0.0 if j % 2 else float(2 ** j * (2 ** j - 1) * bern[j] / j)
+                         for j in range(1, n + 1)])
+
+    return _make("rademacher", {},
+                 lambda key, shape, dtype: jax.random.rademacher(key, shape, jnp.int8).astype(dtype),
+                 cumulant_fn, discrete=True)
+
+
+def bernoulli(p: float = 0.5) -> Distribution:
+    p = _real("bernoulli", "p", p, low=0.0, high=1.0)
+    fp = Fraction(p)
+    return _make("bernoulli", dict(p=p),
+                 lambda key, shape, dtype: jax.random.bernoulli(key, p, shape).astype(dtype),
+                 _from_moments(lambda j: fp), discrete=True)
+
+
+def beta(a: float = 2.0, b: float = 2.0) -> Distribution:
+    a = _real("beta", "a", a, positive=True)
+    b = _real("beta", "b", b, positive=True)
+    fa, fb = Fraction(a), Fraction(b)
+    return _make("beta", dict(a=a, b=b),
+                 lambda key, shape, dtype: jax.random.beta(key, a, b, shape, dtype),
+                 _from_moments(lambda j: math.prod((fa + r) / (fa + fb + r) for r in range(j))))
+
+
+def student_t(df: float = 5.0) -> Distribution:
+    """Student-t; kappa_n exists only for n < df (df = 1 is the Cauchy law, with none)."""
+    df = _real("student_t", "df", df, positive=True)
+    fdf = Fraction(df)
+
+    def moment(j):
+        if j % 2:
+            return Fraction(0)
+        m = j // 2
+        return fdf ** m * math.prod(Fraction(2 * i - 1) / (fdf - 2 * i) for i in range(1, m + 1))
+
+    # largest integer n with n < df
+    max_order = int(math.ceil(df)) - 1
+    return _make("student_t", dict(df=df),
+                 lambda key, shape, dtype: jax.random.t(key, df, shape, dtype),
+                 _from_moments(moment), max_order=max_order)
+
+
+def gaussian_mixture(weight: float = 0.5, loc1: float = -1.0, scale1: float = 0.5,
+                     loc2: float = 1.0, scale2: float = 0.5) -> Distribution:
+    """``weight * N(loc1, scale1^2) + (1 - weight) * N(loc2, scale2^2)``."""
+    fam = "gaussian_mixture"
+    w = _real(fam, "weight", weight, low=0.0, high=1.0)
+    l1, l2 = _real(fam, "loc1", loc1), _real(fam, "loc2", loc2)
+    s1 = _real(fam, "scale1", scale1, positive=True)
+    s2 = _real(fam, "scale2", scale2, positive=True)
+    fw = Fraction(w)
+
+    def moment(j):
+        return (fw * _gaussian_moment(j, Fraction(l1), Fraction(s1))
+                + (1 - fw) * _gaussian_moment(j, Fraction(l2), Fraction(s2)))
+
+    def sampler(key, shape, dtype):
+        kc, kz = jax.random.split(key)
+        first = jax.random.bernoulli(kc, w, shape)
+        z = jax.random.normal(kz, shape, dtype)
+        return jnp.where(first, l1 + s1 * z, l2 + s2 * z).astype(dtype)
+
+    return _make(fam, dict(weight=w, loc1=l1, scale1=s1, loc2=l2, scale2=s2), sampler,
+                 _from_moments(moment))
+
+
+def poisson(rate: float = 1.0) -> Distribution:
+    """Poisson counts: every cumulant equals the rate."""
+    rate = _real("poisson", "rate", rate, positive=True)
+    return _make("poisson", dict(rate=rate),
+                 lambda key, shape, dtype: jax.random.poisson(key, rate, shape).astype(dtype),
+                 lambda n: np.full(n, rate), discrete=True)
+
+
+def lognormal(sigma: float = 0.5) -> Distribution:
+    """exp(sigma Z); moments exp(j^2 sigma^2 / 2), converted exactly from their float values."""
+    sigma = _real("lognormal", "sigma", sigma, positive=True)
+    if sigma > 1.0:
+        raise ValueError(f"lognormal: sigma={sigma!r} is not valid: sigma must be in (0, 1]; beyond"
+                         " it the cumulants up to order 8 lose all precision in float64")
+    return _make("lognormal", dict(sigma=sigma),
+                 lambda key, shape, dtype: jax.random.lognormal(key, sigma, shape, dtype),
+                 _from_moments(lambda j: Fraction(math.exp(0.5 * j * j * sigma * sigma))))
+
+
+# ----------------------------------------------------------------------------------------
+# Registry.
+
+_REGISTRY: dict[str, Callable[..., Distribution]] = {
+    "gaussian": gaussian,
+    "uniform": uniform,
+    "exponential": exponential,
+    "gamma": gamma,
+    "laplace": laplace,
+    "rademacher": rademacher,
+    "bernoulli": bernoulli,
+    "beta": beta,
+    "student_t": student_t,
+    "gaussian_mixture": gaussian_mixture,
+    "poisson": poisson,
+    "lognormal": lognormal,
+}
+
+
+def names() -> list[str]:
+    """Names of every registered family, sorted."""
+    return sorted(_REGISTRY)
+
+
+def register(name: str, factory: Callable[..., Distribution], *, overwrite: bool = False) -> None:
+    """Adds a family: ``factory(**params) -> Distribution``.
+
+    Build the Distribution from your sampler and cumulant function, e.g.
+    ``Distribution(name, params=(), sampler=f, cumulant_fn=g)``.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name={name!r} is not valid: it must be a Python identifier")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"name={name!r} is already registered; pass overwrite=True to replace it")
+    if not callable(factory):
+        raise ValueError(f"factory={factory!r} is not callable: it must map params to a Distribution")
+    _REGISTRY[name] = factory
+
+
+def get(name: str, *, standardised: bool = False, **params) -> Distribution:
+    """The family ``name`` with ``params``; ``standardised=True`` rescales to mean 0, variance 1."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown family name={name!r}; known families: {', '.join(names())}")
+    try:
+        dist = _REGISTRY[name](**params)
+    except TypeError as e:
+        raise ValueError(f"invalid parameters {params!r} for family {name!r}: {e}") from None
+    return dist.standardised() if standardised else dist
+
+
+def finite_order_names(order: int = 4) -> list[str]:
+    """Registered families (default parameters) whose cumulants up to ``order`` all exist."""
+    return [n for n in names() if get(n).max_order >= order]
+
+
+def _check_order(n, name: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name}={n!r} is not valid: cumulant orders are integers >= 1")
