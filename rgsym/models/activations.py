@@ -1,0 +1,55 @@
+"""Elementwise activations, with the polynomial ones exposed as coefficients.
+
+The polynomial activations (identity, quadratic, square, cubic) are what the analytic
+cumulant propagation treats exactly, so their ascending coefficients are part of the API.
+``alpha`` may be a traced scalar (it is vmapped over in sweeps).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["ACTIVATIONS", "ODD_ACTIVATIONS", "activation_fn", "polynomial_coefficients",
+           "validate_activation"]
+
+ACTIVATIONS: tuple[str, ...] = ("identity", "quadratic", "square", "cubic", "tanh", "relu",
+                                "gelu", "silu", "sigmoid", "softplus")
+# phi(-z) = -phi(z) for every alpha: with zero biases these make any plain MLP odd.
+ODD_ACTIVATIONS: tuple[str, ...] = ("identity", "cubic", "tanh")
+
+
+def validate_activation(name) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown: choose one of {', '.join(ACTIVATIONS)}")
+    return name
+
+
+def polynomial_coefficients(name: str, alpha=0.1) -> tuple | None:
+    """Ascending coefficients ``(c0, c1, ...)`` of a polynomial activation, else ``None``.
+
+    identity: z -> (0, 1); quadratic: z + alpha z^2 -> (0, 1, alpha); square: z^2 ->
+    (0, 0, 1); cubic: z + alpha z^3 -> (0, 1, 0, alpha).
+    """
+    validate_activation(name)
+    return {"identity": (0.0, 1.0),
+            "quadratic": (0.0, 1.0, alpha),
+            "square": (0.0, 0.0, 1.0),
+            "cubic": (0.0, 1.0, 0.0, alpha)}.get(name)
+
+
+def activation_fn(name: str, alpha=0.1) -> Callable:
+    """The elementwise function ``phi`` named ``name`` (any shape in, same shape out)."""
+    validate_activation(name)
+    coeffs = polynomial_coefficients(name, alpha)
+    if coeffs is not None:
+        # Horner form; skips the zero terms so identity/square stay exact rewrites.
+        def poly(z):
+            out = jnp.zeros_like(z) + coeffs[-1]
+            for c in coeffs[-2::-1]:
+                out = out * z + c
+            return out
+        return {"identity": lambda z: z, "square": jnp.square}.get(name, poly)
+    return {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
+            "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus}[name]

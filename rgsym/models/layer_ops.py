@@ -1,0 +1,38 @@
+"""A model written as an explicit chain of dense affine maps and elementwise activations.
+
+This is the bridge to the analytic cumulant propagation: ``Model.layers(params, shape)``
+returns a tuple of :class:`Affine` and :class:`Elementwise` acting on the flattened
+(row-major) fine lattice and ending in the flattened coarse lattice.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rgsym.models.activations import activation_fn
+
+__all__ = ["Affine", "Elementwise", "compose"]
+
+
+class Affine(NamedTuple):
+    """z = weight @ y + bias."""
+    weight: jax.Array  # [out, in]
+    bias: jax.Array    # [out]
+
+
+class Elementwise(NamedTuple):
+    """z = phi(y) with ``phi = activation_fn(activation, alpha)``."""
+    activation: str
+    alpha: Any  # float or scalar array
+
+
+def compose(layers: Sequence[Affine | Elementwise], x: jax.Array) -> jax.Array:
+    """Applies a layer chain to flattened inputs: x [..., n_in] -> [..., n_out]."""
+    for layer in layers:
+        if isinstance(layer, Affine):
+            x = x @ layer.weight.T + layer.bias
+        else:
+            x = activation_fn(layer.activation, layer.alpha)(x)
+    return x

@@ -1,0 +1,222 @@
+"""MLP family: Flax modules that turn raw parameters into constrained dense weights.
+
+Each symmetry is a parametrisation: the Flax module :class:`CoreMLP` owns the raw
+parameters and returns the effective dense weights ``[(W_1, b_1), ..., (V, d)]`` (W as
+[out, in]) that satisfy the constraint exactly, so any gradient step keeps it.  The forward
+pass and the explicit layer chain are pure functions of those weights:
+
+- none / nonnegative / tied_hidden / symmetric_weights / block_permutation: one dense
+  network on the flattened lattice [..., N] -> [..., N/b^dim];
+- block_local: one small network [..., b^dim] -> [..., 1] applied to every block;
+- odd: g(x) = (h(x) - h(-x)) / 2 for an unconstrained h.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rgsym.models import symmetry
+from rgsym.models.activations import activation_fn
+from rgsym.models.lattice import block_index, to_blocks
+from rgsym.models.layer_ops import Affine, Elementwise
+
+__all__ = ["ConstrainedDense", "CoreMLP", "layer_kinds", "dense_forward", "MLPFamily"]
+
+
+def _normal(std):
+    def init(key, shape, dtype):
+        return std * jax.random.normal(key, shape, dtype)
+    return init
+
+
+def _inverse_softplus_abs_normal(std):
+    """Raw values whose softplus is |N(0, std^2)| (clipped away from 0)."""
+    def init(key, shape, dtype):
+        y = jnp.maximum(jnp.abs(std * jax.random.normal(key, shape, dtype)), 1e-6)
+        return y + jnp.log(-jnp.expm1(-y))
+    return init
+
+
+class ConstrainedDense(nn.Module):
+    """One affine map, parametrised so its constraint holds exactly.
+
+    Returns ``(W [n_out, n_in], b [n_out])``.  kinds:
+      free: W, b unconstrained.
+      nonnegative: W = softplus(raw) > 0; b free.
+      symmetric: W = (A + A^T) / 2 (square).
+      tied_in: every row of W equal, every bias equal (identical incoming units).
+      tied_square: W = a I + c 11^T, equal biases (fixed points of hidden permutations).
+      tied_out: every column of W equal (identical outgoing weights); b free.
+      block_tied: W[:, i] = U[:, block_of[i]] (sites of a block exchangeable); b free.
+    """
+    n_out: int
+    n_in: int
+    kind: str = "free"
+    scale: Any = 1.0
+    dtype: Any = jnp.float32
+    use_bias: bool = True
+    block_of: tuple = ()
+
+    @nn.compact
+    def __call__(self):
+        n_out, n_in, dt, s = self.n_out, self.n_in, self.dtype, self.scale
+        std = s / np.sqrt(n_in)
+        p = lambda name, init, shape: self.param(name, init, shape, dt)  # noqa: E731
+        if self.kind == "free":
+            w = p("kernel", _normal(std), (n_out, n_in))
+        elif self.kind == "nonnegative":
+            w = jax.nn.softplus(p("raw_kernel", _inverse_softplus_abs_normal(std), (n_out, n_in)))
+        elif self.kind == "symmetric":
+            a = p("raw_kernel", _normal(std * np.sqrt(2.0)), (n_out, n_in))
+            w = (a + a.T) / 2
+        elif self.kind == "tied_in":
+            w = jnp.broadcast_to(p("row", _normal(std), (1, n_in)), (n_out, n_in))
+        elif self.kind == "tied_square":
+            a = p("diag", _normal(std), ())
+            c = p("offdiag", _normal(s / n_in), ())
+            w = a * jnp.eye(n_in, dtype=dt) + c
+        elif self.kind == "tied_out":
+            # n_in identical units feed each output: scale 1/n_in keeps the output O(s).
+            w = jnp.broadcast_to(p("column", _normal(s / n_in), (n_out, 1)), (n_out, n_in))
+        elif self.kind == "block_tied":
+            ids = np.asarray(self.block_of)
+            w = p("block_kernel", _normal(std), (n_out, ids.max() + 1))[:, ids]
+        else:
+            raise ValueError(f"kind={self.kind!r} is unknown")
+        tied_bias = self.kind in ("tied_in", "tied_square")
+        if not self.use_bias:
+            return w, jnp.zeros((n_out,), dt)
+        bias = p("bias", nn.initializers.zeros, (1,) if tied_bias else (n_out,))
+        return w, jnp.broadcast_to(bias, (n_out,))
+
+
+def layer_kinds(symmetry: str, depth: int) -> tuple[str, ...]:
+    """The ConstrainedDense kind of each of the depth + 1 affine maps."""
+    first, hidden, last = {
+        "nonnegative": ("nonnegative",) * 3,
+        "symmetric_weights": ("free", "symmetric", "free"),
+        "tied_hidden": ("tied_in", "tied_square", "tied_out"),
+        "block_permutation": ("block_tied", "free", "free"),
+    }.get(symmetry, ("free",) * 3)
+    return (first,) + (hidden,) * (depth - 1) + (last,)
+
+
+class CoreMLP(nn.Module):
+    """The dense network behind every MLP symmetry: ``() -> [(W, b)] * (depth + 1)``."""
+    n_in: int
+    n_out: int
+    width: int
+    kinds: tuple
+    scale: Any = 1.0
+    dtype: Any = jnp.float32
+    use_bias: bool = True
+    block_of: tuple = ()
+
+    @nn.compact
+    def __call__(self):
+        sizes = (self.n_in,) + (self.width,) * (len(self.kinds) - 1) + (self.n_out,)
+        return [ConstrainedDense(sizes[i + 1], sizes[i], kind, self.scale, self.dtype,
+                                 self.use_bias, self.block_of, name=f"layer_{i}")()
+                for i, kind in enumerate(self.kinds)]
+
+
+def dense_forward(weights: Sequence, x, phi):
+    """x [..., n_in] -> [..., n_out] through ``phi`` after every hidden affine map."""
+    for w, b in weights[:-1]:
+        x = phi(x @ w.T + b)
+    w, b = weights[-1]
+    return x @ w.T + b
+
+
+def odd_pairs(weights: Sequence) -> list:
+    """The dense network of g(x) = (h(x) - h(-x)) / 2 with mirror-paired units (width 2H)."""
+    (w1, b1), *hidden, (v, d) = weights
+    out = [(jnp.concatenate([w1, -w1]), jnp.concatenate([b1, b1]))]
+    for w, b in hidden:
+        z = jnp.zeros_like(w)
+        out.append((jnp.block([[w, z], [z, w]]), jnp.concatenate([b, b])))
+    out.append((jnp.concatenate([v, -v], axis=1) / 2, jnp.zeros_like(d)))
+    return out
+
+
+def block_local_expand(weights: Sequence, shape: tuple[int, ...], b: int) -> list:
+    """A per-block network as dense maps on the whole flattened lattice of ``shape``.
+
+    Hidden units are block-major (index = block * H + h); weights are kron(I, W) with the
+    first layer's columns permuted from (block, position) order to row-major site order.
+    """
+    block_of, pos = block_index(shape, b)
+    n_blocks = block_of.max() + 1
+    eye = jnp.eye(n_blocks, dtype=weights[0][0].dtype)
+    out = [(jnp.kron(eye, w), jnp.tile(bias, n_blocks)) for w, bias in weights]
+    w1, b1 = out[0]
+    out[0] = (w1[:, block_of * b ** len(shape) + pos], b1)
+    return out
+
+
+def to_chain(weights: Sequence, activation: str, alpha) -> tuple:
+    """[(W, b)] -> (Affine, Elementwise, Affine, ..., Affine)."""
+    chain = []
+    for w, b in weights[:-1]:
+        chain += [Affine(w, b), Elementwise(activation, alpha)]
+    return tuple(chain) + (Affine(*weights[-1]),)
+
+
+class MLPFamily:
+    """The MLP-specific pieces of a Model, for one validated spec."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.block_local = spec.symmetry == "block_local"
+        self.iterable = self.block_local
+        n_block = spec.b ** spec.dim
+        n_in = n_block if self.block_local else spec.sites ** spec.dim
+        self.block_of = (np.zeros(n_block, int) if self.block_local
+                         else block_index(spec.lattice_shape, spec.b)[0])
+        kinds = layer_kinds(spec.symmetry, spec.depth)
+        self.core = lambda scale: CoreMLP(
+            n_in, 1 if self.block_local else n_in // n_block, spec.width, kinds, scale,
+            jnp.dtype(spec.dtype), spec.use_bias,
+            tuple(self.block_of.tolist()) if spec.symmetry == "block_permutation" else ())
+
+    def init(self, key, scale):
+        return self.core(scale).init(key)
+
+    def weights(self, params):
+        return self.core(self.spec.init_scale).apply(params)
+
+    def apply(self, params, x, alpha):
+        """x [..., lattice] (validated, in the model dtype) -> [..., coarse lattice]."""
+        spec, w = self.spec, self.weights(params)
+        phi = activation_fn(spec.activation, alpha)
+        if self.block_local:
+            return dense_forward(w, to_blocks(x, spec.b, spec.dim), phi)[..., 0]
+        lead = x.shape[: x.ndim - spec.dim]
+        flat = x.reshape(*lead, -1)
+        if spec.symmetry == "odd":
+            y = (dense_forward(w, flat, phi) - dense_forward(w, -flat, phi)) / 2
+        else:
+            y = dense_forward(w, flat, phi)
+        return y.reshape(*lead, *(s // spec.b for s in x.shape[x.ndim - spec.dim:]))
+
+    def standard_weights(self, params):
+        """The dense network whose parameters the symmetry constrains (see symmetry.py)."""
+        w = self.weights(params)
+        return odd_pairs(w) if self.spec.symmetry == "odd" else w
+
+    def layers(self, params, shape, alpha):
+        w = self.standard_weights(params)
+        if self.block_local:
+            w = block_local_expand(w, shape, self.spec.b)
+        return to_chain(w, self.spec.activation, alpha)
+
+    def distances(self, params) -> dict:
+        return symmetry.mlp_distances(self.standard_weights(params), self.block_of)
+
+    def symmetries(self) -> list[str]:
+        s = self.spec.symmetry
+        return {"none": [], "block_local": ["block_local", "translation"]}.get(s, [s])

@@ -1,0 +1,102 @@
+"""build(cfg) -> Model: a NamedTuple of pure functions for one point of the design space."""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rgsym.models.gnn import GNNFamily
+from rgsym.models.lattice import check_input
+from rgsym.models.mlp import MLPFamily
+from rgsym.models.spec import ModelSpec, spec_from_config
+from rgsym.models.symmetry import DIAGNOSTIC_NAMES
+
+__all__ = ["Model", "build"]
+
+
+class Model(NamedTuple):
+    """Pure functions of one model; see :func:`build`."""
+    spec: ModelSpec
+    init: Callable
+    apply: Callable
+    describe: Callable
+    penalty: Callable
+    symmetry_diagnostics: Callable
+    layers: Callable
+
+
+def build(cfg_or_spec) -> Model:
+    """Builds the model named by a config (Mapping / ConfigDict) or a :class:`ModelSpec`.
+
+    Returns a :class:`Model` whose functions are pure, jit-able and vmap-able:
+
+    - ``init(key, x, *, init_scale=None) -> params``: x is an example fine lattice
+      [..., N] or [..., L, L] (only its shape is used); consumes ``key``.
+    - ``apply(params, x, *, alpha=None) -> y``: x [..., N] -> [..., N/b] or
+      [..., L, L] -> [..., L/b, L/b], computed in ``spec.dtype``; ``alpha`` (may be traced)
+      overrides ``spec.alpha``.
+    - ``layers(params, lattice_shape, *, alpha=None)``: the same map as a tuple of Affine /
+      Elementwise on the flattened lattice (compose them with ``layer_ops.compose``).
+    - ``penalty(params, strength=None)``: strength * squared distance from the soft
+      symmetry's subspace (0 without a soft symmetry).
+    - ``symmetry_diagnostics(params)``: distances from each meaningful symmetric subspace.
+    - ``describe(params=None)``: parameter count, exact symmetries, iterability, spec.
+    """
+    spec = spec_from_config(cfg_or_spec)
+    fam = MLPFamily(spec) if spec.family == "mlp" else GNNFamily(spec)
+    dtype = jnp.dtype(spec.dtype)
+
+    def init(key, x, *, init_scale=None):
+        check_input(jnp.shape(x), spec, fam.iterable)
+        if init_scale is None:
+            init_scale = spec.init_scale
+        elif isinstance(init_scale, numbers.Real) and not init_scale > 0:
+            raise ValueError(f"init_scale={init_scale!r} is not valid: it must be > 0")
+        return fam.init(key, init_scale)
+
+    def apply(params, x, *, alpha=None):
+        check_input(jnp.shape(x), spec, fam.iterable)
+        return fam.apply(params, jnp.asarray(x, dtype), _alpha(alpha))
+
+    def _alpha(alpha):
+        return spec.alpha if alpha is None else alpha
+
+    def layers(params, lattice_shape, *, alpha=None):
+        lattice_shape = tuple(int(s) for s in lattice_shape)
+        if len(lattice_shape) != spec.dim:
+            raise ValueError(f"lattice_shape={lattice_shape} is not valid: a dim={spec.dim} "
+                             f"model needs {spec.dim} side length(s)")
+        check_input(lattice_shape, spec, fam.iterable, name="lattice_shape")
+        return fam.layers(params, lattice_shape, _alpha(alpha))
+
+    def distances(params) -> dict:
+        return fam.distances(params)
+
+    def penalty(params, strength=None):
+        if spec.soft_symmetry is None:
+            return jnp.zeros((), dtype)
+        strength = spec.symmetry_strength if strength is None else strength
+        return strength * distances(params)[spec.soft_symmetry]
+
+    def symmetry_diagnostics(params) -> dict:
+        return {DIAGNOSTIC_NAMES.get(k, k): jnp.sqrt(v) for k, v in distances(params).items()}
+
+    def describe(params=None) -> dict:
+        if params is None:
+            params = jax.eval_shape(lambda k: init(k, jnp.zeros(spec.lattice_shape, dtype)),
+                                    jax.random.key(0))
+        n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+        out = {"family": spec.family, "symmetry": spec.symmetry, "activation": spec.activation,
+               "n_params": n_params, "symmetries": fam.symmetries(), "iterable": fam.iterable,
+               "width": spec.width, "depth": spec.depth, "b": spec.b, "dim": spec.dim,
+               "sites": spec.sites, "soft_symmetry": spec.soft_symmetry,
+               "symmetry_strength": spec.symmetry_strength}
+        if spec.family == "gnn":
+            out.update(pooling=spec.pooling, boundary=spec.boundary,
+                       block_edges=spec.block_edges)
+        return out
+
+    return Model(spec, init, apply, describe, penalty, symmetry_diagnostics, layers)

@@ -1,0 +1,187 @@
+"""ModelSpec: the validated plain-data description of one model, and its config parser.
+
+Every refusal happens here, before any array is built: names are checked against their
+valid choices, and combinations that are not meaningful are refused with the reason and
+what would work instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Mapping
+
+from rgsym import clt
+from rgsym.models.activations import validate_activation
+
+__all__ = ["ModelSpec", "spec_from_config", "FAMILIES", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
+           "SOFT_SYMMETRIES", "POOLINGS", "BOUNDARIES", "DTYPES"]
+
+FAMILIES = ("mlp", "gnn")
+MLP_SYMMETRIES = ("none", "block_local", "block_permutation", "tied_hidden", "odd",
+                  "nonnegative", "symmetric_weights")
+GNN_SYMMETRIES = ("shared", "separate", "edge_typed", "directional")
+# block_local is an architecture (a per-block network), not a subspace of the full MLP.
+SOFT_SYMMETRIES = ("block_permutation", "tied_hidden", "odd", "nonnegative",
+                   "symmetric_weights")
+POOLINGS = ("sum", "mean", "learned")
+BOUNDARIES = ("periodic", "open")
+DTYPES = ("float32", "float64")
+
+
+def _choice(name, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is unknown: choose one of {', '.join(map(str, valid))}")
+
+
+def _int(name, value, low) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}={value!r} is not valid: {name} must be an integer >= {low}")
+
+
+def _real(name, value, positive=False) -> None:
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > 0 if positive else True))
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not valid: {name} must be a finite real"
+                         + (" > 0" if positive else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One point of the design space (family x symmetry x activation x width x depth).
+
+    Attributes:
+      family: 'mlp' or 'gnn'.
+      symmetry: mlp: one of MLP_SYMMETRIES; gnn: one of GNN_SYMMETRIES.
+      activation: one of ACTIVATIONS.
+      width: hidden units per layer (mlp) or features per node (gnn).
+      depth: number of hidden layers (mlp) or message-passing layers (gnn).
+      b, dim, sites: block size, lattice dimension, sites per side of the lattice the
+        model is built for (iterable models also accept other sizes divisible by b).
+      alpha: activation parameter (quadratic z + alpha z^2, cubic z + alpha z^3).
+      init_scale: weights start with std init_scale / sqrt(fan_in).
+      soft_symmetry: an MLP symmetry imposed as a penalty on an unconstrained ('none') MLP.
+      symmetry_strength: the penalty weight (0 = free).
+      pooling: gnn only: per-block 'sum', 'mean' or 'learned' (one weight per position).
+      boundary: gnn only: 'periodic' or 'open' lattice graph.
+      block_edges: gnn only: also connect every pair of sites in a block (not just
+        nearest neighbours); matters for b > 2 and for 2-D block diagonals.
+      use_bias: biases in every affine map (odd MLPs cancel the output bias exactly).
+      dtype: parameter and compute dtype.
+    Fields that do not apply to the family are ignored.
+    """
+
+    family: str
+    symmetry: str
+    activation: str
+    width: int = 16
+    depth: int = 1
+    b: int = 2
+    dim: int = 1
+    sites: int = 16
+    alpha: float = 0.1
+    init_scale: float = 1.0
+    soft_symmetry: str | None = None
+    symmetry_strength: float = 0.0
+    pooling: str = "sum"
+    boundary: str = "periodic"
+    block_edges: bool = False
+    use_bias: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _choice("family", self.family, FAMILIES)
+        valid = MLP_SYMMETRIES if self.family == "mlp" else GNN_SYMMETRIES
+        if self.symmetry not in valid:
+            raise ValueError(f"symmetry={self.symmetry!r} is unknown for family={self.family!r}: "
+                             f"choose one of {', '.join(valid)}")
+        validate_activation(self.activation)
+        _int("width", self.width, 1)
+        _int("depth", self.depth, 1)
+        clt.validate_b(self.b)
+        clt.validate_dim(self.dim)
+        _int("sites", self.sites, 1)
+        clt.validate_lattice((self.sites,) * self.dim, self.b, self.dim, name="sites")
+        _real("alpha", self.alpha)
+        _real("init_scale", self.init_scale, positive=True)
+        _real("symmetry_strength", self.symmetry_strength)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("boundary", self.boundary, BOUNDARIES)
+        _choice("dtype", self.dtype, DTYPES)
+        for flag in ("block_edges", "use_bias"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}={getattr(self, flag)!r} is not valid: it must be a bool")
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        if self.symmetry_strength < 0:
+            raise ValueError(f"symmetry_strength={self.symmetry_strength!r} is not valid: "
+                             "it must be >= 0 (0 = free, large = constrained)")
+        if self.symmetry == "symmetric_weights" and self.depth < 2:
+            raise ValueError(
+                f"symmetry='symmetric_weights' with depth={self.depth} is not meaningful: W = W^T "
+                "needs square hidden-to-hidden layers, which exist only for depth >= 2; use "
+                "depth >= 2 or another symmetry")
+        if self.soft_symmetry is None:
+            if self.symmetry_strength != 0:
+                raise ValueError(
+                    f"symmetry_strength={self.symmetry_strength!r} has no effect without "
+                    f"soft_symmetry: set soft_symmetry to one of {', '.join(SOFT_SYMMETRIES)} "
+                    "or leave symmetry_strength at 0")
+            return
+        if self.family != "mlp" or self.symmetry != "none":
+            raise ValueError(
+                f"soft_symmetry={self.soft_symmetry!r} needs family='mlp' and symmetry='none' "
+                f"(the penalty acts on an unconstrained MLP); got family={self.family!r}, "
+                f"symmetry={self.symmetry!r}")
+        if self.soft_symmetry == "block_local":
+            raise ValueError(
+                "soft_symmetry='block_local' is not available: block_local is an architecture "
+                "(one network per block), not a subspace of the full MLP; use "
+                f"symmetry='block_local', or a soft_symmetry in {', '.join(SOFT_SYMMETRIES)}")
+        _choice("soft_symmetry", self.soft_symmetry, SOFT_SYMMETRIES)
+        if self.soft_symmetry == "symmetric_weights" and self.depth < 2:
+            raise ValueError(
+                f"soft_symmetry='symmetric_weights' with depth={self.depth} is not meaningful: it "
+                "needs square hidden-to-hidden layers (depth >= 2)")
+        if self.soft_symmetry == "odd" and self.width % 2:
+            raise ValueError(
+                f"soft_symmetry='odd' with width={self.width} is not meaningful: the odd subspace "
+                "pairs hidden units (w, b, v) with (-w, b, -v), so width must be even")
+
+    @property
+    def lattice_shape(self) -> tuple[int, ...]:
+        """The fine lattice the model is built for: (sites,) or (sites, sites)."""
+        return (self.sites,) * self.dim
+
+    def replace(self, **changes) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))
+_REQUIRED = tuple(f.name for f in dataclasses.fields(ModelSpec)
+                  if f.default is dataclasses.MISSING)
+
+
+def spec_from_config(cfg) -> ModelSpec:
+    """A ModelSpec from a Mapping, an ml_collections.ConfigDict or a ModelSpec.
+
+    Unknown keys raise ValueError naming the key and listing the valid ones.
+    """
+    if isinstance(cfg, ModelSpec):
+        return cfg
+    if hasattr(cfg, "to_dict"):  # ml_collections.ConfigDict / FrozenConfigDict
+        cfg = cfg.to_dict()
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"cfg of type {type(cfg).__name__} is not valid: pass a Mapping, an "
+                         "ml_collections.ConfigDict or a ModelSpec")
+    for key in cfg:
+        if key not in _FIELDS:
+            raise ValueError(f"model config key {key!r} is unknown: valid keys are "
+                             f"{', '.join(_FIELDS)}")
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"model config is missing {', '.join(missing)}: required keys are "
+                         f"{', '.join(_REQUIRED)}")
+    return ModelSpec(**dict(cfg))
