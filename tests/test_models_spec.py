@@ -1,0 +1,136 @@
+"""Model configs: parsing, validation and refusals (all raised before any array work)."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from rgsym import models
+from rgsym.models import activations
+
+BASE = dict(family="mlp", symmetry="none", activation="tanh", sites=8)
+
+
+def test_spec_from_mapping_configdict_and_spec_agree():
+    cfg = dict(BASE, width=5, depth=2)
+    a = models.spec_from_config(cfg)
+    b = models.spec_from_config(ml_collections.ConfigDict(cfg))
+    assert a == b and models.spec_from_config(a) is a
+    assert (a.width, a.depth, a.sites, a.b, a.dim, a.dtype) == (5, 2, 8, 2, 1, "float32")
+    assert models.build(a).spec == a
+
+
+def test_unknown_config_key_names_key_and_lists_valid():
+    with pytest.raises(ValueError, match=r"'widht'.*valid keys.*width"):
+        models.spec_from_config(dict(BASE, widht=3))
+
+
+def test_missing_required_key():
+    with pytest.raises(ValueError, match="missing activation"):
+        models.spec_from_config(dict(family="mlp", symmetry="none"))
+
+
+@pytest.mark.parametrize("key, value, valid", [
+    ("family", "cnn", "mlp, gnn"),
+    ("symmetry", "mirror", "none, block_local"),
+    ("activation", "swish", "identity, quadratic"),
+    ("pooling", "max", "sum, mean, learned"),
+    ("boundary", "twisted", "periodic, open"),
+])
+def test_unknown_names_list_valid_choices(key, value, valid):
+    cfg = dict(BASE, family="gnn", symmetry="shared") if key in ("pooling", "boundary") else BASE
+    with pytest.raises(ValueError, match=rf"{key}='{value}'.*{valid}"):
+        models.build(dict(cfg, **{key: value}))
+
+
+def test_gnn_symmetry_on_mlp_lists_mlp_choices():
+    with pytest.raises(ValueError, match=r"symmetry='shared'.*family='mlp'.*none, block_local"):
+        models.build(dict(BASE, symmetry="shared"))
+
+
+@pytest.mark.parametrize("key, value", [("width", 0), ("depth", 0), ("width", 2.5),
+                                        ("depth", True), ("sites", 0), ("b", 1), ("dim", 3),
+                                        ("init_scale", 0.0), ("alpha", float("nan"))])
+def test_bad_numbers_name_the_argument_and_value(key, value):
+    with pytest.raises(ValueError, match=rf"{key}={value!r}"):
+        models.build(dict(BASE, **{key: value}))
+
+
+def test_lattice_not_divisible_by_b():
+    with pytest.raises(ValueError, match=r"sites.*multiple of b=3"):
+        models.build(dict(BASE, sites=8, b=3))
+
+
+@pytest.mark.parametrize("cfg, reason", [
+    (dict(symmetry="symmetric_weights", depth=1), r"depth >= 2"),
+    (dict(soft_symmetry="symmetric_weights", depth=1), r"depth >= 2"),
+    (dict(soft_symmetry="odd", width=5), r"width must be even"),
+    (dict(soft_symmetry="block_local"), r"use symmetry='block_local'"),
+    (dict(soft_symmetry="tied_hidden", symmetry="odd"), r"symmetry='none'"),
+    (dict(soft_symmetry="mirror"), r"tied_hidden, odd"),
+    (dict(symmetry_strength=1.0), r"no effect without soft_symmetry"),
+    (dict(soft_symmetry="odd", symmetry_strength=-1.0), r">= 0"),
+])
+def test_meaningless_combinations_refused_with_reason(cfg, reason):
+    with pytest.raises(ValueError, match=reason):
+        models.build(dict(BASE, **cfg))
+
+
+def test_soft_symmetry_refused_for_gnn():
+    with pytest.raises(ValueError, match="family='mlp'"):
+        models.build(dict(family="gnn", symmetry="shared", activation="tanh",
+                          soft_symmetry="odd"))
+
+
+@pytest.mark.parametrize("family, symmetry", [("mlp", "none"), ("mlp", "block_local"),
+                                              ("gnn", "separate")])
+def test_wrong_input_shape_at_apply(family, symmetry):
+    model = models.build(dict(BASE, family=family, symmetry=symmetry))
+    params = model.init(jax.random.key(0), jnp.zeros((8,)))
+    with pytest.raises(ValueError, match=r"x has lattice shape \(7,\).*multiple of b=2"):
+        model.apply(params, jnp.zeros((4, 7)))
+    with pytest.raises(ValueError, match=r"x has shape \(\).*trailing"):
+        model.apply(params, jnp.zeros(()))
+    if family == "mlp" and symmetry == "none":
+        with pytest.raises(ValueError, match=r"x has shape \(4, 6\).*built for lattice \(8,\)"):
+            model.apply(params, jnp.zeros((4, 6)))
+        with pytest.raises(ValueError, match=r"lattice_shape"):
+            model.layers(params, (6,))
+    else:  # iterable models accept other lattice sizes
+        assert model.apply(params, jnp.zeros((4, 6))).shape == (4, 3)
+
+
+def test_init_checks_example_shape_and_scale():
+    model = models.build(BASE)
+    with pytest.raises(ValueError, match=r"x has lattice shape \(5,\)"):
+        model.init(jax.random.key(0), jnp.zeros((5,)))
+    with pytest.raises(ValueError, match="init_scale=-1.0"):
+        model.init(jax.random.key(0), jnp.zeros((8,)), init_scale=-1.0)
+
+
+def test_activation_names_and_polynomials():
+    assert set(models.ACTIVATIONS) == {"identity", "quadratic", "square", "cubic", "tanh",
+                                       "relu", "gelu", "silu", "sigmoid", "softplus"}
+    with pytest.raises(ValueError, match="swish.*identity, quadratic"):
+        activations.activation_fn("swish")
+    z = jnp.linspace(-2.0, 2.0, 9, dtype=jnp.float64)
+    for name in models.ACTIVATIONS:
+        coeffs = activations.polynomial_coefficients(name, 0.3)
+        if coeffs is None:
+            assert name not in ("identity", "quadratic", "square", "cubic")
+            continue
+        poly = sum(c * z ** k for k, c in enumerate(coeffs))
+        assert jnp.allclose(activations.activation_fn(name, 0.3)(z), poly, atol=1e-14)
+    for name in activations.ODD_ACTIVATIONS:
+        f = activations.activation_fn(name, 0.3)
+        assert jnp.allclose(f(-z), -f(z), atol=1e-14)
+
+
+def test_describe_counts_params_and_symmetries():
+    model = models.build(dict(BASE, symmetry="tied_hidden", width=7, depth=2))
+    d = model.describe()
+    # row (8) + bias; diag + offdiag + bias; column (4) + bias (4).
+    assert d["n_params"] == 9 + 3 + 8
+    assert d["symmetries"] == ["tied_hidden"] and d["iterable"] is False
+    params = model.init(jax.random.key(0), jnp.zeros((8,)))
+    assert model.describe(params)["n_params"] == d["n_params"]
+    assert models.build(dict(BASE, symmetry="block_local")).describe()["iterable"] is True
