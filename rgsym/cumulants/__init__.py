@@ -1,4 +1,28 @@
-"""Cumulant estimators, algebra and propagation through networks."""
-from rgsym.cumulants.estimators import KStats, k_statistics, k_statistics_with_se
+"""Cumulant estimators, algebra and propagation through networks.
 
-__all__ = ["KStats", "k_statistics", "k_statistics_with_se"]
+    state       FactorCumulants / DenseCumulants pytrees, iid_lattice, from_tensors
+    partitions  Leonov-Shiryaev connected partitions (trace time)
+    rules       affine, polynomial, quadratic_expansion, gaussian_closure
+    propagate   propagate(model, params, input, order, mode), propagate_many
+    monte_carlo monte_carlo(model, params, family, key, n_samples, batch)
+    predict     exact_mse, predict_outputs, clt_recursion_check
+"""
+from rgsym.cumulants.estimators import (KStats, PowerSums, combine, k_statistics,
+                                        k_statistics_from_power_sums, k_statistics_with_se,
+                                        power_sums)
+from rgsym.cumulants.monte_carlo import MonteCarlo, apply_chain, monte_carlo, rg_matrix
+from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
+                                       propagate_chain, propagate_many)
+from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
+                                   from_tensors, iid_lattice, independent_sites, marginals,
+                                   to_dense)
+
+__all__ = [
+    "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
+    "k_statistics_with_se", "power_sums",
+    "MonteCarlo", "apply_chain", "monte_carlo", "rg_matrix",
+    "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
+    "propagate_many",
+    "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "from_tensors", "iid_lattice",
+    "independent_sites", "marginals", "to_dense",
+]

@@ -8,12 +8,14 @@ check reads ``|analytic - k| < z * se``.  Work in float64 for precision checks
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
 import jax.numpy as jnp
 
-__all__ = ["KStats", "k_statistics", "k_statistics_with_se", "MAX_KSTAT_ORDER"]
+__all__ = ["KStats", "k_statistics", "k_statistics_with_se", "MAX_KSTAT_ORDER", "PowerSums",
+           "power_sums", "combine", "k_statistics_from_power_sums"]
 
 MAX_KSTAT_ORDER = 4
 
@@ -70,3 +72,73 @@ def k_statistics_with_se(x, axis: int = 0, order: int = 4) -> KStats:
     values = jnp.stack([k1, k2, k3, k4][:order], -1)
     se = jnp.stack([jnp.sqrt((f ** 2).sum(-1) / (nf - 1) / nf) for f in infl[:order]], -1)
     return KStats(values, se, n)
+
+
+# ----------------------------------------------------------------------------------------
+# Streaming form: power sums about a fixed shift, combined over chunks, give the same
+# k-statistics and standard errors as above without holding the sample.
+
+class PowerSums(NamedTuple):
+    """sums[..., p-1] = sum (x - shift)^p for p = 1..2*order; shift: [...]; n: sample count."""
+    sums: jnp.ndarray
+    shift: jnp.ndarray
+    n: jnp.ndarray
+
+
+def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
+    """Power sums of one chunk; ``shift`` (broadcasting against x without ``axis``) should be
+    close to the mean (a pilot estimate) so that float64 keeps the central moments."""
+    x = jnp.moveaxis(jnp.asarray(x), axis, -1)
+    d = x - jnp.asarray(shift, x.dtype)[..., None]
+    powers, p = [], d
+    for _ in range(2 * order):
+        powers.append(p.sum(-1))
+        p = p * d
+    return PowerSums(jnp.stack(powers, -1), jnp.asarray(shift, x.dtype),
+                     jnp.asarray(x.shape[-1], x.dtype))
+
+
+def combine(a: PowerSums, b: PowerSums) -> PowerSums:
+    """Power sums of the union of two samples taken about the same shift."""
+    return PowerSums(a.sums + b.sums, a.shift, a.n + b.n)
+
+
+def _poly_mul(a, b):
+    out = [0.0] * (len(a) + len(b) - 1)
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            out[i + j] = out[i + j] + x * y
+    return out
+
+
+def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
+    """Same estimates and influence-function SEs as :func:`k_statistics_with_se`."""
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not (
+            1 <= order <= MAX_KSTAT_ORDER) or 2 * order > ps.sums.shape[-1]:
+        raise ValueError(f"order={order!r} is not valid: 1..{MAX_KSTAT_ORDER} with power sums "
+                         f"up to 2*order (have {ps.sums.shape[-1]})")
+    nf = ps.n
+    raw = [jnp.ones_like(ps.sums[..., 0])] + [ps.sums[..., p] / nf
+                                               for p in range(ps.sums.shape[-1])]
+    mu = raw[1]
+    # central moments m_k = sum_j C(k, j) raw_j (-mu)^(k-j)
+    m = [sum(math.comb(k, j) * raw[j] * (-mu) ** (k - j) for j in range(k + 1))
+         for k in range(2 * order + 1)]
+    values = [ps.shift + mu, nf * m[2] / (nf - 1)]
+    if order >= 3:
+        values.append(nf ** 2 * m[3] / ((nf - 1) * (nf - 2)))
+    if order >= 4:
+        values.append(nf ** 2 * ((nf + 1) * m[4] - 3 * (nf - 1) * m[2] ** 2)
+                      / ((nf - 1) * (nf - 2) * (nf - 3)))
+    # influence functions as polynomials in d = x - mean (ascending coefficients)
+    zero = jnp.zeros_like(mu)
+    infl = [lambda: [zero, 1.0],
+            lambda: [-m[2], zero, 1.0],
+            lambda: [-m[3], -3 * m[2], zero, 1.0],
+            lambda: [6 * m[2] ** 2 - m[4], -4 * m[3], -6 * m[2], zero, 1.0]]
+    se = []
+    for f in infl[:order]:
+        sq = _poly_mul(f(), f())
+        mean_sq = sum(c * m[k] for k, c in enumerate(sq))
+        se.append(jnp.sqrt(jnp.clip(mean_sq, 0.0) / (nf - 1)))
+    return KStats(jnp.stack(values[:order], -1), jnp.stack(se, -1), ps.n)

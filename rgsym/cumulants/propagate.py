@@ -1,0 +1,203 @@
+"""Network-level propagation: cumulants after every layer of a model's layer chain.
+
+    >>> model = build({'family': 'mlp', 'symmetry': 'none', 'activation': 'quadratic', ...})
+    >>> out = propagate(model, params, distributions.get('uniform'), order=4)
+    >>> out.labels          # ('input', 'exact', 'exact', 'exact')
+    >>> out.marginals()[-1] # [N/b, 4]: kappa_1..kappa_4 of every output site
+
+``model.layers(params, lattice_shape)`` rewrites any model (MLP or GNN: message passing
+is its structured Affine operator) as Affine / Elementwise maps on the flattened lattice,
+so the solver is generic over the chain.  Each layer is labelled by how its state was
+obtained: 'exact', 'closure' (a polynomial rule whose input lacked orders above the state's
+order: those were taken as zero), 'quadratic' or 'gaussian_closure' (approximate modes for
+non-polynomial activations); a label, once inexact, is inherited downstream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rgsym import distributions as _dist
+from rgsym.cumulants import rules
+from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
+                                   State, iid_lattice, independent_sites, marginals)
+from rgsym.models.activations import activation_fn, polynomial_coefficients
+
+__all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
+           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "chain_degree"]
+
+APPROXIMATE_MODES = ("quadratic", "gaussian_closure")
+MODES = ("exact",) + APPROXIMATE_MODES
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["states"],
+                   meta_fields=["labels"])
+@dataclasses.dataclass(frozen=True)
+class Propagation:
+    """states: the input state then the state after each layer; labels: one per state."""
+    states: tuple
+    labels: tuple
+
+    @property
+    def output(self) -> State:
+        return self.states[-1]
+
+    @property
+    def exact(self) -> bool:
+        return self.labels[-1] in ("input", "exact")
+
+    def marginals(self, order: int | None = None) -> list:
+        """Per-unit kappa_1..kappa_order of every state, each [H_layer, order]."""
+        return [marginals(s, order) for s in self.states]
+
+
+def geometry(model, lattice_shape=None):
+    """(lattice_shape, b, dim) of a built model (its spec), lattice_shape overriding."""
+    spec = getattr(model, "spec", None) or getattr(model, "cfg")
+    shape = tuple(spec.lattice_shape if lattice_shape is None else lattice_shape)
+    return shape, int(spec.b), int(spec.dim)
+
+
+def model_chain(model, params, lattice_shape=None, alpha=None, steps: int = 1) -> tuple:
+    """The layer chain of ``steps`` successive applications (lattice shrinking by b)."""
+    shape, b, _ = geometry(model, lattice_shape)
+    chain = ()
+    for _ in range(steps):
+        chain += tuple(model.layers(params, shape, alpha=alpha))
+        shape = tuple(s // b for s in shape)
+    return chain
+
+
+def _poly(layer):
+    return polynomial_coefficients(layer.activation, layer.alpha)
+
+
+def _max_degree(chain) -> int:
+    """Largest polynomial activation degree in the chain (1 if none)."""
+    return max([len(_poly(l)) - 1 for l in chain
+                if not hasattr(l, "weight") and _poly(l) is not None] + [1])
+
+
+def chain_degree(chain) -> int:
+    """Polynomial degree of the chain's output in its input (0 if any activation is not)."""
+    deg = 1
+    for layer in chain:
+        if not hasattr(layer, "weight"):
+            coeffs = _poly(layer)
+            if coeffs is None:
+                return 0
+            deg *= len(coeffs) - 1
+    return deg
+
+
+def input_state(input_cumulants, n_sites: int, order: int) -> State:
+    """A state from a Distribution (its exact cumulants 1..order), kappas, or a state."""
+    if isinstance(input_cumulants, (FactorCumulants, DenseCumulants)):
+        return input_cumulants
+    if isinstance(input_cumulants, _dist.Distribution):
+        return iid_lattice(input_cumulants, n_sites, order)
+    return independent_sites(jnp.broadcast_to(jnp.asarray(input_cumulants, jnp.float64),
+                                              (n_sites, len(input_cumulants))))
+
+
+def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit):
+    """One activation; returns (state, label)."""
+    coeffs = _poly(layer)
+    if coeffs is not None:
+        dtype = state.mean().dtype
+        raw = jnp.stack([jnp.asarray(c, dtype) for c in coeffs])
+        out = rules.polynomial(state, rules.centre_coefficients(raw, state.mean()), order,
+                               readout, memory_limit)
+        return out, "exact" if state.order >= (len(coeffs) - 1) * order else "closure"
+    if mode == "exact":
+        raise ValueError(
+            f"activation={layer.activation!r} has no exact cumulant rule (only polynomial "
+            f"activations do): pass mode='quadratic' or mode='gaussian_closure' "
+            f"(approximate modes: {', '.join(APPROXIMATE_MODES)})")
+    fn = activation_fn(layer.activation, layer.alpha)
+    rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
+    return rule(state, fn, order, readout, memory_limit), mode
+
+
+def _merge(label: str, new: str) -> str:
+    if label in ("input", "exact"):
+        return new
+    return label if new in ("exact", label) else f"{label}+{new}"
+
+
+def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "exact",
+                    every_layer: bool = True,
+                    memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
+    """Propagates ``state`` through a chain of Affine / Elementwise layers.
+
+    every_layer: keep the state after every layer; if False, an activation followed by an
+      Affine is fused (the readout is contracted inside the einsums, so the hidden
+      ``[H]^n`` tensors are never built) and only input and output states are returned.
+    Identity activations are skipped (factor states stay compact through linear nets).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is unknown: choose one of {', '.join(MODES)}")
+    states, labels, label = [state], ["input"], "exact"
+    chain = list(chain)
+    i = 0
+    while i < len(chain):
+        layer = chain[i]
+        if hasattr(layer, "weight"):
+            state = rules.affine(state, layer.weight, layer.bias, memory_limit)
+        elif layer.activation != "identity":
+            readout = None
+            if not every_layer and i + 1 < len(chain) and hasattr(chain[i + 1], "weight"):
+                readout = chain[i + 1].weight
+            state, new = _elementwise(state, layer, order, mode, readout, memory_limit)
+            label = _merge(label, new)
+            if readout is not None:
+                state = rules.affine(state, jnp.eye(readout.shape[0]), chain[i + 1].bias)
+                i += 1
+        if every_layer:
+            states.append(state)
+            labels.append(label)
+        i += 1
+    if not every_layer:
+        states.append(state)
+        labels.append(label)
+    return Propagation(tuple(states), tuple(labels))
+
+
+def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
+              lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
+              memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
+    """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
+
+    input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
+      an exact polynomial rule needs, ``order * degree``), kappas [K] of one site, or a
+      FactorCumulants / DenseCumulants over the flattened lattice.
+    mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
+      non-polynomial activations: 'quadratic' or 'gaussian_closure'.
+    Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
+    :func:`propagate_many`).  Raises CumulantMemoryError if dense tensors would exceed
+    ``memory_limit`` bytes, ValueError on non-finite input, CumulantDoesNotExist if the
+    family lacks a needed cumulant.
+    """
+    shape, _, _ = geometry(model, lattice_shape)
+    chain = model_chain(model, params, shape, alpha, steps)
+    state = input_state(input_cumulants, math.prod(shape), order * _max_degree(chain))
+    return propagate_chain(chain, state, order, mode, every_layer, memory_limit)
+
+
+def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",
+                   **kwargs) -> Propagation:
+    """:func:`propagate` vmapped over a leading axis of ``params`` (seeds): every state
+    array gains that axis.  The input state is shared."""
+    shape, _, _ = geometry(model, kwargs.get("lattice_shape"))
+    if isinstance(input_cumulants, _dist.Distribution):
+        # resolve outside vmap so the family's cumulants are concrete constants
+        probe = model_chain(model, jax.tree_util.tree_map(lambda a: a[0], params), shape,
+                            kwargs.get("alpha"), kwargs.get("steps", 1))
+        input_cumulants = input_state(input_cumulants, math.prod(shape),
+                                      order * _max_degree(probe))
+    return jax.vmap(lambda p: propagate(model, p, input_cumulants, order, mode, **kwargs))(params)

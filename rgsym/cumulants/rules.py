@@ -1,0 +1,178 @@
+"""Layer rules: pure, jit-able maps from one layer's cumulant state to the next.
+
+* :func:`affine` -- ``z = W y + b``: exact and multilinear, ``G_n(z) = W^{(x)n} . G_n(y)``,
+  ``b`` only enters ``G_1``; factor states stay in factor form (``W <- W W_in``).
+* :func:`polynomial` -- ``y_a = sum_q C[a, q] delta_a^q`` with ``delta = z - E z``: the
+  joint cumulants of ``y`` by Leonov-Shiryaev (``partitions.py``), one einsum per partition
+  class, enumerated at trace time.  Exact when every block of the partitions has a cumulant
+  in the input state (``order * degree`` input orders); blocks above the input's order are
+  dropped: that is the truncation closure (input cumulants of higher order set to zero).
+  A ``readout`` matrix is contracted inside the einsums so the ``[H]^n`` tensors of the
+  hidden layer are never built when only the next layer's cumulants are wanted.
+* :func:`quadratic_expansion` -- general activations expanded to second order about the
+  mean, ``phi(m) + phi'(m) delta + phi''(m)/2 delta^2``, then the polynomial rule.
+* :func:`gaussian_closure` -- mean and covariance of ``phi(z)`` for Gaussian ``z`` by
+  Gauss-Hermite quadrature; orders >= 3 from the quadratic expansion.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import string
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rgsym.cumulants.partitions import connected_partitions
+from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
+                                   State, check_memory, to_dense)
+
+__all__ = ["affine", "polynomial", "centre_coefficients", "quadratic_expansion",
+           "gaussian_closure", "GAUSS_HERMITE_NODES"]
+
+GAUSS_HERMITE_NODES = 48
+_UNIT, _OUT, _SITE = string.ascii_lowercase[:8], string.ascii_uppercase[:8], "nopqrstuvwxyz"
+
+
+def affine(state: State, weight, bias=None, memory_limit=DEFAULT_MEMORY_LIMIT) -> State:
+    """``z = weight @ y + bias``.  weight: [O, H]; bias: [O] or None."""
+    weight = jnp.asarray(weight)
+    bias = jnp.zeros(weight.shape[0], weight.dtype) if bias is None else jnp.asarray(bias)
+    if isinstance(state, FactorCumulants):
+        return FactorCumulants(weight @ state.weight, state.kappa, weight @ state.shift + bias)
+    check_memory(weight.shape[0], state.order, memory_limit)
+    out = []
+    for n, g in enumerate(state.tensors, 1):
+        for _ in range(n):  # contract one axis at a time; the result cycles back into order
+            g = jnp.tensordot(g, weight, axes=([0], [1]))
+        out.append(g + bias if n == 1 else g)
+    return DenseCumulants(tuple(out))
+
+
+def centre_coefficients(coeffs, mean):
+    """Raw ascending coefficients ``c [H, P+1]`` (or [P+1]) -> coefficients in ``z - mean``.
+
+    C[a, q] = sum_{p >= q} binom(p, q) c[a, p] mean_a^(p - q).  Returns [H, P+1].
+    """
+    mean = jnp.asarray(mean)
+    coeffs = jnp.broadcast_to(jnp.asarray(coeffs, mean.dtype), mean.shape + (np.shape(coeffs)[-1],))
+    deg = coeffs.shape[-1] - 1
+    cols = [sum(math.comb(p, q) * coeffs[:, p] * mean ** (p - q) for p in range(q, deg + 1))
+            for q in range(deg + 1)]
+    return jnp.stack(cols, -1)
+
+
+def _block_operands(state: State, block, letters, site: str):
+    """einsum (subscript, operand) pairs for the joint cumulant of one partition block.
+
+    block[i] legs of the block sit on unit letters[i]; factor states sum over a site.
+    """
+    size = sum(block)
+    if isinstance(state, FactorCumulants):
+        ops = [(site, state.kappa[:, size - 1])]
+        ops += [(letters[i] + site, state.weight ** c) for i, c in enumerate(block) if c]
+        return ops
+    return [("".join(letters[i] * c for i, c in enumerate(block)), state.tensors[size - 1])]
+
+
+def _order_n_term(state: State, coeffs, q, readout):
+    """sum_{classes} mult * kappa(delta_{a_1}^{q_1}, ..., delta_{a_n}^{q_n}) * prod_i C[a_i, q_i]."""
+    n = len(q)
+    units = _UNIT[:n]
+    head = [(u, coeffs[:, qi]) for u, qi in zip(units, q)]
+    if readout is not None:
+        head += [(o + u, readout) for o, u in zip(_OUT[:n], units)]
+    out_sub = _OUT[:n] if readout is not None else units
+    total = None
+    for cls in connected_partitions(tuple(q), state.order):
+        ops = head + [p for j, block in enumerate(cls.blocks)
+                      for p in _block_operands(state, block, units, _SITE[j])]
+        subs, arrays = zip(*ops)
+        term = cls.multiplicity * jnp.einsum(",".join(subs) + "->" + out_sub, *arrays,
+                                             optimize="greedy")
+        total = term if total is None else total + term
+    return total
+
+
+@functools.partial(jax.jit, static_argnames=("order", "memory_limit"))
+def polynomial(state: State, coeffs, order: int, readout=None,
+               memory_limit=DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+    """Cumulants of ``y_a = sum_q coeffs[a, q] (z_a - E z_a)^q`` (centred coefficients).
+
+    state: cumulants of z (factor or dense, width H); coeffs: [H, Q+1] (see
+    :func:`centre_coefficients`); order: output orders 1..order; readout: [O, H] or None,
+    if given the result is the state of ``readout @ y`` (width O).  Input orders above
+    ``state.order`` are taken as zero (closure).  Returns a DenseCumulants of width H or O.
+    Jitted (one trace per structure): eager einsums would each dispatch separately.
+    """
+    coeffs = jnp.asarray(coeffs)
+    deg = coeffs.shape[-1] - 1
+    width = coeffs.shape[0] if readout is None else readout.shape[0]
+    check_memory(width, order, memory_limit)
+    tensors = []
+    for n in range(1, order + 1):
+        total = jnp.zeros((width,) * n, coeffs.dtype)
+        for q in itertools.combinations_with_replacement(range(1, deg + 1), n):
+            term = _order_n_term(state, coeffs, q, readout)
+            if term is None:
+                continue
+            # the term for a rearrangement of q is the matching transpose of this one
+            seen = set()
+            for perm in itertools.permutations(range(n)):
+                arrangement = tuple(q[p] for p in perm)
+                if arrangement not in seen:
+                    seen.add(arrangement)
+                    total = total + jnp.transpose(term, perm)
+        if n == 1:
+            mean0 = coeffs[:, 0] if readout is None else readout @ coeffs[:, 0]
+            total = total + mean0  # the constant coefficient enters the mean only
+        tensors.append(total)
+    return DenseCumulants(tuple(tensors))
+
+
+def quadratic_expansion(state: State, fn, order: int, readout=None,
+                        memory_limit=DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+    """``phi`` expanded to second order about each unit's mean, then :func:`polynomial`.
+
+    Approximate: exact for polynomials of degree <= 2, accurate when the pre-activation
+    spread is small against the scale on which phi'' changes.
+    """
+    mean = state.mean()
+    d1 = jax.vmap(jax.grad(fn))
+    d2 = jax.vmap(jax.grad(jax.grad(fn)))
+    coeffs = jnp.stack([fn(mean), d1(mean), 0.5 * d2(mean)], -1)
+    return polynomial(state, coeffs, order, readout, memory_limit)
+
+
+def gaussian_closure(state: State, fn, order: int, readout=None,
+                     memory_limit=DEFAULT_MEMORY_LIMIT,
+                     nodes: int = GAUSS_HERMITE_NODES) -> DenseCumulants:
+    """Mean and covariance of ``phi(z)`` for Gaussian ``z`` with the state's G_1, G_2.
+
+    Gauss-Hermite quadrature: 1-D for the mean, 2-D over each unit pair for the covariance.
+    Orders >= 3 (which a Gaussian closure cannot supply) come from the quadratic expansion.
+    """
+    g = to_dense(state, 2, memory_limit)
+    mean, cov = g.tensors
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    x, w = jnp.asarray(x, mean.dtype), jnp.asarray(w / w.sum(), mean.dtype)
+    sd = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0))
+    rho = cov / jnp.maximum(sd[:, None] * sd[None, :], jnp.finfo(mean.dtype).tiny)
+    rho = jnp.clip(rho, -1.0, 1.0)
+    za = mean[:, None] + sd[:, None] * x                           # [H, Q]
+    fa = fn(za)
+    e1 = fa @ w                                                    # E phi(z_a)
+    # z_b = m_b + s_b (rho xi_1 + sqrt(1 - rho^2) xi_2), xi_1 shared with z_a
+    zb = (mean[None, :, None, None] + sd[None, :, None, None]
+          * (rho[:, :, None, None] * x[:, None] + jnp.sqrt(1 - rho ** 2)[:, :, None, None] * x))
+    e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fn(zb), w, w)
+    cov_out = e2 - e1[:, None] * e1[None, :]
+    if order > 2:
+        tensors = quadratic_expansion(state, fn, order, None, memory_limit).tensors
+    else:
+        tensors = ()
+    tensors = (e1, cov_out) + tuple(tensors[2:order])
+    out = DenseCumulants(tensors[:order])
+    return out if readout is None else affine(out, readout, None, memory_limit)

@@ -1,0 +1,189 @@
+"""Cumulant states: the joint cumulants of orders 1..K of one layer's units, as pytrees.
+
+Two forms, both NamedTuples of arrays (pytrees, so jit/vmap pass through them):
+
+* :class:`FactorCumulants` -- units ``z = W x + b`` of independent inputs ``x_s`` with
+  cumulants ``kappa[s, n-1]``.  The joint cumulant tensor is a sum of rank-one terms,
+
+      G_n(z)[a_1..a_n] = sum_s kappa[s, n-1] W[a_1, s] ... W[a_n, s]   (+ b in G_1),
+
+  so we never store the dense ``[H]^n`` arrays.  An i.i.d. lattice is ``W = I``.
+* :class:`DenseCumulants` -- explicit symmetric tensors ``G_1 [H], G_2 [H, H], ...``.
+
+Orders are static (shapes), so a state's order is known at trace time.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence, Union
+
+import jax.numpy as jnp
+import numpy as np
+
+from rgsym import distributions as _dist
+
+__all__ = [
+    "FactorCumulants",
+    "DenseCumulants",
+    "State",
+    "CumulantMemoryError",
+    "iid_lattice",
+    "independent_sites",
+    "from_tensors",
+    "to_dense",
+    "marginals",
+    "dense_bytes",
+    "check_memory",
+    "DEFAULT_MEMORY_LIMIT",
+]
+
+DEFAULT_MEMORY_LIMIT = 2 * 2 ** 30  # bytes
+
+
+class CumulantMemoryError(MemoryError):
+    """Raised before building tensors whose estimated size exceeds the memory limit."""
+
+
+class FactorCumulants(NamedTuple):
+    """Cumulants of ``z = weight @ x + shift`` for independent x_s.
+
+    weight: [H, S]; kappa: [S, K] (kappa_1..kappa_K of each input site); shift: [H].
+    """
+    weight: jnp.ndarray
+    kappa: jnp.ndarray
+    shift: jnp.ndarray
+
+    @property
+    def order(self) -> int:
+        return self.kappa.shape[-1]
+
+    @property
+    def width(self) -> int:
+        return self.weight.shape[-2]
+
+    def mean(self):
+        return self.weight @ self.kappa[:, 0] + self.shift
+
+
+class DenseCumulants(NamedTuple):
+    """tensors: (G_1 [H], G_2 [H, H], ..., G_K [H]*K), each symmetric."""
+    tensors: tuple
+
+    @property
+    def order(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def width(self) -> int:
+        return self.tensors[0].shape[-1]
+
+    def mean(self):
+        return self.tensors[0]
+
+
+State = Union[FactorCumulants, DenseCumulants]
+
+
+def _finite(name: str, arr) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} holds non-finite values: cumulants must be finite (a family "
+                         "whose cumulants diverge is outside the CLT)")
+    return arr
+
+
+def independent_sites(kappa, weight=None, shift=None) -> FactorCumulants:
+    """Independent sites with given cumulants, optionally seen through ``weight``/``shift``.
+
+    kappa: [S, K] or [K] (then broadcast to ``weight.shape[1]`` identical sites).
+    weight: [H, S] (default identity); shift: [H] (default 0).  Refuses non-finite input.
+    """
+    kappa = _finite("kappa", kappa)
+    if kappa.ndim == 1:
+        if weight is None:
+            raise ValueError("kappa has shape [K]: pass weight [H, S] or kappa [S, K]")
+        kappa = np.broadcast_to(kappa, (np.shape(weight)[-1], kappa.shape[0]))
+    if kappa.ndim != 2 or kappa.shape[1] < 1:
+        raise ValueError(f"kappa has shape {kappa.shape}: expected [S, K] with K >= 1")
+    weight = np.eye(kappa.shape[0]) if weight is None else _finite("weight", weight)
+    if weight.ndim != 2 or weight.shape[1] != kappa.shape[0]:
+        raise ValueError(f"weight has shape {weight.shape}: expected [H, {kappa.shape[0]}]")
+    shift = np.zeros(weight.shape[0]) if shift is None else _finite("shift", shift)
+    return FactorCumulants(jnp.asarray(weight), jnp.asarray(kappa), jnp.asarray(shift))
+
+
+def iid_lattice(family: Union[_dist.Distribution, Sequence[float]], n_sites: int,
+                order: int = 8) -> FactorCumulants:
+    """An i.i.d. lattice of ``n_sites`` (flattened, row-major) in compact factor form.
+
+    family: a :class:`~rgsym.distributions.Distribution` (its exact cumulants 1..order are
+      used; raises ``CumulantDoesNotExist`` if any diverges) or a sequence kappa_1..kappa_K.
+    order: cumulant orders kept for a Distribution.  A polynomial activation of degree d
+      needs ``d * K`` input orders for exact output order K (quadratic, K = 4: 8).
+    """
+    if isinstance(family, _dist.Distribution):
+        kappa = family.cumulants(order)
+    else:
+        kappa = np.asarray(family, dtype=np.float64)
+    n_sites = int(n_sites)
+    return independent_sites(np.broadcast_to(_finite("kappa", kappa), (n_sites, len(kappa))))
+
+
+def from_tensors(tensors: Sequence) -> DenseCumulants:
+    """A dense state from user tensors ``[G_1 [H], G_2 [H, H], ...]``; checks shapes, finiteness."""
+    tensors = tuple(jnp.asarray(_finite(f"G_{n + 1}", t)) for n, t in enumerate(tensors))
+    if not tensors:
+        raise ValueError("tensors is empty: pass at least the mean G_1 [H]")
+    h = tensors[0].shape[0] if tensors[0].ndim == 1 else None
+    for n, t in enumerate(tensors, 1):
+        if t.shape != (h,) * n:
+            raise ValueError(f"G_{n} has shape {t.shape}: expected {(h,) * n}")
+    return DenseCumulants(tensors)
+
+
+def dense_bytes(width: int, order: int, itemsize: int = 8) -> int:
+    """Bytes of G_1..G_order for ``width`` units."""
+    return itemsize * sum(int(width) ** n for n in range(1, order + 1))
+
+
+def check_memory(width: int, order: int, limit: float = DEFAULT_MEMORY_LIMIT,
+                 what: str = "cumulant tensors") -> None:
+    """Refuses, with the estimate, dense tensors that would exceed ``limit`` bytes."""
+    need = dense_bytes(width, order)
+    if need > limit:
+        raise CumulantMemoryError(
+            f"{what} of order={order} at width={width} need about {need / 2 ** 30:.3g} GiB "
+            f"(dense [width]^n float64 tensors, n <= {order}), above memory_limit="
+            f"{limit / 2 ** 30:.3g} GiB; lower the order or width, or raise memory_limit")
+
+
+def _factor_tensor(state: FactorCumulants, n: int):
+    """Dense G_n of a factor state (n >= 1)."""
+    letters = "abcdefghijklmnop"[:n]
+    ops = [state.weight] * n + [state.kappa[:, n - 1]]
+    out = jnp.einsum(",".join(f"{c}z" for c in letters) + ",z->" + letters, *ops)
+    return out + state.shift if n == 1 else out
+
+
+def to_dense(state: State, order: int | None = None,
+             memory_limit: float = DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+    """The dense form with orders 1..order (default: the state's order; higher orders of a
+    dense state that are not stored are refused)."""
+    order = state.order if order is None else int(order)
+    if order > state.order:
+        raise ValueError(f"order={order} exceeds the state's order {state.order}")
+    check_memory(state.width, order, memory_limit)
+    if isinstance(state, DenseCumulants):
+        return DenseCumulants(state.tensors[:order])
+    return DenseCumulants(tuple(_factor_tensor(state, n) for n in range(1, order + 1)))
+
+
+def marginals(state: State, order: int | None = None):
+    """Per-unit cumulants kappa_1..kappa_order, [H, order] (the diagonals of G_n)."""
+    order = state.order if order is None else int(order)
+    if isinstance(state, FactorCumulants):
+        cols = [state.weight ** n @ state.kappa[:, n - 1] for n in range(1, order + 1)]
+        cols[0] = cols[0] + state.shift
+        return jnp.stack(cols, -1)
+    h = state.width
+    return jnp.stack([t.reshape(-1)[:: sum(h ** k for k in range(n))] if n > 1 else t
+                      for n, t in enumerate(state.tensors[:order], 1)], -1)
