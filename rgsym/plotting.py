@@ -53,3 +53,74 @@ def flow_histograms(levels_by_family: dict[str, list[np.ndarray]], path: str) ->
     fig.suptitle("Block-sum RG flow: standardised site histograms vs the Gaussian fixed point",
                  fontsize=9)
     return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------------
+# Sweep figures (rgsym.results writes them at the end of a run).
+
+__all__ += ["learning_curves", "ood_by_family", "sweep_figures"]
+
+
+def _median_over_seeds(a: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """Median over the seeds [S, ...] that did not diverge (NaN when none is left)."""
+    a = np.asarray(a, dtype=np.float64)[~np.asarray(diverged, bool)]
+    return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
+
+
+def learning_curves(variants: dict[str, dict], path: str,
+                    metrics=("train_loss", "test_rel_err", "ood_rel_err_median")) -> str:
+    """One panel per metric: median over seeds (IQR band) against the training step.
+
+    variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged [S]).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, v in variants.items():
+            if metric not in v["curves"]:
+                continue
+            a = np.asarray(v["curves"][metric], np.float64)[~v["diverged"]]
+            if not len(a):
+                continue
+            lo, med, hi = np.nanpercentile(a, [25, 50, 75], axis=0)
+            line, = ax.plot(v["steps"], med, label=name, lw=1.2)
+            ax.fill_between(v["steps"], lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(metric, fontsize=9)
+    axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Learning curves: median over seeds, inter-quartile band", fontsize=9)
+    return save_figure(fig, path)
+
+
+def ood_by_family(variants: dict[str, dict], path: str) -> str:
+    """Heat map of log10 median relative error: variants (sorted by model family, symmetry,
+    activation) x evaluation sets (families and scales)."""
+    names = sorted(variants, key=lambda n: tuple(
+        variants[n]["config"]["model"][k] for k in ("family", "symmetry", "activation")))
+    sets = list(dict.fromkeys(k[len("rel_err/"):] for n in names
+                              for k in variants[n]["final"] if k.startswith("rel_err/")))
+    grid = np.full((len(names), len(sets)), np.nan)
+    for i, n in enumerate(names):
+        v = variants[n]
+        for j, s in enumerate(sets):
+            if f"rel_err/{s}" in v["final"]:
+                grid[i, j] = _median_over_seeds(v["final"][f"rel_err/{s}"], v["diverged"])
+    logs = np.log10(np.clip(grid, 1e-300, None))
+    fig, ax = plt.subplots(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
+    im = ax.imshow(logs, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for i, j in np.ndindex(*logs.shape):
+        if np.isfinite(logs[i, j]):
+            ax.text(j, i, f"{logs[i, j]:.0f}", ha="center", va="center", fontsize=5, color="w")
+    fig.colorbar(im, ax=ax, label="log10 median relative error")
+    ax.set_title("Generalisation by evaluation family x (model family, symmetry, activation)",
+                 fontsize=9)
+    return save_figure(fig, path)
+
+
+def sweep_figures(workdir, variants: dict[str, dict]) -> list[str]:
+    """Both sweep figures under ``workdir/figures``."""
+    out = os.path.join(str(workdir), "figures")
+    return [learning_curves(variants, os.path.join(out, "learning_curves.png")),
+            ood_by_family(variants, os.path.join(out, "ood_by_family.png"))]

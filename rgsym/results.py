@@ -1,11 +1,57 @@
-"""Run directories and atomic writes: a reader never sees a half-written file."""
+"""Runs on disk: a resumable sweep over model variants and seed chunks.
+
+Layout of a run directory::
+
+    config.json             resolved config (a rerun must match it to resume)
+    environment.json        jax/jaxlib versions, devices, git revision, matmul precision
+    variants/<name>/
+        config.json         the variant's resolved config
+        chunks/00000.npz    seeds, metrics and final params of one chunk (the unit of resume)
+        metrics.jsonl       one record per seed: final metrics and curves
+        metrics.csv         one row per seed: final metrics
+        curves.csv          one row per seed and evaluation step
+        params.npz          final params of every seed, stacked [S, ...]
+        summary.json        aggregates over seeds (metrics.summarise)
+        DONE                written last: the variant is finished
+    summary.json, summary.csv, summary.txt   the table over variants
+    figures/learning_curves.png, figures/ood_by_family.png
+
+Every file is written atomically (a temporary file in the same folder, then os.replace), so
+a SIGKILL loses at most the chunk in flight; rerunning with the same directory skips
+finished variants and chunks.
+"""
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 import os
+import platform
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+import jax
+import numpy as np
 
+from rgsym import metrics as metrics_lib
+from rgsym import train as train_lib
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez",
+           "load_npz", "environment", "run", "load_variant", "summary_table", "SUMMARY_COLUMNS"]
+
+# Columns of the printed table (those a variant lacks are shown as '-').
+SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
+                   "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
+                   "cum_err/k4")
+
+
+# ------------------------------------------------------------------------------------------
+# Atomic writes.
 
 def atomic_write_bytes(path: str, data: bytes) -> str:
     """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync and
@@ -27,3 +73,262 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
 
 def atomic_write_text(path: str, text: str) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
+                      + "\n")
+
+
+def atomic_savez(path, arrays: Mapping[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------------------------------
+# Environment and config records.
+
+def environment(cfg) -> dict:
+    """What produced a run: versions, devices, git revision, precision settings."""
+    repo = Path(train_lib.__file__).resolve().parent.parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return dict(
+        jax=jax.__version__, jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+        backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
+        local_device_count=jax.local_device_count(), process_count=jax.process_count(),
+        git_revision=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
+        matmul_precision=cfg.matmul_precision, dtype=cfg.dtype,
+        jax_enable_x64=bool(jax.config.jax_enable_x64), python=sys.version.split()[0],
+        numpy=np.__version__, platform=platform.platform(), cpu_count=os.cpu_count(),
+        argv=sys.argv, started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _version(pkg):
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def _config_json(cfg) -> dict:
+    return json.loads(cfg.to_json(sort_keys=True))
+
+
+def _check_resume(path: Path, cfg) -> None:
+    if not path.exists():
+        return
+    old, new = json.loads(path.read_text()), _config_json(cfg)
+    if old != new:
+        diff = sorted(_flat(old).items() ^ _flat(new).items())
+        fields = sorted({k for k, _ in diff})
+        raise ValueError(f"{path.parent} holds a run of a different config (fields differ: "
+                         f"{', '.join(fields)}); use a new --workdir or the same config")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = json.dumps(v, sort_keys=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Chunks <-> flat arrays.
+
+def _flatten(params, metrics, seeds) -> dict[str, np.ndarray]:
+    out = {"seeds": np.asarray(seeds), "diverged": metrics["diverged"],
+           "diverged_step": metrics["diverged_step"]}
+    for kind in ("final", "curves"):
+        out.update({f"{kind}/{k}": v for k, v in metrics[kind].items()})
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    out.update({"params/" + jax.tree_util.keystr(p): v for p, v in leaves})
+    return out
+
+
+def _group(arrays: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
+    return {k[len(kind) + 1:]: v for k, v in arrays.items() if k.startswith(kind + "/")}
+
+
+def load_variant(vdir) -> dict:
+    """The stacked chunks of a variant: seeds, diverged, diverged_step, final, curves,
+    params (flat ``{path: [S, ...]}``) and eval steps."""
+    vdir = Path(vdir)
+    chunks = [load_npz(p) for p in sorted((vdir / "chunks").glob("*.npz"))]
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    cfg = json.loads((vdir / "config.json").read_text())
+    every, steps = cfg["eval"]["every"], cfg["optim"]["steps"]
+    return dict(seeds=arrays["seeds"], diverged=arrays["diverged"].astype(bool),
+                diverged_step=arrays["diverged_step"], final=_group(arrays, "final"),
+                curves=_group(arrays, "curves"), params=_group(arrays, "params"),
+                steps=np.arange(every, steps + 1, every), config=cfg)
+
+
+def _finalise_variant(vdir: Path, name: str) -> dict:
+    v = load_variant(vdir)
+    final, curves = v["final"], v["curves"]
+    seeds, div = v["seeds"], v["diverged"]
+    lines, rows, curve_rows = [], [], []
+    for i, s in enumerate(seeds):
+        rec = dict(variant=name, seed=int(s), diverged=bool(div[i]),
+                   diverged_step=int(v["diverged_step"][i]))
+        fin = {k: _finite_or_none(a[i]) for k, a in sorted(final.items())}
+        curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(curves.items())}
+        lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v["steps"].tolist(),
+                                                                  **curve))))
+        rows.append(rec | fin)
+        for e, step in enumerate(v["steps"]):
+            curve_rows.append(dict(variant=name, seed=int(s), step=int(step),
+                                   **{k: float(a[i, e]) for k, a in sorted(curves.items())}))
+    atomic_write_text(vdir / "metrics.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(vdir / "metrics.csv", _csv(rows))
+    atomic_write_text(vdir / "curves.csv", _csv(curve_rows))
+    atomic_savez(vdir / "params.npz", {"seeds": seeds, **v["params"]})
+    summary = metrics_lib.summarise(_with_derived(final), div)
+    atomic_write_json(vdir / "summary.json", summary)
+    atomic_write_text(vdir / "DONE", "")
+    return summary
+
+
+def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
+    """Adds the maxima over scales and flow steps used by the summary table."""
+    out = dict(final)
+    for col, prefix in (("scale_rel_err_max", "rel_err/scale_"), ("flow_rel_err_max",
+                                                                 "flow_rel_err/")):
+        cols = [v for k, v in final.items() if k.startswith(prefix)]
+        if cols:
+            out[col] = np.max(np.stack(cols), axis=0)
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------
+# The summary table.
+
+def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str:
+    """Plain-text table: one row per variant, ``median [q25, q75]`` per metric."""
+    header = ["variant", "seeds", "diverged", *columns]
+    rows = []
+    for name, s in summaries.items():
+        cells = [name, str(s["num_seeds"]), str(s["num_diverged"])]
+        for c in columns:
+            a = s.get(c)
+            cells.append("-" if a is None or not a["n"] else
+                         f"{a['median']:.2e} [{a['q25']:.1e}, {a['q75']:.1e}]")
+        rows.append(cells)
+    width = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip()
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule] + [fmt(r) for r in rows]) + "\n"
+
+
+def _summary_csv(summaries: Mapping[str, dict]) -> str:
+    rows = []
+    for name, s in summaries.items():
+        for metric, a in s.items():
+            if isinstance(a, dict):
+                rows.append(dict(variant=name, metric=metric, num_seeds=s["num_seeds"],
+                                 num_diverged=s["num_diverged"], **a))
+    return _csv(rows)
+
+
+# ------------------------------------------------------------------------------------------
+# The resumable sweep.
+
+def run(cfg, workdir, *, progress: bool = True, devices=None,
+        log: Callable[[str], None] = print) -> dict:
+    """Runs (or resumes) every variant x seed chunk of ``cfg`` under ``workdir``.
+
+    Validates the whole config first (nothing is compiled before that), skips finished
+    variants and chunks, writes per-variant records as each variant completes, then the
+    summary table (printed via ``log``) and figures.  Returns ``{variant: summary}``.
+    """
+    from tqdm.auto import tqdm
+
+    from rgsym import plotting
+
+    train_lib.validate_config(cfg)
+    variants = train_lib.variant_configs(cfg)
+    chunks = train_lib.seed_chunks(cfg)
+    workdir = Path(workdir)
+    writer = jax.process_index() == 0
+    _check_resume(workdir / "config.json", cfg)
+    if writer:
+        atomic_write_json(workdir / "config.json", _config_json(cfg))
+        atomic_write_json(workdir / "environment.json", environment(cfg))
+
+    def todo(name):
+        vdir = workdir / "variants" / name
+        if (vdir / "DONE").exists():
+            return []
+        return [i for i in range(len(chunks)) if not (vdir / "chunks" / f"{i:05d}.npz").exists()]
+
+    pending = {name: todo(name) for name, _ in variants}
+    total = len(variants) * len(chunks)
+    bar = tqdm(total=total, initial=total - sum(map(len, pending.values())), unit="chunk",
+               desc="sweep", disable=not progress, dynamic_ncols=True)
+    summaries = {}
+    for name, vcfg in variants:
+        vdir = workdir / "variants" / name
+        if pending[name]:
+            bar.set_postfix_str(f"{name} (compiling)")
+            sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
+            if writer:
+                atomic_write_json(vdir / "config.json", _config_json(vcfg))
+            for i in pending[name]:
+                params, metrics = sweep.run_chunk(chunks[i])
+                if writer:
+                    atomic_savez(vdir / "chunks" / f"{i:05d}.npz",
+                                 _flatten(params, metrics, chunks[i]))
+                bar.set_postfix_str(name)
+                bar.update()
+        if writer and not (vdir / "DONE").exists():
+            _finalise_variant(vdir, name)
+        summaries[name] = json.loads((vdir / "summary.json").read_text())
+    bar.close()
+    if writer:
+        table = summary_table(summaries)
+        atomic_write_text(workdir / "summary.txt", table)
+        atomic_write_text(workdir / "summary.csv", _summary_csv(summaries))
+        atomic_write_json(workdir / "summary.json", summaries)
+        plotting.sweep_figures(workdir, {n: load_variant(workdir / "variants" / n)
+                                         for n, _ in variants})
+        log(table)
+    return summaries

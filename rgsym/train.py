@@ -1,0 +1,448 @@
+"""The training engine: a whole run is one pure function of a PRNG key.
+
+    trainer = make_train(cfg)                      # validates, builds model + optimiser
+    params, metrics = trainer.train(key)           # init, scanned steps, periodic + final eval
+    jax.jit(jax.vmap(trainer.train))(keys)         # a seed sweep: params/metrics gain [S, ...]
+    sweep(cfg, seeds)                              # the same in memory-bounded chunks, with
+                                                   # the seed axis sharded over all devices
+
+Every loop is a ``lax.scan`` and the training batches are sampled inside the scanned step
+from the seed's key (PureJaxRL style), so nothing per seed or per step runs in Python.
+Vectorisable hyper-parameters (:class:`HParams`: learning rate, activation alpha, init scale,
+symmetry-penalty strength) are traced arguments, so they can be vmapped as well.
+
+A seed whose loss or parameters go non-finite is frozen at its last finite parameters (a
+``jnp.where`` on the update, so the other seeds of a vmapped batch are unaffected) and its
+metrics carry ``diverged`` = True and ``diverged_step``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from rgsym import clt, data, distributions
+from rgsym import metrics as metrics_lib
+
+__all__ = [
+    "HParams",
+    "Trainer",
+    "Sweep",
+    "base_config",
+    "validate_config",
+    "variant_configs",
+    "model_config",
+    "make_train",
+    "make_sweep",
+    "sweep",
+    "seed_chunks",
+]
+
+# Model-zoo fields that other sections own (one source of truth).
+_OWNED = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b", "dtype": "dtype"}
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+_DTYPES = ("float32", "float64")
+_PRECISIONS = ("default", "highest")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every config field with its default; config files start from this (the schema)."""
+    c = ml_collections.ConfigDict()
+    c.name = "sweep"
+    c.seed = 0                  # first seed; seeds are seed .. seed + num_seeds - 1
+    c.num_seeds = 8
+    c.chunk_size = 0            # seeds per compiled call (memory bound); 0 = all at once
+    c.num_devices = 0           # devices the seed axis is sharded over; 0 = all local
+    c.multihost = False         # call jax.distributed.initialize() and shard over hosts
+    c.dtype = "float32"
+    c.matmul_precision = "default"   # 'highest' avoids TF32 on GPUs (exact-map science)
+    c.lattice = ml_collections.ConfigDict(dict(dim=1, sites=16, b=2))
+    c.data = ml_collections.ConfigDict(dict(family="uniform", batch=256))
+    c.model = ml_collections.ConfigDict(dict(
+        family="mlp", symmetry="none", activation="tanh", width=64, depth=2, alpha=0.1,
+        init_scale=1.0, soft_symmetry=ml_collections.config_dict.placeholder(str),
+        symmetry_strength=0.0, pooling="sum", boundary="periodic", block_edges=False,
+        use_bias=True))
+    c.optim = ml_collections.ConfigDict(dict(
+        optimizer="adam", lr=1e-3, schedule="constant", warmup_steps=0, steps=500,
+        weight_decay=0.0, momentum=0.0, grad_clip=0.0))
+    c.eval = ml_collections.ConfigDict(dict(
+        every=100,              # steps between in-scan evaluations (must divide steps)
+        batch=1024,             # samples per evaluation set at the end of training
+        curve_batch=256,        # samples per evaluation set during training
+        families=(),            # OOD families (standardised); () = all with finite kappa_4
+        scales=(0.5, 2.0),      # the training family at other scales
+        flow_steps=2,           # k-step iterated flow error (iterable models)
+        seed=12345))            # evaluation data is common to every seed and variant
+    # Model variants of the sweep: each a dict of overrides; plain keys go to the model
+    # section, dotted keys ('optim.lr') anywhere.  () = the base config alone.
+    c.variants = ()
+    return c
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: every check runs before anything is traced and names the offending field.
+
+def _fail(field: str, value, why: str):
+    raise ValueError(f"config field '{field}'={value!r} is not valid: {why}")
+
+
+def _check_keys(cfg, schema, prefix=""):
+    for k in cfg.keys():
+        if k not in schema:
+            raise ValueError(f"config field '{prefix}{k}' is unknown; known fields here: "
+                             f"{', '.join(sorted(schema.keys()))}")
+        if isinstance(schema[k], ml_collections.ConfigDict):
+            if not isinstance(cfg[k], (ml_collections.ConfigDict, Mapping)):
+                _fail(prefix + k, cfg[k], "it must be a section (a dict of fields)")
+            _check_keys(cfg[k], schema[k], f"{prefix}{k}.")
+
+
+def _int(cfg, field, low):
+    v = _get(cfg, field)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        _fail(field, v, f"it must be an integer >= {low}")
+    return int(v)
+
+
+def _real(cfg, field, positive=False):
+    v = _get(cfg, field)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or (
+            v <= 0 if positive else v < 0):
+        _fail(field, v, f"it must be a finite real number {'> 0' if positive else '>= 0'}")
+    return float(v)
+
+
+def _choice(cfg, field, options):
+    v = _get(cfg, field)
+    if v not in options:
+        _fail(field, v, f"choose one of {', '.join(map(str, options))}")
+    return v
+
+
+def _get(cfg, field):
+    for part in field.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def validate_config(cfg) -> None:
+    """Checks a (variant-free or full) config; raises ValueError naming the field.
+
+    Runs in Python before any tracing: unknown keys, negative steps/seeds, lattices or
+    batches that do not fit, unknown families, and every model variant's build.
+    """
+    from rgsym import models  # the model zoo validates its own section
+
+    _check_keys(cfg, base_config())
+    _int(cfg, "seed", 0)
+    _int(cfg, "num_seeds", 1)
+    _int(cfg, "chunk_size", 0)
+    _int(cfg, "num_devices", 0)
+    _choice(cfg, "dtype", _DTYPES)
+    _choice(cfg, "matmul_precision", _PRECISIONS)
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
+    dim = _choice(cfg, "lattice.dim", (1, 2))
+    b = _int(cfg, "lattice.b", 2)
+    sites = _int(cfg, "lattice.sites", 1)
+    if sites % b:
+        _fail("lattice.sites", sites, f"a lattice side must be a multiple of lattice.b={b}")
+    _int(cfg, "data.batch", 1)
+    fam = _choice(cfg, "data.family", distributions.names())
+    if distributions.get(fam).max_order < 2:
+        _fail("data.family", fam, "training needs a family with finite variance")
+    _choice(cfg, "optim.optimizer", _OPTIMIZERS)
+    _choice(cfg, "optim.schedule", _SCHEDULES)
+    steps = _int(cfg, "optim.steps", 1)
+    _int(cfg, "optim.warmup_steps", 0)
+    if cfg.optim.warmup_steps > steps:
+        _fail("optim.warmup_steps", cfg.optim.warmup_steps, f"it exceeds optim.steps={steps}")
+    _real(cfg, "optim.lr", positive=True)
+    for f in ("weight_decay", "momentum", "grad_clip"):
+        _real(cfg, "optim." + f)
+    every = _int(cfg, "eval.every", 1)
+    if steps % every:
+        _fail("eval.every", every, f"it must divide optim.steps={steps}")
+    _int(cfg, "eval.batch", 5)  # k-statistics to order 4 need more than 4 samples
+    _int(cfg, "eval.curve_batch", 5)
+    _int(cfg, "eval.seed", 0)
+    for f in cfg.eval.families:
+        if f not in distributions.names():
+            _fail("eval.families", f, f"unknown family; known: {', '.join(distributions.names())}")
+        if distributions.get(f).max_order < 4:
+            _fail("eval.families", f, "its kappa_4 diverges, so cumulant errors do not exist")
+    for s in cfg.eval.scales:
+        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s > 0:
+            _fail("eval.scales", s, "every scale must be a real number > 0")
+    k = _int(cfg, "eval.flow_steps", 1)
+    if sites % b ** k:
+        _fail("eval.flow_steps", k, f"lattice.sites={sites} must be a multiple of "
+                                    f"lattice.b**flow_steps={b ** k}")
+    if not isinstance(cfg.variants, (tuple, list)):
+        _fail("variants", cfg.variants, "it must be a list of dicts of overrides")
+    for i, v in enumerate(cfg.variants):
+        if not isinstance(v, Mapping):
+            _fail(f"variants[{i}]", v, "each variant is a dict of overrides")
+    for name, vcfg in variant_configs(cfg, validate=False):
+        try:
+            models.build(model_config(vcfg))
+        except ValueError as e:
+            raise ValueError(f"config section 'model' of variant {name!r}: {e}") from None
+
+
+def variant_configs(cfg, validate: bool = True) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared)."""
+    out = []
+    for i, overrides in enumerate(cfg.variants or ({},)):
+        v = ml_collections.ConfigDict(cfg.to_dict())
+        v.variants = ()
+        for key, value in dict(overrides).items():
+            field = key if "." in key else f"model.{key}"
+            *path, leaf = field.split(".")
+            try:
+                section = _get(v, ".".join(path)) if path else v
+                if leaf not in section:
+                    raise KeyError(leaf)
+            except KeyError:
+                raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
+                                 "not a config field") from None
+            section[leaf] = value
+        if validate:
+            validate_config(v)
+        out.append((variant_name(v, overrides), v))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        _fail("variants", names, "two variants resolve to the same name")
+    return out
+
+
+def variant_name(cfg, overrides: Mapping = ()) -> str:
+    """``family-symmetry-activation`` plus any other override, filesystem-safe."""
+    m = cfg.model
+    parts = [m.family, m.symmetry, m.activation]
+    for k, v in dict(overrides).items():
+        if k not in ("family", "symmetry", "activation"):
+            parts.append(f"{k.split('.')[-1]}={v}")
+    return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
+
+
+def model_config(cfg) -> dict:
+    """The model zoo's config: the model section plus the lattice fields and dtype."""
+    out = dict(cfg.model.to_dict())
+    out.update({k: _get(cfg, field) for k, field in _OWNED.items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The run as a pure function.
+
+class HParams(NamedTuple):
+    """Vectorisable hyper-parameters: scalars (or [S] arrays under vmap)."""
+    lr: Any
+    alpha: Any
+    init_scale: Any
+    symmetry_strength: Any
+
+
+class Trainer(NamedTuple):
+    """What :func:`make_train` returns.
+
+    train: ``(key, hparams=None) -> (params, metrics)``; consumes ``key``. ``metrics`` is
+      ``{'curves': {name: [E]}, 'final': {name: []}, 'diverged': [], 'diverged_step': []}``
+      with E = steps // eval.every evaluation points (at ``eval_steps``).
+    hparams: ``(**overrides) -> HParams`` with config defaults, broadcast to a common shape.
+    """
+    train: Callable
+    hparams: Callable
+    model: Any
+    evaluator: metrics_lib.Evaluator
+    config: ml_collections.ConfigDict
+    eval_steps: np.ndarray
+
+
+def _schedule(o) -> optax.Schedule:
+    """A multiplier of the learning rate (the rate itself is a traced hyper-parameter)."""
+    if o.schedule == "constant":
+        return optax.constant_schedule(1.0)
+    if o.schedule == "cosine":
+        return optax.cosine_decay_schedule(1.0, o.steps)
+    return optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, o.steps)
+
+
+def _optimizer(o) -> optax.GradientTransformation:
+    """Direction of descent with a unit learning rate: the update is ``-lr * direction``."""
+    parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+    if o.optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam())
+        if o.optimizer == "adamw":
+            parts.append(optax.add_decayed_weights(o.weight_decay))
+    elif o.momentum > 0:
+        parts.append(optax.trace(o.momentum))
+    parts.append(optax.scale_by_schedule(_schedule(o)))
+    return optax.chain(*parts)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train(cfg, validate: bool = True) -> Trainer:
+    """Builds the pure training function of one resolved (variant-free) config."""
+    from rgsym import models
+
+    if validate:
+        validate_config(cfg)
+    if cfg.variants:
+        _fail("variants", cfg.variants, "make_train takes one variant: use variant_configs")
+    dtype = jnp.dtype(cfg.dtype)
+    model = models.build(model_config(cfg))
+    lat, o = cfg.lattice, cfg.optim
+    dist = distributions.get(cfg.data.family, standardised=True)
+    tx = _optimizer(o)
+    evaluator = metrics_lib.make_evaluator(cfg, model)
+    every = cfg.eval.every
+    n_evals = o.steps // every
+
+    def hparams(**overrides) -> HParams:
+        d = dict(lr=o.lr, alpha=cfg.model.alpha, init_scale=cfg.model.init_scale,
+                 symmetry_strength=cfg.model.symmetry_strength)
+        d.update(overrides)
+        vals = [jnp.asarray(v, dtype) for v in d.values()]
+        shape = jnp.broadcast_shapes(*(v.shape for v in vals))
+        return HParams(*(jnp.broadcast_to(v, shape) for v in vals))
+
+    def train(key: jax.Array, hp: HParams | None = None, eval_data=None):
+        """One run; consumes ``key``.  ``eval_data`` defaults to the evaluator's fixed set
+        (pass it as an argument to keep it out of the compiled constants)."""
+        hp = hparams() if hp is None else HParams(*(jnp.asarray(v, dtype) for v in hp))
+        if eval_data is None:
+            eval_data = evaluator.fixed_data()
+        k_init, k_data = jax.random.split(key)
+        example = jnp.zeros((1,) + data.lattice_shape(lat.sites, lat.dim), dtype)
+        params = model.init(k_init, example, init_scale=hp.init_scale)
+
+        def loss_fn(p, x, y):
+            mse = jnp.mean((model.apply(p, x, alpha=hp.alpha) - y) ** 2)
+            return mse + model.penalty(p, strength=hp.symmetry_strength), mse
+
+        def step(carry, t):
+            params, opt_state, div_step = carry
+            x, y = data.sample_pairs(jax.random.fold_in(k_data, t), dist, cfg.data.batch,
+                                     lat.sites, lat.b, lat.dim, dtype=dtype)
+            (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+            direction, new_opt = tx.update(grads, opt_state, params)
+            new_params = jax.tree.map(lambda p, d: (p - hp.lr * d).astype(p.dtype), params,
+                                      direction)
+            # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.
+            ok = jnp.isfinite(loss) & _all_finite(new_params) & (div_step < 0)
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+            div_step = jnp.where((div_step < 0) & ~ok, t, div_step)
+            return (keep(new_params, params), keep(new_opt, opt_state), div_step), mse
+
+        def period(carry, e):
+            carry, mse = jax.lax.scan(step, carry, e * every + jnp.arange(every))
+            curve = evaluator.curve(carry[0], hp, eval_data)
+            return carry, dict(train_loss=jnp.mean(mse), **curve)
+
+        carry = (params, tx.init(params), jnp.asarray(-1, jnp.int32))
+        (params, _, div_step), curves = jax.lax.scan(period, carry, jnp.arange(n_evals))
+        final = evaluator.final(params, hp, eval_data)
+        final["train_loss"] = curves["train_loss"][-1]
+        return params, dict(curves=curves, final=final, diverged=div_step >= 0,
+                            diverged_step=div_step)
+
+    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1))
+
+
+# ------------------------------------------------------------------------------------------
+# Sweeps: chunks of seeds, sharded over devices (and hosts).
+
+class Sweep(NamedTuple):
+    """run_chunk: ``(seeds [C] ints, hparams=None) -> (params, metrics)`` as host numpy
+    arrays with a leading [C] axis; pads C to the chunk size so one compilation serves all."""
+    run_chunk: Callable
+    trainer: Trainer
+    mesh: jax.sharding.Mesh
+    chunk_size: int
+
+
+def _devices(cfg, devices):
+    if devices is None:
+        devices = jax.devices() if cfg.multihost else jax.local_devices()
+        if cfg.num_devices:
+            devices = devices[: cfg.num_devices]
+    return list(devices)
+
+
+def seed_chunks(cfg) -> list[np.ndarray]:
+    """The config's seeds split into chunks of ``chunk_size`` (the last may be shorter)."""
+    seeds = cfg.seed + np.arange(cfg.num_seeds)
+    size = cfg.chunk_size or cfg.num_seeds
+    return [seeds[i: i + size] for i in range(0, len(seeds), size)]
+
+
+def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = None,
+               validate: bool = True) -> Sweep:
+    """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
+    trainer = make_train(cfg, validate)
+    devices = _devices(cfg, devices)
+    # Auto axes: the seed axis is sharded by the jit shardings, not by array types.
+    mesh = jax.make_mesh((len(devices),), ("seeds",), (jax.sharding.AxisType.Auto,),
+                         devices=devices)
+    shard = NamedSharding(mesh, P("seeds"))
+    size = chunk_size or cfg.chunk_size or cfg.num_seeds
+    size = -(-size // len(devices)) * len(devices)  # every device gets the same share
+
+    def run(seeds, hp, eval_data):
+        train = lambda s, h: trainer.train(jax.random.key(s), h, eval_data)
+        return jax.vmap(train)(seeds, hp)
+
+    jitted = jax.jit(run, in_shardings=(shard, shard, NamedSharding(mesh, P())),
+                     out_shardings=shard)
+    eval_data = trainer.evaluator.fixed_data()
+
+    def to_global(host):
+        host = np.asarray(host)
+        return jax.make_array_from_callback(host.shape, shard, lambda idx: host[idx])
+
+    def run_chunk(seeds, hparams: HParams | None = None):
+        seeds = np.asarray(seeds)
+        n = len(seeds)
+        if not 0 < n <= size:
+            raise ValueError(f"a chunk holds 1..{size} seeds, got {n}")
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
+        hp = trainer.hparams() if hparams is None else hparams
+        hp = HParams(*(np.broadcast_to(np.asarray(v, cfg.dtype), (n,)) for v in hp))
+        args = (to_global(pad(seeds.astype(np.int32))), HParams(*(to_global(pad(v)) for v in hp)),
+                eval_data)
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            out = jitted(*args)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            out = multihost_utils.process_allgather(out, tiled=True)
+        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
+
+    return Sweep(run_chunk, trainer, mesh, size)
+
+
+def sweep(cfg, seeds: Sequence[int] | None = None, hparams: HParams | None = None,
+          devices: Sequence | None = None, chunk_size: int | None = None):
+    """Trains every seed (default: the config's) of one variant; returns numpy
+    ``(params, metrics)`` stacked over seeds [S, ...].  ``hparams`` fields may be [S]."""
+    sw = make_sweep(cfg, devices, chunk_size)
+    seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else np.asarray(seeds)
+    outs = []
+    for i in range(0, len(seeds), sw.chunk_size):
+        hp = None if hparams is None else HParams(
+            *(np.broadcast_to(np.asarray(v), (len(seeds),))[i: i + sw.chunk_size] for v in hparams))
+        outs.append(sw.run_chunk(seeds[i: i + sw.chunk_size], hp))
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
