@@ -105,13 +105,16 @@ def input_state(input_cumulants, n_sites: int, order: int) -> State:
                                               (n_sites, len(input_cumulants))))
 
 
-def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit):
-    """One activation; returns (state, label)."""
+def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit,
+                 linear_units: int = 0):
+    """One activation (identity on the trailing ``linear_units``); returns (state, label)."""
     coeffs = _poly(layer)
     if coeffs is not None:
-        dtype = state.mean().dtype
-        raw = jnp.stack([jnp.asarray(c, dtype) for c in coeffs])
-        out = rules.polynomial(state, rules.centre_coefficients(raw, state.mean()), order,
+        mean = state.mean()
+        raw = jnp.stack([jnp.asarray(c, mean.dtype) for c in coeffs])
+        ident = jnp.zeros_like(raw).at[1].set(1.0)
+        raw = jnp.where(rules.linear_mask(mean.shape[0], linear_units)[:, None], ident, raw)
+        out = rules.polynomial(state, rules.centre_coefficients(raw, mean), order,
                                readout, memory_limit)
         return out, "exact" if state.order >= (len(coeffs) - 1) * order else "closure"
     if mode == "exact":
@@ -121,7 +124,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
             f"(approximate modes: {', '.join(APPROXIMATE_MODES)})")
     fn = activation_fn(layer.activation, layer.alpha)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
-    return rule(state, fn, order, readout, memory_limit), mode
+    return rule(state, fn, order, readout, memory_limit, linear_units), mode
 
 
 def _merge(label: str, new: str) -> str:
@@ -132,13 +135,16 @@ def _merge(label: str, new: str) -> str:
 
 def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "exact",
                     every_layer: bool = True,
-                    memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
+                    memory_limit: float = DEFAULT_MEMORY_LIMIT,
+                    linear_units: int = 0) -> Propagation:
     """Propagates ``state`` through a chain of Affine / Elementwise layers.
 
     every_layer: keep the state after every layer; if False, an activation followed by an
       Affine is fused (the readout is contracted inside the einsums, so the hidden
       ``[H]^n`` tensors are never built) and only input and output states are returned.
     Identity activations are skipped (factor states stay compact through linear nets).
+    linear_units: activations act as identity on this many trailing units (carries the RG
+      target through the net for exact MSEs, see ``predict.py``).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is unknown: choose one of {', '.join(MODES)}")
@@ -153,7 +159,8 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
             readout = None
             if not every_layer and i + 1 < len(chain) and hasattr(chain[i + 1], "weight"):
                 readout = chain[i + 1].weight
-            state, new = _elementwise(state, layer, order, mode, readout, memory_limit)
+            state, new = _elementwise(state, layer, order, mode, readout, memory_limit,
+                                      linear_units)
             label = _merge(label, new)
             if readout is not None:
                 state = rules.affine(state, jnp.eye(readout.shape[0]), chain[i + 1].bias)

@@ -30,7 +30,7 @@ from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorC
                                    State, check_memory, to_dense)
 
 __all__ = ["affine", "polynomial", "centre_coefficients", "quadratic_expansion",
-           "gaussian_closure", "GAUSS_HERMITE_NODES"]
+           "gaussian_closure", "linear_mask", "GAUSS_HERMITE_NODES"]
 
 GAUSS_HERMITE_NODES = 48
 _UNIT, _OUT, _SITE = string.ascii_lowercase[:8], string.ascii_uppercase[:8], "nopqrstuvwxyz"
@@ -132,45 +132,58 @@ def polynomial(state: State, coeffs, order: int, readout=None,
     return DenseCumulants(tuple(tensors))
 
 
+def linear_mask(width: int, linear_units: int):
+    """[H] bool: the trailing ``linear_units`` units pass through unchanged (identity)."""
+    return jnp.arange(width) >= width - linear_units
+
+
 def quadratic_expansion(state: State, fn, order: int, readout=None,
-                        memory_limit=DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+                        memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0
+                        ) -> DenseCumulants:
     """``phi`` expanded to second order about each unit's mean, then :func:`polynomial`.
 
     Approximate: exact for polynomials of degree <= 2, accurate when the pre-activation
-    spread is small against the scale on which phi'' changes.
+    spread is small against the scale on which phi'' changes.  The trailing
+    ``linear_units`` units are identities (used to carry the RG target alongside).
     """
     mean = state.mean()
     d1 = jax.vmap(jax.grad(fn))
     d2 = jax.vmap(jax.grad(jax.grad(fn)))
     coeffs = jnp.stack([fn(mean), d1(mean), 0.5 * d2(mean)], -1)
+    ident = jnp.stack([mean, jnp.ones_like(mean), jnp.zeros_like(mean)], -1)
+    coeffs = jnp.where(linear_mask(mean.shape[0], linear_units)[:, None], ident, coeffs)
     return polynomial(state, coeffs, order, readout, memory_limit)
 
 
 def gaussian_closure(state: State, fn, order: int, readout=None,
-                     memory_limit=DEFAULT_MEMORY_LIMIT,
+                     memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
                      nodes: int = GAUSS_HERMITE_NODES) -> DenseCumulants:
     """Mean and covariance of ``phi(z)`` for Gaussian ``z`` with the state's G_1, G_2.
 
     Gauss-Hermite quadrature: 1-D for the mean, 2-D over each unit pair for the covariance.
     Orders >= 3 (which a Gaussian closure cannot supply) come from the quadratic expansion.
+    The trailing ``linear_units`` units are identities.
     """
     g = to_dense(state, 2, memory_limit)
     mean, cov = g.tensors
+    lin = linear_mask(mean.shape[0], linear_units)
     x, w = np.polynomial.hermite_e.hermegauss(nodes)
     x, w = jnp.asarray(x, mean.dtype), jnp.asarray(w / w.sum(), mean.dtype)
     sd = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0))
     rho = cov / jnp.maximum(sd[:, None] * sd[None, :], jnp.finfo(mean.dtype).tiny)
     rho = jnp.clip(rho, -1.0, 1.0)
     za = mean[:, None] + sd[:, None] * x                           # [H, Q]
-    fa = fn(za)
+    fa = jnp.where(lin[:, None], za, fn(za))
     e1 = fa @ w                                                    # E phi(z_a)
     # z_b = m_b + s_b (rho xi_1 + sqrt(1 - rho^2) xi_2), xi_1 shared with z_a
     zb = (mean[None, :, None, None] + sd[None, :, None, None]
           * (rho[:, :, None, None] * x[:, None] + jnp.sqrt(1 - rho ** 2)[:, :, None, None] * x))
-    e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fn(zb), w, w)
+    fb = jnp.where(lin[None, :, None, None], zb, fn(zb))
+    e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fb, w, w)
     cov_out = e2 - e1[:, None] * e1[None, :]
     if order > 2:
-        tensors = quadratic_expansion(state, fn, order, None, memory_limit).tensors
+        tensors = quadratic_expansion(state, fn, order, None, memory_limit,
+                                      linear_units).tensors
     else:
         tensors = ()
     tensors = (e1, cov_out) + tuple(tensors[2:order])

@@ -1,0 +1,133 @@
+"""Trace-time partitions, states, layer rules on explicit matrices, streaming estimators, errors."""
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgsym import distributions
+from rgsym.cumulants import (CumulantMemoryError, from_tensors, iid_lattice, k_statistics_with_se,
+                             marginals, power_sums, combine, k_statistics_from_power_sums,
+                             propagate, to_dense)
+from rgsym.cumulants import rules
+from rgsym.cumulants.partitions import connected_partitions
+from rgsym.models import build
+
+
+def _set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _set_partitions(rest):
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+        yield [[first]] + part
+
+
+@pytest.mark.parametrize("q", [(4,), (2, 2), (1, 2, 1), (2, 2, 2), (3, 1, 2), (2, 1, 1, 2)])
+def test_partition_classes_match_brute_force(q):
+    legs = [(i, j) for i, qi in enumerate(q) for j in range(qi)]
+    counts = {}
+    for part in _set_partitions(legs):
+        if min(len(b) for b in part) < 2:
+            continue
+        parent = list(range(len(q)))
+        for block in part:  # connected w.r.t. the factors?
+            fs = sorted({i for i, _ in block})
+            for f in fs[1:]:
+                root_a, root_b = fs[0], f
+                while parent[root_a] != root_a:
+                    root_a = parent[root_a]
+                while parent[root_b] != root_b:
+                    root_b = parent[root_b]
+                parent[root_b] = root_a
+
+        def root(i):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+        if len({root(i) for i in range(len(q))}) > 1:
+            continue
+        key = tuple(sorted(tuple(sum(1 for i, _ in b if i == f) for f in range(len(q)))
+                           for b in part))
+        counts[key] = counts.get(key, 0) + 1
+    got = {tuple(sorted(c.blocks)): c.multiplicity for c in connected_partitions(q, 99)}
+    assert got == counts
+
+
+def test_affine_and_polynomial_dense_equal_factor_form():
+    rng = np.random.default_rng(0)
+    w, b, v = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=(2, 3))
+    st = rules.affine(iid_lattice(distributions.get("exponential"), 4, 8), w, b)
+    dense = to_dense(st)
+    assert np.allclose(dense.tensors[2], np.einsum("as,bs,cs->abc", w, w, w) * 2.0)
+    coeffs = rules.centre_coefficients(jnp.array([0.1, 1.0, 0.4]), st.mean())
+    f = rules.polynomial(st, coeffs, 4)
+    d = rules.polynomial(dense, coeffs, 4)
+    fused = rules.polynomial(st, coeffs, 4, readout=jnp.asarray(v))
+    after = rules.affine(f, v)
+    for n in range(4):
+        assert np.allclose(f.tensors[n], d.tensors[n], rtol=1e-12, atol=1e-10)
+        assert np.allclose(after.tensors[n], fused.tensors[n], rtol=1e-12, atol=1e-10)
+        t = np.asarray(f.tensors[n])  # symmetric
+        for perm in itertools.permutations(range(n + 1)):
+            assert np.allclose(t, t.transpose(perm), rtol=1e-12, atol=1e-12)
+
+
+def test_square_of_gaussian_is_scaled_chi_squared():
+    # z ~ N(m, s^2): kappa_n(z^2) = 2^(n-1) (n-1)! s^(2n) (n + m^2 n / s^2 ... ) -- use the
+    # non-central chi-squared: kappa_n = 2^(n-1) (n-1)! s^(2n) (1 + n m^2 / s^2)
+    m, s = 0.7, 1.3
+    st = iid_lattice(distributions.get("gaussian", loc=m, scale=s), 1, 8)
+    out = rules.polynomial(st, rules.centre_coefficients(jnp.array([0.0, 0.0, 1.0]), st.mean()), 4)
+    want = [2 ** (n - 1) * math.factorial(n - 1) * s ** (2 * n) * (1 + n * m ** 2 / s ** 2)
+            for n in range(1, 5)]
+    assert np.allclose(marginals(out)[0], want, rtol=1e-12)
+
+
+def test_closure_drops_only_missing_orders():
+    # with the input truncated at order 4, kappa_2(z^2) (needs order 4) is still exact
+    st = iid_lattice(distributions.get("exponential"), 1, 4)
+    out = rules.polynomial(st, rules.centre_coefficients(jnp.array([0.0, 0.0, 1.0]),
+                                                          st.mean()), 2)
+    full = rules.polynomial(iid_lattice(distributions.get("exponential"), 1, 8),
+                            rules.centre_coefficients(jnp.array([0.0, 0.0, 1.0]), st.mean()), 2)
+    assert np.allclose(marginals(out), marginals(full), rtol=1e-12)
+
+
+def test_streaming_power_sums_equal_k_statistics():
+    x = jax.random.exponential(jax.random.key(0), (3, 5000), jnp.float64) * 2 + 5
+    shift = jnp.full(3, 6.0)
+    ps = combine(power_sums(x[:, :1234], shift, 4, 1), power_sums(x[:, 1234:], shift, 4, 1))
+    for order in (1, 2, 3, 4):
+        a, b = k_statistics_with_se(x, 1, order), k_statistics_from_power_sums(ps, order)
+        assert np.allclose(a.value, b.value, rtol=1e-10)
+        assert np.allclose(a.se, b.se, rtol=1e-10)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="non-finite"):
+        iid_lattice([0.0, 1.0, np.nan], 4)
+    with pytest.raises(ValueError, match="non-finite"):
+        from_tensors([np.zeros(2), np.array([[1.0, np.inf], [np.inf, 1.0]])])
+    with pytest.raises(distributions.CumulantDoesNotExist):
+        iid_lattice(distributions.get("student_t", df=3.0), 4, 4)
+    quad = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4, sites=4,
+                      dtype="float64"))
+    p = quad.init(jax.random.key(0), jnp.zeros(4))
+    with pytest.raises(distributions.CumulantDoesNotExist):  # needs kappa_8, df=5 has 4
+        propagate(quad, p, distributions.get("student_t", df=5.0), order=4)
+    tanh = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, sites=4,
+                      dtype="float64"))
+    with pytest.raises(ValueError, match="quadratic.*gaussian_closure"):
+        propagate(tanh, tanh.init(jax.random.key(0), jnp.zeros(4)), distributions.get("uniform"))
+    wide = build(dict(family="mlp", symmetry="none", activation="quadratic", width=512,
+                      sites=4, dtype="float64"))
+    pw = wide.init(jax.random.key(0), jnp.zeros(4))
+    with pytest.raises(CumulantMemoryError, match=r"order=4 at width=512 need about 513 GiB"):
+        propagate(wide, pw, distributions.get("uniform"), order=4)
+    with pytest.raises(CumulantMemoryError, match="order=3 at width=512"):
+        propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20)
