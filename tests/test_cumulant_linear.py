@@ -1,0 +1,102 @@
+"""Linear (identity-activation) networks: propagation against closed forms and the exact RG."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgsym import clt, distributions
+from rgsym.cumulants import marginals, propagate, rg_matrix, to_dense
+from rgsym.cumulants.predict import clt_recursion_check, predict_mse
+from rgsym.models import build, compose
+
+SYMMETRIES = ["none", "block_local", "block_permutation", "tied_hidden", "odd", "nonnegative",
+              "symmetric_weights"]
+
+
+def _model(symmetry, depth, activation="identity", sites=4, width=4, **kw):
+    cfg = dict(family="mlp", symmetry=symmetry, activation=activation, width=width,
+               depth=depth, sites=sites, b=2, dtype="float64", **kw)
+    model = build(cfg)
+    return model, model.init(jax.random.key(depth), jnp.zeros(sites))
+
+
+def _closed_form(chain):
+    """The chain as one affine map x -> A x + c (identity activations only)."""
+    a, c = None, None
+    for layer in chain:
+        if hasattr(layer, "weight"):
+            a = layer.weight if a is None else layer.weight @ a
+            c = layer.bias if c is None else layer.weight @ c + layer.bias
+    return np.asarray(a), np.asarray(c)
+
+
+@pytest.mark.parametrize("symmetry,depth", [(s, d) for s in SYMMETRIES for d in (1, 2, 3)
+                                            if not (s == "symmetric_weights" and d < 2)])
+def test_linear_nets_match_closed_form(symmetry, depth):
+    model, params = _model(symmetry, depth)
+    fam = distributions.get("gamma")
+    out = propagate(model, params, fam, order=4)
+    a, c = _closed_form(model.layers(params, (4,)))
+    k = fam.cumulants(4)
+    g = to_dense(out.output).tensors
+    assert np.allclose(g[0], a.sum(1) * k[0] + c, rtol=0, atol=1e-10)
+    assert np.allclose(g[1], k[1] * a @ a.T, rtol=0, atol=1e-10)
+    assert np.allclose(g[2], k[2] * np.einsum("as,bs,cs->abc", a, a, a), rtol=0, atol=1e-10)
+    assert np.allclose(g[3], k[3] * np.einsum("as,bs,cs,ds->abcd", a, a, a, a), atol=1e-10)
+    assert out.labels == ("input",) + ("exact",) * (len(out.states) - 1)
+    # the exact MSE of a linear map: tr((A - R) Sigma (A - R)^T) + |mean error|^2
+    r = np.asarray(rg_matrix((4,), 2, 1))
+    e = a - r
+    want = (k[1] * (e ** 2).sum(1) + (e.sum(1) * k[0] + c) ** 2).mean()
+    assert abs(float(predict_mse(model, params, fam).mse) - want) < 1e-10
+
+
+def _exact_rg_params(symmetry, params):
+    """Identity-MLP parameters that make the net the block map (width 4, N = 4, b = 2)."""
+    p = jax.tree_util.tree_map(jnp.zeros_like, params)["params"]
+    s = 2 ** -0.5
+    if symmetry == "none":
+        p["layer_0"]["kernel"] = jnp.array([[s, s, 0, 0], [0, 0, s, s], [0] * 4, [0] * 4])
+        p["layer_1"]["kernel"] = jnp.eye(2, 4)
+    else:  # block_local: one shared block network of 2 inputs
+        p["layer_0"]["kernel"] = jnp.array([[s, s], [0, 0], [0, 0], [0, 0]])
+        p["layer_1"]["kernel"] = jnp.eye(1, 4)
+    return {"params": p}
+
+
+@pytest.mark.parametrize("symmetry", ["none", "block_local"])
+def test_exact_rg_weights_reproduce_the_recursion(symmetry):
+    model, params = _model(symmetry, 1)
+    params = _exact_rg_params(symmetry, params)
+    x = jax.random.normal(jax.random.key(0), (3, 4), jnp.float64)
+    assert np.allclose(model.apply(params, x), clt.block_map(x, 2), atol=1e-14)
+    prop = jax.jit(lambda st: propagate(model, params, st, order=8).output)
+    for name in distributions.finite_order_names(4):
+        fam = distributions.get(name)
+        order = int(min(fam.max_order, 8))
+        state = propagate(model, params, fam, order=order).states[0]
+        got = marginals(prop(state) if order == 8 else
+                        propagate(model, params, state, order=order).output, order)
+        want = clt.cumulant_recursion(fam.cumulants(order), 2)
+        assert np.allclose(got, np.broadcast_to(want, got.shape), rtol=1e-12, atol=1e-12), name
+        assert float(predict_mse(model, params, fam).mse) < 1e-24
+    if symmetry == "block_local":  # iterable: k steps on a larger lattice
+        fam = distributions.get("exponential")
+        for steps in (1, 2, 3):
+            check = clt_recursion_check(model, params, fam, order=6, steps=steps,
+                                        lattice_shape=(16,))
+            assert check.predicted.shape == (16 // 2 ** steps, 6)
+            assert np.all(check.distance < 1e-12), (steps, check.distance)
+            assert np.allclose(check.target, clt.cumulant_recursion(fam.cumulants(6), 2, steps))
+
+
+@pytest.mark.parametrize("symmetry,depth", [("none", 3), ("tied_hidden", 2), ("block_local", 1)])
+def test_gaussian_input_stays_gaussian_through_identity_nets(symmetry, depth):
+    model, params = _model(symmetry, depth)
+    out = propagate(model, params, distributions.get("gaussian", loc=0.3, scale=2.0), order=4)
+    for state in out.states:
+        dense = to_dense(state).tensors
+        assert np.all(np.asarray(dense[2]) == 0.0) and np.all(np.asarray(dense[3]) == 0.0)
+    chain = model.layers(params, (4,))
+    x = jnp.array([[0.3, -1.0, 2.0, 0.5]])
+    assert np.allclose(compose(chain, x), model.apply(params, x), atol=1e-12)
