@@ -345,16 +345,18 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.
             ok = jnp.isfinite(loss) & _all_finite(new_params) & (div_step < 0)
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-            div_step = jnp.where((div_step < 0) & ~ok, t, div_step)
+            div_step = jnp.where((div_step < 0) & ~ok, t, div_step).astype(jnp.int32)
             return (keep(new_params, params), keep(new_opt, opt_state), div_step), mse
 
         def period(carry, e):
-            carry, mse = jax.lax.scan(step, carry, e * every + jnp.arange(every))
+            ts = e * every + jnp.arange(every, dtype=jnp.int32)
+            carry, mse = jax.lax.scan(step, carry, ts)
             curve = evaluator.curve(carry[0], hp, eval_data)
             return carry, dict(train_loss=jnp.mean(mse), **curve)
 
         carry = (params, tx.init(params), jnp.asarray(-1, jnp.int32))
-        (params, _, div_step), curves = jax.lax.scan(period, carry, jnp.arange(n_evals))
+        periods = jnp.arange(n_evals, dtype=jnp.int32)
+        (params, _, div_step), curves = jax.lax.scan(period, carry, periods)
         final = evaluator.final(params, hp, eval_data)
         final["train_loss"] = curves["train_loss"][-1]
         return params, dict(curves=curves, final=final, diverged=div_step >= 0,
@@ -422,8 +424,8 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
         pad = lambda a: np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
         hp = trainer.hparams() if hparams is None else hparams
         hp = HParams(*(np.broadcast_to(np.asarray(v, cfg.dtype), (n,)) for v in hp))
-        args = (to_global(pad(seeds.astype(np.int32))), HParams(*(to_global(pad(v)) for v in hp)),
-                eval_data)
+        hp = HParams(*(to_global(pad(v)) for v in hp))
+        args = (to_global(pad(seeds.astype(np.int32))), hp, eval_data)
         with jax.default_matmul_precision(cfg.matmul_precision):
             out = jitted(*args)
         if jax.process_count() > 1:

@@ -1,0 +1,79 @@
+"""Run directories: atomic files, aggregates, the summary table, and resume."""
+import json
+
+import numpy as np
+import pytest
+
+from rgsym import metrics, results, train
+from tests.test_train import tiny
+
+
+def test_atomic_savez_roundtrip_leaves_no_temporary_files(tmp_path):
+    arrays = {"a": np.arange(3.0), "params/['w']": np.ones((2, 2), np.float32)}
+    results.atomic_savez(tmp_path / "x.npz", arrays)
+    results.atomic_write_json(tmp_path / "x.json", {"v": np.float32(1.5)})
+    back = results.load_npz(tmp_path / "x.npz")
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(back[k], v)
+    assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.npz"]
+
+
+def test_aggregate_statistics_and_bootstrap_interval():
+    v = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    a = metrics.aggregate(v)
+    assert a["n"] == 4 and a["mean"] == 2.5 and a["median"] == 2.5
+    np.testing.assert_allclose([a["q25"], a["q75"]], np.percentile(v[:4], [25, 75]))
+    assert a["iqr"] == a["q75"] - a["q25"]
+    assert 1.0 <= a["ci_lo"] <= a["median"] <= a["ci_hi"] <= 4.0
+    assert metrics.aggregate([np.inf])["n"] == 0
+    s = metrics.summarise({"m": np.array([1.0, 5.0, 9.0])}, np.array([False, True, False]))
+    assert s["num_diverged"] == 1 and s["m"]["n"] == 2 and s["m"]["median"] == 5.0
+
+
+def test_summary_table_lists_variants_and_diverged_counts():
+    agg = metrics.aggregate([1e-3, 2e-3])
+    table = results.summary_table({"mlp-none-tanh": {"num_seeds": 2, "num_diverged": 1,
+                                                     "test_rel_err": agg}})
+    header, _, row = table.splitlines()
+    assert header.split()[:3] == ["variant", "seeds", "diverged"]
+    assert row.split()[:4] == ["mlp-none-tanh", "2", "1", "-"]  # no train_loss column data
+    assert "1.50e-03" in row
+
+
+def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    work = tmp_path / "run"
+    first = results.run(cfg, work, progress=False, log=lambda s: None)
+    vdir = work / "variants" / "mlp-none-tanh"
+    csv = (vdir / "metrics.csv").read_text()
+    assert len(csv.splitlines()) == 5
+    for f in ("config.json", "environment.json", "summary.txt", "summary.csv",
+              "figures/learning_curves.png", "figures/ood_by_family.png"):
+        assert (work / f).exists(), f
+    env = json.loads((work / "environment.json").read_text())
+    assert env["matmul_precision"] == "default" and env["jax"]
+    assert results.load_npz(vdir / "params.npz")["seeds"].tolist() == [0, 1, 2, 3]
+
+    # Lose the last chunk (as a SIGKILL in flight would): only that chunk is rerun.
+    (vdir / "DONE").unlink()
+    (vdir / "chunks" / "00001.npz").unlink()
+    calls = []
+    make_sweep = train.make_sweep
+
+    def counting(*a, **k):
+        sw = make_sweep(*a, **k)
+        return sw._replace(run_chunk=lambda s, *r: calls.append(list(s)) or sw.run_chunk(s, *r))
+
+    monkeypatch.setattr(train, "make_sweep", counting)
+    assert results.run(cfg, work, progress=False, log=lambda s: None) == first
+    assert calls == [[2, 3]]
+    assert (vdir / "metrics.csv").read_text() == csv
+
+    # Finished: nothing is built or compiled again.
+    monkeypatch.setattr(train, "make_sweep", lambda *a, **k: pytest.fail("recompiled"))
+    assert results.run(cfg, work, progress=False, log=lambda s: None) == first
+
+    cfg.optim.lr = 0.5
+    with pytest.raises(ValueError, match="optim.lr"):
+        results.run(cfg, work, progress=False)

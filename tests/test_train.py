@@ -1,0 +1,141 @@
+"""The training engine: pure runs of a key, vmapped / sharded sweeps, learning facts,
+divergence handling and config validation."""
+import jax
+import numpy as np
+import pytest
+
+from rgsym import metrics, results, train
+
+
+def tiny(**overrides):
+    """A small float64 config (tests run with x64 on)."""
+    c = train.base_config()
+    c.dtype = "float64"
+    c.num_seeds = 3
+    c.lattice.sites = 8
+    c.data.batch = 32
+    c.model.width = 8
+    c.model.depth = 1
+    c.optim.lr = 1e-2
+    c.optim.steps = 20
+    c.eval.every = 10
+    c.eval.batch = 64
+    c.eval.curve_batch = 32
+    c.eval.families = ("uniform", "gaussian", "exponential")
+    c.eval.scales = (2.0,)
+    for field, value in overrides.items():
+        *path, leaf = field.split("__")
+        section = c
+        for p in path:
+            section = section[p]
+        section[leaf] = value
+    return c
+
+
+def assert_trees_close(a, b, rtol=1e-9, atol=1e-12):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
+                                                         rtol=rtol, atol=atol), a, b)
+
+
+def test_vmapped_seed_equals_single_seed_run_and_runs_repeat_exactly():
+    cfg = tiny(seed=5)
+    params, m = train.sweep(cfg)                       # seeds 5, 6, 7 vmapped
+    assert m["final"]["test_rel_err"].shape == (3,)
+    assert m["curves"]["test_rel_err"].shape == (3, 2)
+    single = jax.jit(train.make_train(cfg).train)
+    p1, m1 = single(jax.random.key(6))
+    assert_trees_close(jax.tree.map(lambda a: a[1], (params, m)), (p1, m1))
+    p2, m2 = single(jax.random.key(6))
+    jax.tree.map(np.testing.assert_array_equal, (p1, m1), (p2, m2))
+    assert not m["diverged"].any() and (m["diverged_step"] == -1).all()
+
+
+def test_sweep_sharded_over_8_devices_equals_one_device():
+    assert jax.device_count() == 8  # conftest: 8 host CPU devices
+    cfg = tiny(num_seeds=8)
+    seeds = np.arange(8)
+    one = train.make_sweep(cfg, devices=jax.devices()[:1]).run_chunk(seeds)
+    eight = train.make_sweep(cfg, devices=jax.devices())
+    assert eight.mesh.size == 8
+    assert_trees_close(one, eight.run_chunk(seeds))
+
+
+def test_identity_mlp_learns_the_exact_map_on_every_family():
+    cfg = tiny(num_seeds=2, model__activation="identity", optim__schedule="cosine",
+               optim__steps=300, optim__lr=1e-2, eval__every=300, eval__batch=256)
+    cfg.eval.families = ()  # default: every family with finite kappa_4
+    _, m = train.sweep(cfg)
+    rel = {k: v for k, v in m["final"].items() if k.startswith("rel_err/")}
+    assert {f"rel_err/{f}" for f in metrics.default_families()} <= set(rel)
+    for name, v in rel.items():
+        assert (v < 1e-6).all(), (name, v)
+
+
+def test_tied_quadratic_mlp_is_worse_out_of_distribution():
+    # One block (the DESIGN probe): tied units cannot cancel their quadratic form.
+    cfg = tiny(num_seeds=2, lattice__sites=2, eval__flow_steps=1, model__width=16,
+               model__symmetry="tied_hidden", model__activation="quadratic",
+               optim__steps=1000, optim__schedule="cosine", eval__every=500, eval__batch=512)
+    cfg.eval.families = ("uniform", "exponential", "laplace")
+    cfg.eval.scales = (3.0,)
+    _, m = train.sweep(cfg)
+    f = m["final"]
+    assert (f["ood_rel_err_max"] > 2 * f["test_rel_err"]).all(), f
+    assert (f["rel_err/scale_3"] > 5 * f["test_rel_err"]).all(), f
+
+
+def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run():
+    cfg = tiny()
+    sw = train.make_sweep(cfg)
+    seeds = np.array([0, 1, 2])
+    bad = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.array([1e-2, 1e200, 1e-2])))
+    clean = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.full(3, 1e-2)))
+    params, m = bad
+    np.testing.assert_array_equal(m["diverged"], [False, True, False])
+    assert m["diverged_step"][1] >= 0
+    assert all(np.isfinite(leaf[1]).all() for leaf in jax.tree.leaves(params))
+    keep = np.array([0, 2])
+    assert_trees_close(jax.tree.map(lambda a: a[keep], bad),
+                       jax.tree.map(lambda a: a[keep], clean), rtol=0, atol=0)
+    assert metrics.summarise(m["final"], m["diverged"])["num_diverged"] == 1
+
+
+def test_nested_vmap_over_seeds_and_learning_rates():
+    trainer = train.make_train(tiny())
+    lrs = trainer.hparams(lr=np.array([1e-3, 1e-2]))
+    keys = jax.random.split(jax.random.key(0), 3)
+    grid = jax.vmap(jax.vmap(trainer.train, (None, 0)), (0, None))
+    _, m = jax.jit(grid)(keys, lrs)
+    assert m["final"]["test_rel_err"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: setattr(c, "bogus", 1), "bogus"),
+    (lambda c: setattr(c.model, "widht", 3), "model.widht"),
+    (lambda c: setattr(c.optim, "steps", -5), "optim.steps"),
+    (lambda c: setattr(c, "num_seeds", -1), "num_seeds"),
+    (lambda c: setattr(c, "seed", -3), "seed"),
+    (lambda c: setattr(c.data, "batch", 0), "data.batch"),
+    (lambda c: setattr(c.lattice, "sites", 7), "lattice.sites"),
+    (lambda c: setattr(c.eval, "flow_steps", 4), "eval.flow_steps"),
+    (lambda c: setattr(c.eval, "every", 7), "eval.every"),
+    (lambda c: setattr(c.eval, "families", ("uniform", "nosuch")), "eval.families"),
+    (lambda c: setattr(c.eval, "families", ("student_t",)), None),
+    (lambda c: setattr(c.data, "family", "nosuch"), "data.family"),
+    (lambda c: setattr(c, "matmul_precision", "fast"), "matmul_precision"),
+    (lambda c: setattr(c, "variants", (dict(nosuch=1),)), "variants[0].nosuch"),
+    (lambda c: setattr(c, "variants", (dict(symmetry="bogus"),)), "symmetry"),
+])
+def test_bad_config_fails_before_compilation_naming_the_field(edit, field, tmp_path,
+                                                              monkeypatch):
+    cfg = tiny()
+    edit(cfg)
+    if field is None:  # student_t(df=5) has kappa_4: a valid config
+        train.validate_config(cfg)
+        return
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        train.make_train(cfg)
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        results.run(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
