@@ -25,7 +25,6 @@ import numpy as np
 from rgsym.models.activations import activation_fn
 from rgsym.models.graphs import LatticeGraph, adjacency, lattice_graph
 from rgsym.models.lattice import pooling_matrix
-from rgsym.models.layer_ops import Affine, Elementwise
 
 __all__ = ["MessagePassing", "GNN", "GNNFamily", "edge_types"]
 
@@ -154,8 +153,9 @@ class GNNFamily:
         y = self.module(self.spec.init_scale).apply(params, nodes, self.graph(shape), phi)
         return y.T.reshape(*lead, *(s // self.spec.b for s in shape))
 
-    def layers(self, params, shape, alpha):
-        """Message passing as kron(I, W_self) + sum_t kron(A_t, W_t) on node-major units."""
+    def layer_weights(self, params, shape) -> list:
+        """[(W, b)] on node-major units: message passing is kron(I, W_self) +
+        sum_t kron(A_t, W_t); the readout is kron(pooling matrix, v)."""
         lg, p = self.graph(tuple(shape)), params["params"]
         types, n_types = edge_types(lg, self.spec.symmetry)
         adj = adjacency(lg, types, n_types)
@@ -164,14 +164,13 @@ class GNNFamily:
         for i in range(self.spec.depth):
             w_self, w_nb, bias = node_weights(p[f"mp_{i}"], self.spec.symmetry == "shared")
             w = jnp.kron(eye, w_self) + sum(jnp.kron(adj[t], w_nb[t]) for t in range(n_types))
-            chain += [Affine(w, jnp.tile(bias, len(eye))),
-                      Elementwise(self.spec.activation, alpha)]
+            chain.append((w, jnp.tile(bias, len(eye))))
         pool = pooling_matrix(tuple(shape), self.spec.b,
                               pool_weights(p, self.spec.pooling, self.n_pos, w.dtype))
         out_bias = p.get("out_bias", jnp.zeros((), w.dtype))
-        chain.append(Affine(jnp.kron(pool, p["readout"][None, :]),
-                            jnp.full((lg.n_blocks,), out_bias, w.dtype)))
-        return tuple(chain)
+        chain.append((jnp.kron(pool, p["readout"][None, :]),
+                      jnp.full((lg.n_blocks,), out_bias, w.dtype)))
+        return chain
 
     def distances(self, params) -> dict:
         """Squared distances from parameter subspaces that make sense for this GNN."""

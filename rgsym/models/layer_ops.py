@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from rgsym.models.activations import activation_fn
 
-__all__ = ["Affine", "Elementwise", "compose"]
+__all__ = ["Affine", "Elementwise", "compose", "to_chain"]
 
 
 class Affine(NamedTuple):
@@ -36,3 +36,11 @@ def compose(layers: Sequence[Affine | Elementwise], x: jax.Array) -> jax.Array:
         else:
             x = activation_fn(layer.activation, layer.alpha)(x)
     return x
+
+
+def to_chain(weights: Sequence, activation: str, alpha) -> tuple:
+    """[(W [out, in], b [out])] -> (Affine, Elementwise, ..., Elementwise, Affine)."""
+    chain = []
+    for w, b in weights[:-1]:
+        chain += [Affine(w, b), Elementwise(activation, alpha)]
+    return tuple(chain) + (Affine(*weights[-1]),)

@@ -22,7 +22,6 @@ import numpy as np
 from rgsym.models import symmetry
 from rgsym.models.activations import activation_fn
 from rgsym.models.lattice import block_index, to_blocks
-from rgsym.models.layer_ops import Affine, Elementwise
 
 __all__ = ["ConstrainedDense", "CoreMLP", "layer_kinds", "dense_forward", "MLPFamily"]
 
@@ -158,14 +157,6 @@ def block_local_expand(weights: Sequence, shape: tuple[int, ...], b: int) -> lis
     return out
 
 
-def to_chain(weights: Sequence, activation: str, alpha) -> tuple:
-    """[(W, b)] -> (Affine, Elementwise, Affine, ..., Affine)."""
-    chain = []
-    for w, b in weights[:-1]:
-        chain += [Affine(w, b), Elementwise(activation, alpha)]
-    return tuple(chain) + (Affine(*weights[-1]),)
-
-
 class MLPFamily:
     """The MLP-specific pieces of a Model, for one validated spec."""
 
@@ -208,11 +199,10 @@ class MLPFamily:
         w = self.weights(params)
         return odd_pairs(w) if self.spec.symmetry == "odd" else w
 
-    def layers(self, params, shape, alpha):
+    def layer_weights(self, params, shape) -> list:
+        """[(W, b)] of the layer chain on the flattened lattice of ``shape``."""
         w = self.standard_weights(params)
-        if self.block_local:
-            w = block_local_expand(w, shape, self.spec.b)
-        return to_chain(w, self.spec.activation, alpha)
+        return block_local_expand(w, shape, self.spec.b) if self.block_local else w
 
     def distances(self, params) -> dict:
         return symmetry.mlp_distances(self.standard_weights(params), self.block_of)

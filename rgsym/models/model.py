@@ -1,6 +1,7 @@
 """build(cfg) -> Model: a NamedTuple of pure functions for one point of the design space."""
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Callable, NamedTuple
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from rgsym.models.gnn import GNNFamily
 from rgsym.models.lattice import check_input
+from rgsym.models.layer_ops import to_chain
 from rgsym.models.mlp import MLPFamily
 from rgsym.models.spec import ModelSpec, spec_from_config
 from rgsym.models.symmetry import DIAGNOSTIC_NAMES
@@ -45,9 +47,17 @@ def build(cfg_or_spec) -> Model:
     - ``symmetry_diagnostics(params)``: distances from each meaningful symmetric subspace.
     - ``describe(params=None)``: parameter count, exact symmetries, iterability, spec.
     """
-    spec = spec_from_config(cfg_or_spec)
+    return _build(spec_from_config(cfg_or_spec))
+
+
+@functools.lru_cache(maxsize=256)
+def _build(spec: ModelSpec) -> Model:
+    """One Model per spec, so equal specs share compiled functions."""
     fam = MLPFamily(spec) if spec.family == "mlp" else GNNFamily(spec)
     dtype = jnp.dtype(spec.dtype)
+    # Jitted once per model: eager dispatch of the many small ops is far slower.
+    _init, _apply, _distances = jax.jit(fam.init), jax.jit(fam.apply), jax.jit(fam.distances)
+    _layer_weights = jax.jit(fam.layer_weights, static_argnums=1)
 
     def init(key, x, *, init_scale=None):
         check_input(jnp.shape(x), spec, fam.iterable)
@@ -55,11 +65,11 @@ def build(cfg_or_spec) -> Model:
             init_scale = spec.init_scale
         elif isinstance(init_scale, numbers.Real) and not init_scale > 0:
             raise ValueError(f"init_scale={init_scale!r} is not valid: it must be > 0")
-        return fam.init(key, init_scale)
+        return _init(key, init_scale)
 
     def apply(params, x, *, alpha=None):
         check_input(jnp.shape(x), spec, fam.iterable)
-        return fam.apply(params, jnp.asarray(x, dtype), _alpha(alpha))
+        return _apply(params, jnp.asarray(x, dtype), _alpha(alpha))
 
     def _alpha(alpha):
         return spec.alpha if alpha is None else alpha
@@ -70,10 +80,11 @@ def build(cfg_or_spec) -> Model:
             raise ValueError(f"lattice_shape={lattice_shape} is not valid: a dim={spec.dim} "
                              f"model needs {spec.dim} side length(s)")
         check_input(lattice_shape, spec, fam.iterable, name="lattice_shape")
-        return fam.layers(params, lattice_shape, _alpha(alpha))
+        return to_chain(_layer_weights(params, lattice_shape), spec.activation,
+                        _alpha(alpha))
 
     def distances(params) -> dict:
-        return fam.distances(params)
+        return _distances(params)
 
     def penalty(params, strength=None):
         if spec.soft_symmetry is None:
