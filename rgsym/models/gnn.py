@@ -22,17 +22,12 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+from rgsym.models import inits
 from rgsym.models.activations import activation_fn
 from rgsym.models.graphs import LatticeGraph, adjacency, lattice_graph
 from rgsym.models.lattice import pooling_matrix
 
 __all__ = ["MessagePassing", "GNN", "GNNFamily", "edge_types"]
-
-
-def _normal(std):
-    def init(key, shape, dtype):
-        return std * jax.random.normal(key, shape, dtype)
-    return init
 
 
 def edge_types(lg: LatticeGraph, symmetry: str) -> tuple[np.ndarray, int]:
@@ -65,9 +60,9 @@ class MessagePassing(nn.Module):
     def __call__(self, graph: jraph.GraphsTuple, phi) -> jraph.GraphsTuple:
         f, fin, dt = self.features, graph.nodes.shape[-1], self.dtype
         std = self.scale / np.sqrt(fin * self.fan)
-        p = {"neighbour": self.param("neighbour", _normal(std), (self.n_types, f, fin), dt)}
+        p = {"neighbour": self.param("neighbour", inits.normal(std), (self.n_types, f, fin), dt)}
         if not self.shared:
-            p["self"] = self.param("self", _normal(std), (f, fin), dt)
+            p["self"] = self.param("self", inits.normal(std), (f, fin), dt)
         p["bias"] = (self.param("bias", nn.initializers.zeros, (f,), dt) if self.use_bias
                      else jnp.zeros((f,), dt))
         w_self, w_nb, bias = node_weights(p, self.shared)
@@ -111,7 +106,7 @@ class GNN(nn.Module):
                                    self.scale, self.dtype, self.use_bias,
                                    name=f"mp_{i}")(graph, phi)
         dt = self.dtype
-        p = {"readout": self.param("readout", _normal(self.scale / np.sqrt(self.width)),
+        p = {"readout": self.param("readout", inits.normal(self.scale / np.sqrt(self.width)),
                                    (self.width,), dt)}
         if self.pooling == "learned":
             p["pool"] = self.param("pool", nn.initializers.ones, (self.n_pos,), dt)

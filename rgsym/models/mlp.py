@@ -19,25 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgsym.models import symmetry
+from rgsym.models import inits, symmetry
 from rgsym.models.activations import activation_fn
 from rgsym.models.lattice import block_index, to_blocks
 
 __all__ = ["ConstrainedDense", "CoreMLP", "layer_kinds", "dense_forward", "MLPFamily"]
-
-
-def _normal(std):
-    def init(key, shape, dtype):
-        return std * jax.random.normal(key, shape, dtype)
-    return init
-
-
-def _inverse_softplus_abs_normal(std):
-    """Raw values whose softplus is |N(0, std^2)| (clipped away from 0)."""
-    def init(key, shape, dtype):
-        y = jnp.maximum(jnp.abs(std * jax.random.normal(key, shape, dtype)), 1e-6)
-        return y + jnp.log(-jnp.expm1(-y))
-    return init
 
 
 class ConstrainedDense(nn.Module):
@@ -66,24 +52,24 @@ class ConstrainedDense(nn.Module):
         std = s / np.sqrt(n_in)
         p = lambda name, init, shape: self.param(name, init, shape, dt)  # noqa: E731
         if self.kind == "free":
-            w = p("kernel", _normal(std), (n_out, n_in))
+            w = p("kernel", inits.normal(std), (n_out, n_in))
         elif self.kind == "nonnegative":
-            w = jax.nn.softplus(p("raw_kernel", _inverse_softplus_abs_normal(std), (n_out, n_in)))
+            w = jax.nn.softplus(p("raw_kernel", inits.softplus_of_abs_normal(std), (n_out, n_in)))
         elif self.kind == "symmetric":
-            a = p("raw_kernel", _normal(std * np.sqrt(2.0)), (n_out, n_in))
+            a = p("raw_kernel", inits.normal(std * np.sqrt(2.0)), (n_out, n_in))
             w = (a + a.T) / 2
         elif self.kind == "tied_in":
-            w = jnp.broadcast_to(p("row", _normal(std), (1, n_in)), (n_out, n_in))
+            w = jnp.broadcast_to(p("row", inits.normal(std), (1, n_in)), (n_out, n_in))
         elif self.kind == "tied_square":
-            a = p("diag", _normal(std), ())
-            c = p("offdiag", _normal(s / n_in), ())
+            a = p("diag", inits.normal(std), ())
+            c = p("offdiag", inits.normal(s / n_in), ())
             w = a * jnp.eye(n_in, dtype=dt) + c
         elif self.kind == "tied_out":
             # n_in identical units feed each output: scale 1/n_in keeps the output O(s).
-            w = jnp.broadcast_to(p("column", _normal(s / n_in), (n_out, 1)), (n_out, n_in))
+            w = jnp.broadcast_to(p("column", inits.normal(s / n_in), (n_out, 1)), (n_out, n_in))
         elif self.kind == "block_tied":
             ids = np.asarray(self.block_of)
-            w = p("block_kernel", _normal(std), (n_out, ids.max() + 1))[:, ids]
+            w = p("block_kernel", inits.normal(std), (n_out, ids.max() + 1))[:, ids]
         else:
             raise ValueError(f"kind={self.kind!r} is unknown")
         tied_bias = self.kind in ("tied_in", "tied_square")

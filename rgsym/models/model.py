@@ -69,7 +69,8 @@ def _build(spec: ModelSpec) -> Model:
 
     def apply(params, x, *, alpha=None):
         check_input(jnp.shape(x), spec, fam.iterable)
-        return _apply(params, jnp.asarray(x, dtype), _alpha(alpha))
+        # alpha in the model dtype, so a float64 alpha cannot promote a float32 model.
+        return _apply(params, jnp.asarray(x, dtype), jnp.asarray(_alpha(alpha), dtype))
 
     def _alpha(alpha):
         return spec.alpha if alpha is None else alpha
