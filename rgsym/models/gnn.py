@@ -14,7 +14,6 @@ lattice size, so a GNN runs on (and can be iterated over) any lattice divisible 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,19 +51,16 @@ class MessagePassing(nn.Module):
     n_types: int
     shared: bool
     fan: float            # 1 + mean in-degree: messages summed per node
-    scale: Any = 1.0
-    dtype: Any = jnp.float32
-    use_bias: bool = True
+    opts: inits.ParamOptions = inits.ParamOptions()
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple, phi) -> jraph.GraphsTuple:
-        f, fin, dt = self.features, graph.nodes.shape[-1], self.dtype
-        std = self.scale / np.sqrt(fin * self.fan)
+        f, fin, dt = self.features, graph.nodes.shape[-1], self.opts.dtype
+        std = self.opts.scale / np.sqrt(fin * self.fan)
         p = {"neighbour": self.param("neighbour", inits.normal(std), (self.n_types, f, fin), dt)}
         if not self.shared:
             p["self"] = self.param("self", inits.normal(std), (f, fin), dt)
-        p["bias"] = (self.param("bias", nn.initializers.zeros, (f,), dt) if self.use_bias
-                     else jnp.zeros((f,), dt))
+        p["bias"] = inits.bias_param(self, "bias", (f,), self.opts)
         w_self, w_nb, bias = node_weights(p, self.shared)
 
         def message(onehot, sent, received, globals_):
@@ -91,27 +87,23 @@ class GNN(nn.Module):
     symmetry: str
     pooling: str
     n_pos: int
-    scale: Any = 1.0
-    dtype: Any = jnp.float32
-    use_bias: bool = True
+    opts: inits.ParamOptions = inits.ParamOptions()
 
     @nn.compact
     def __call__(self, nodes, lg: LatticeGraph, phi):
         types, n_types = edge_types(lg, self.symmetry)
-        onehot = jnp.asarray(np.eye(n_types)[types], self.dtype)
+        onehot = jnp.asarray(np.eye(n_types)[types], self.opts.dtype)
         fan = 1.0 + len(types) / len(lg.block_of)
         graph = lg.graph._replace(nodes=nodes, edges=onehot)
         for i in range(self.depth):
             graph = MessagePassing(self.width, n_types, self.symmetry == "shared", fan,
-                                   self.scale, self.dtype, self.use_bias,
-                                   name=f"mp_{i}")(graph, phi)
-        dt = self.dtype
-        p = {"readout": self.param("readout", inits.normal(self.scale / np.sqrt(self.width)),
+                                   self.opts, name=f"mp_{i}")(graph, phi)
+        dt = self.opts.dtype
+        p = {"readout": self.param("readout", inits.normal(self.opts.scale / np.sqrt(self.width)),
                                    (self.width,), dt)}
         if self.pooling == "learned":
             p["pool"] = self.param("pool", nn.initializers.ones, (self.n_pos,), dt)
-        out_bias = (self.param("out_bias", nn.initializers.zeros, (), dt) if self.use_bias
-                    else jnp.zeros((), dt))
+        out_bias = inits.bias_param(self, "out_bias", (), self.opts)
         pw = pool_weights(p, self.pooling, self.n_pos, dt)[lg.pos]          # [S]
         r = (graph.nodes @ p["readout"]) * pw[:, None]                        # [S, B]
         return jax.ops.segment_sum(r, lg.block_of, lg.n_blocks) + out_bias
@@ -127,8 +119,9 @@ class GNNFamily:
     def __init__(self, spec):
         self.spec = spec
         self.n_pos = spec.b ** spec.dim
-        self.module = lambda scale: GNN(spec.width, spec.depth, spec.symmetry, spec.pooling,
-                                        self.n_pos, scale, jnp.dtype(spec.dtype), spec.use_bias)
+        self.module = lambda scale: GNN(
+            spec.width, spec.depth, spec.symmetry, spec.pooling, self.n_pos,
+            inits.ParamOptions(scale, jnp.dtype(spec.dtype), spec.use_bias))
 
     def graph(self, shape: tuple[int, ...]) -> LatticeGraph:
         return _cached_graph(tuple(shape), self.spec.b, self.spec.boundary,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 
 from rgsym.models.activations import activation_fn
 

@@ -12,7 +12,7 @@ pass and the explicit layer chain are pure functions of those weights:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -41,14 +41,12 @@ class ConstrainedDense(nn.Module):
     n_out: int
     n_in: int
     kind: str = "free"
-    scale: Any = 1.0
-    dtype: Any = jnp.float32
-    use_bias: bool = True
+    opts: inits.ParamOptions = inits.ParamOptions()
     block_of: tuple = ()
 
     @nn.compact
     def __call__(self):
-        n_out, n_in, dt, s = self.n_out, self.n_in, self.dtype, self.scale
+        n_out, n_in, dt, s = self.n_out, self.n_in, self.opts.dtype, self.opts.scale
         std = s / np.sqrt(n_in)
         p = lambda name, init, shape: self.param(name, init, shape, dt)  # noqa: E731
         if self.kind == "free":
@@ -73,9 +71,7 @@ class ConstrainedDense(nn.Module):
         else:
             raise ValueError(f"kind={self.kind!r} is unknown")
         tied_bias = self.kind in ("tied_in", "tied_square")
-        if not self.use_bias:
-            return w, jnp.zeros((n_out,), dt)
-        bias = p("bias", nn.initializers.zeros, (1,) if tied_bias else (n_out,))
+        bias = inits.bias_param(self, "bias", (1,) if tied_bias else (n_out,), self.opts)
         return w, jnp.broadcast_to(bias, (n_out,))
 
 
@@ -96,16 +92,14 @@ class CoreMLP(nn.Module):
     n_out: int
     width: int
     kinds: tuple
-    scale: Any = 1.0
-    dtype: Any = jnp.float32
-    use_bias: bool = True
+    opts: inits.ParamOptions = inits.ParamOptions()
     block_of: tuple = ()
 
     @nn.compact
     def __call__(self):
         sizes = (self.n_in,) + (self.width,) * (len(self.kinds) - 1) + (self.n_out,)
-        return [ConstrainedDense(sizes[i + 1], sizes[i], kind, self.scale, self.dtype,
-                                 self.use_bias, self.block_of, name=f"layer_{i}")()
+        return [ConstrainedDense(sizes[i + 1], sizes[i], kind, self.opts, self.block_of,
+                                 name=f"layer_{i}")()
                 for i, kind in enumerate(self.kinds)]
 
 
@@ -156,8 +150,8 @@ class MLPFamily:
                          else block_index(spec.lattice_shape, spec.b)[0])
         kinds = layer_kinds(spec.symmetry, spec.depth)
         self.core = lambda scale: CoreMLP(
-            n_in, 1 if self.block_local else n_in // n_block, spec.width, kinds, scale,
-            jnp.dtype(spec.dtype), spec.use_bias,
+            n_in, 1 if self.block_local else n_in // n_block, spec.width, kinds,
+            inits.ParamOptions(scale, jnp.dtype(spec.dtype), spec.use_bias),
             tuple(self.block_of.tolist()) if spec.symmetry == "block_permutation" else ())
 
     def init(self, key, scale):
