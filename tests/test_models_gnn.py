@@ -141,3 +141,17 @@ def test_equivariance_holds_after_100_adam_steps():
                                atol=1e-13)
     np.testing.assert_allclose(model.apply(trained, jnp.rot90(x, axes=(-2, -1))),
                                jnp.rot90(y, axes=(-2, -1)), atol=1e-13)
+
+
+def test_learned_pooling_keeps_translation_breaks_rotation():
+    model = make("separate", 2, pooling="learned")
+    params = model.init(jax.random.key(0), jnp.zeros((4, 4)))
+    params["params"]["pool"] = jnp.array([1.0, 2.0, 3.0, 4.0])   # one weight per position
+    x = lattice(jax.random.key(2), (4, 4))
+    y = model.apply(params, x)
+    np.testing.assert_allclose(model.apply(params, jnp.roll(x, 2, -1)), jnp.roll(y, 1, -1),
+                               atol=1e-13)
+    assert not np.allclose(model.apply(params, jnp.rot90(x, axes=(-2, -1))),
+                           jnp.rot90(y, axes=(-2, -1)))
+    assert model.describe()["symmetries"] == ["separate", "translation"]
+    assert float(model.symmetry_diagnostics(params)["pool_spread"]) > 1

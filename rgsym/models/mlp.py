@@ -9,6 +9,11 @@ pass and the explicit layer chain are pure functions of those weights:
   network on the flattened lattice [..., N] -> [..., N/b^dim];
 - block_local: one small network [..., b^dim] -> [..., 1] applied to every block;
 - odd: g(x) = (h(x) - h(-x)) / 2 for an unconstrained h.
+
+tied_hidden makes every hidden unit compute the same value, so the output is an affine
+function of ONE scalar feature: on a lattice with several blocks that cannot even be the
+linear RG map.  The study's probe (DESIGN.md §1) uses one block (sites = b); use
+block_local for a translation-symmetric network whose units are free.
 """
 from __future__ import annotations
 
