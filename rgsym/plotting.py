@@ -74,16 +74,18 @@ def learning_curves(variants: dict[str, dict], path: str,
     variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged [S]).
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    colours = plt.get_cmap("tab20")
     for ax, metric in zip(axes[0], metrics):
-        for name, v in variants.items():
+        for c, (name, v) in enumerate(variants.items()):
             if metric not in v["curves"]:
                 continue
             a = np.asarray(v["curves"][metric], np.float64)[~v["diverged"]]
             if not len(a):
                 continue
             lo, med, hi = np.nanpercentile(a, [25, 50, 75], axis=0)
-            line, = ax.plot(v["steps"], med, label=name, lw=1.2)
-            ax.fill_between(v["steps"], lo, hi, color=line.get_color(), alpha=0.15)
+            style = "--" if v["config"]["model"]["family"] == "gnn" else "-"
+            ax.plot(v["steps"], med, style, label=name, lw=1.2, color=colours(c % 20))
+            ax.fill_between(v["steps"], lo, hi, color=colours(c % 20), alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(metric, fontsize=9)
@@ -112,7 +114,7 @@ def ood_by_family(variants: dict[str, dict], path: str) -> str:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     for i, j in np.ndindex(*logs.shape):
         if np.isfinite(logs[i, j]):
-            ax.text(j, i, f"{logs[i, j]:.0f}", ha="center", va="center", fontsize=5, color="w")
+            ax.text(j, i, f"{np.round(logs[i, j]) + 0:.0f}", ha="center", va="center", fontsize=5, color="w")
     fig.colorbar(im, ax=ax, label="log10 median relative error")
     ax.set_title("Generalisation by evaluation family x (model family, symmetry, activation)",
                  fontsize=9)

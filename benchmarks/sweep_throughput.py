@@ -1,0 +1,169 @@
+"""Seed-steps per second of rgsym's sweep vs a Python loop of jitted steps and PyTorch.
+
+    python benchmarks/sweep_throughput.py [--seeds=1,16,64,256,1024,8192] [--max_seconds=60]
+    python benchmarks/sweep_throughput.py --matmul_precision=highest
+
+Reference config (DESIGN.md §3): 1-D lattice N=16, b=2, MLP 2 x 64 tanh, batch 256, Adam
+1e-3, 500 steps, float32.  rgsym runs its full sweep program (in-graph data, divergence
+guard, evaluation every 100 steps on every family, final metrics); each S is timed on its
+second call (the first compiles).  Peers: (a) JAX, a Python loop over a jitted step, one
+seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over S seeds (PyTorch is the
+optional `bench` extra: `make bench-deps`).  Sizes whose estimated time exceeds
+--max_seconds are skipped and reported as such.  Not a test: nothing here asserts.
+"""
+import os
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rgsym import data, distributions, models, train  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("seeds", ["1", "16", "64", "256", "1024", "8192"], "Sweep sizes S.")
+flags.DEFINE_integer("steps", 500, "Training steps per seed.")
+flags.DEFINE_float("max_seconds", 60.0, "Skip a size whose estimated run exceeds this.")
+flags.DEFINE_integer("torch_vmap_seeds", 64, "S for the torch.func.vmap peer.")
+flags.DEFINE_enum("matmul_precision", "default", ["default", "highest"], "rgsym precision.")
+
+N, B, WIDTH, DEPTH, BATCH, LR = 16, 2, 64, 2, 256, 1e-3
+
+
+def reference_config(seeds: int):
+    c = train.base_config()
+    c.num_seeds = seeds
+    c.lattice.sites, c.lattice.b = N, B
+    c.data.batch = BATCH
+    c.model.update(dict(family="mlp", symmetry="none", activation="tanh", width=WIDTH,
+                        depth=DEPTH))
+    c.optim.update(dict(optimizer="adam", lr=LR, steps=FLAGS.steps))
+    c.eval.every = 100 if FLAGS.steps % 100 == 0 else FLAGS.steps
+    c.matmul_precision = FLAGS.matmul_precision
+    return c
+
+
+def rgsym_sweep(seeds: int) -> float:
+    """seed-steps/s of make_sweep(...).run_chunk on one device, second call."""
+    sw = train.make_sweep(reference_config(seeds), devices=jax.local_devices()[:1])
+    ids = np.arange(seeds)
+    sw.run_chunk(ids)  # compile
+    t = time.perf_counter()
+    sw.run_chunk(ids)
+    return seeds * FLAGS.steps / (time.perf_counter() - t)
+
+
+def jax_python_loop() -> float:
+    """(a) one seed, a Python loop over a jitted step (data sampled inside the step)."""
+    model = models.build(train.model_config(reference_config(1)))
+    dist = distributions.get("uniform", standardised=True)
+    tx = optax.adam(LR)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        x, y = data.sample_pairs(key, dist, BATCH, N, B)
+        grads = jax.grad(lambda p: jnp.mean((model.apply(p, x) - y) ** 2))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    params = model.init(jax.random.key(0), jnp.zeros((1, N)))
+    state = tx.init(params)
+    keys = jax.random.split(jax.random.key(1), FLAGS.steps)
+    jax.block_until_ready(step(params, state, keys[0]))
+    t = time.perf_counter()
+    for k in keys:
+        params, state = step(params, state, k)
+    jax.block_until_ready(params)
+    return FLAGS.steps / (time.perf_counter() - t)
+
+
+def torch_peers(vmap_seeds: int):
+    """(b) PyTorch one seed at a time and (c) torch.func.vmap over seeds; None if absent."""
+    try:
+        import torch
+        from torch.func import functional_call, vmap
+    except ImportError:
+        return None, None
+    half = 3.0 ** 0.5
+
+    def net():
+        layers, fan = [], N
+        for _ in range(DEPTH):
+            layers += [torch.nn.Linear(fan, WIDTH), torch.nn.Tanh()]
+            fan = WIDTH
+        return torch.nn.Sequential(*layers, torch.nn.Linear(fan, N // B))
+
+    def batch(shape):
+        x = (torch.rand(*shape, N) * 2 - 1) * half
+        return x, x.reshape(*shape, N // B, B).sum(-1) / B ** 0.5
+
+    def one_seed():
+        model = net()
+        opt = torch.optim.Adam(model.parameters(), lr=LR)
+        for _ in range(FLAGS.steps):
+            x, y = batch((BATCH,))
+            loss = ((model(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def vmapped(s):
+        base = net()
+        # Adam is elementwise, so Adam on the stacked [S, ...] parameters is per-seed Adam.
+        stacked = {k: torch.nn.Parameter(torch.stack([net().state_dict()[k] for _ in range(s)]))
+                   for k in base.state_dict()}
+        opt = torch.optim.Adam(stacked.values(), lr=LR)
+        forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+        for _ in range(FLAGS.steps):
+            x, y = batch((s, BATCH))
+            loss = ((forward(stacked, x) - y) ** 2).mean((1, 2)).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    one_seed()
+    one = FLAGS.steps / (time.perf_counter() - t)
+    t = time.perf_counter()
+    vmapped(vmap_seeds)
+    return one, vmap_seeds * FLAGS.steps / (time.perf_counter() - t)
+
+
+def main(argv):
+    del argv
+    print(f"devices: {jax.devices()}  cpu cores: {os.cpu_count()}  jax {jax.__version__}  "
+          f"matmul_precision={FLAGS.matmul_precision}")
+    rows, rate = [], None
+    for s in map(int, FLAGS.seeds):
+        if rate and s * FLAGS.steps / rate > FLAGS.max_seconds:
+            rows.append((f"rgsym sweep (vmap of lax.scan, metrics on), S={s}", None))
+            continue
+        rate = rgsym_sweep(s)
+        rows.append((f"rgsym sweep (vmap of lax.scan, metrics on), S={s}", rate))
+        print(f"  S={s}: {rate:,.0f} seed-steps/s", flush=True)
+    loop = jax_python_loop()
+    one, vm = torch_peers(FLAGS.torch_vmap_seeds)
+    rows += [("JAX, Python loop of jitted steps (1 seed)", loop),
+             ("PyTorch, one seed at a time", one),
+             (f"torch.func vmap over seeds (S={FLAGS.torch_vmap_seeds})", vm)]
+    print(f"\n{'how the sweep is written':<58} {'seed-steps/s':>14}")
+    for name, r in rows:
+        print(f"{name:<58} {'skipped (too slow here)' if r is None else f'{r:,.0f}':>14}")
+    at64 = dict(rows).get("rgsym sweep (vmap of lax.scan, metrics on), S=64")
+    if at64:
+        print(f"\nrgsym S=64 / JAX Python loop: {at64 / loop:.1f}x")
+        if one:
+            print(f"rgsym S=64 / PyTorch one seed: {at64 / one:.1f}x   (target >= 25x)")
+            print(f"rgsym S=64 / torch.func vmap S={FLAGS.torch_vmap_seeds}: {at64 / vm:.2f}x"
+                  "   (target >= 2x)")
+        else:
+            print("PyTorch not installed: `make bench-deps` for the torch peers")
+
+
+if __name__ == "__main__":
+    app.run(main)
