@@ -16,7 +16,7 @@ compared on the same inputs):
   unpaired error against the exact 0);
 - the model's symmetry diagnostics (distance from each symmetric subspace) along training.
 
-Metric names: ``rel_err/<set>``, ``test_rel_err``, ``ood_rel_err_median``,
+Metric names: ``rel_err/<set>``, ``mse/<set>`` (final only), ``test_rel_err``, ``test_mse``, ``ood_rel_err_median``,
 ``ood_rel_err_max``, ``cum_err/<set>/k<n>``, ``cum_err/k<n>`` (training family),
 ``fixed_point/k3``, ``fixed_point/k4``, ``fixed_point_violation``, ``flow_rel_err/k<j>``,
 ``sym/<name>``.
@@ -132,11 +132,12 @@ def make_evaluator(cfg, model) -> Evaluator:
         rel = mse / jnp.asarray(sets.target_var, mse.dtype)
         out = {f"rel_err/{n}": rel[i] for i, n in enumerate(sets.names)}
         out["test_rel_err"] = rel[sets.train]
+        out["test_mse"] = mse[sets.train]
         if len(sets.ood):
             out["ood_rel_err_median"] = jnp.median(rel[sets.ood])
             out["ood_rel_err_max"] = jnp.max(rel[sets.ood])
         out.update({f"sym/{k}": v for k, v in model.symmetry_diagnostics(params).items()})
-        return out, kstats
+        return out, kstats, mse
 
     def curve(params, hp, xy):
         x, y = xy
@@ -145,7 +146,8 @@ def make_evaluator(cfg, model) -> Evaluator:
 
     def final(params, hp, xy):
         x, y = xy
-        out, kstats = evaluate(params, hp, x, y)
+        out, kstats, mse = evaluate(params, hp, x, y)
+        out.update({f"mse/{n}": mse[i] for i, n in enumerate(sets.names)})
         err = jnp.abs(kstats[:, 0] - jnp.asarray(sets.exact_cumulants, kstats.dtype))
         for i, n in enumerate(sets.names):
             out.update({f"cum_err/{n}/k{j + 1}": err[i, j] for j in range(ORDERS)})

@@ -1,28 +1,26 @@
 """The training engine: pure runs of a key, vmapped / sharded sweeps, learning facts,
 divergence handling and config validation."""
+import importlib.util
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
 
 from rgsym import metrics, results, train
 
+CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+
 
 def tiny(**overrides):
-    """A small float64 config (tests run with x64 on)."""
-    c = train.base_config()
-    c.dtype = "float64"
-    c.num_seeds = 3
-    c.lattice.sites = 8
-    c.data.batch = 32
-    c.model.width = 8
-    c.model.depth = 1
-    c.optim.lr = 1e-2
-    c.optim.steps = 20
-    c.eval.every = 10
-    c.eval.batch = 64
-    c.eval.curve_batch = 32
-    c.eval.families = ("uniform", "gaussian", "exponential")
-    c.eval.scales = (2.0,)
+    """The end-to-end test config as one float64 variant of 3 seeds, 20 steps; overrides
+    use ``section__field`` keys (tests run with x64 on)."""
+    spec = importlib.util.spec_from_file_location("test_config", CONFIGS / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.update(dict(dtype="float64", num_seeds=3, chunk_size=0, variants=()))
+    c.optim.steps, c.eval.every = 20, 10
     for field, value in overrides.items():
         *path, leaf = field.split("__")
         section = c
