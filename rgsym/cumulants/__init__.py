@@ -5,12 +5,14 @@
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
     propagate   propagate(model, params, input, order, mode), propagate_many
     monte_carlo monte_carlo(model, params, family, key, n_samples, batch)
-    predict     exact_mse, predict_outputs, clt_recursion_check
+    predict     predict_mse (exact for polynomial nets), clt_recursion_check
 """
 from rgsym.cumulants.estimators import (KStats, PowerSums, combine, k_statistics,
                                         k_statistics_from_power_sums, k_statistics_with_se,
                                         power_sums)
 from rgsym.cumulants.monte_carlo import MonteCarlo, apply_chain, monte_carlo, rg_matrix
+from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, clt_recursion_check,
+                                     error_chain, predict_mse)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
 from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
@@ -21,6 +23,7 @@ __all__ = [
     "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
     "k_statistics_with_se", "power_sums",
     "MonteCarlo", "apply_chain", "monte_carlo", "rg_matrix",
+    "MSEPrediction", "RecursionCheck", "clt_recursion_check", "error_chain", "predict_mse",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
     "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "from_tensors", "iid_lattice",

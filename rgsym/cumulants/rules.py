@@ -3,8 +3,8 @@
 * :func:`affine` -- ``z = W y + b``: exact and multilinear, ``G_n(z) = W^{(x)n} . G_n(y)``,
   ``b`` only enters ``G_1``; factor states stay in factor form (``W <- W W_in``).
 * :func:`polynomial` -- ``y_a = sum_q C[a, q] delta_a^q`` with ``delta = z - E z``: the
-  joint cumulants of ``y`` by Leonov-Shiryaev (``partitions.py``), one einsum per partition
-  class, enumerated at trace time.  Exact when every block of the partitions has a cumulant
+  joint cumulants of ``y`` by Leonov-Shiryaev (``partitions.py``): a fixed sum of einsums,
+  one group per partition class, enumerated at trace time.  Exact when every block of the partitions has a cumulant
   in the input state (``order * degree`` input orders); blocks above the input's order are
   dropped: that is the truncation closure (input cumulants of higher order set to zero).
   A ``readout`` matrix is contracted inside the einsums so the ``[H]^n`` tensors of the
@@ -24,10 +24,11 @@ import string
 import jax
 import jax.numpy as jnp
 import numpy as np
+import opt_einsum
 
 from rgsym.cumulants.partitions import connected_partitions
-from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
-                                   State, check_memory, to_dense)
+from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
+                                   FactorCumulants, State, check_memory, to_dense)
 
 __all__ = ["affine", "polynomial", "centre_coefficients", "quadratic_expansion",
            "gaussian_closure", "linear_mask", "GAUSS_HERMITE_NODES"]
@@ -64,34 +65,64 @@ def centre_coefficients(coeffs, mean):
     return jnp.stack(cols, -1)
 
 
-def _block_operands(state: State, block, letters, site: str):
-    """einsum (subscript, operand) pairs for the joint cumulant of one partition block.
+def _einsum(subs: str, arrays, memory_limit, what: str):
+    """einsum along opt_einsum's greedy path, refusing paths whose largest intermediate
+    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built)."""
+    path, info = opt_einsum.contract_path(subs, *[a.shape for a in arrays], shapes=True,
+                                          optimize="greedy")
+    need = int(info.largest_intermediate) * arrays[0].dtype.itemsize
+    if need > memory_limit:
+        raise CumulantMemoryError(
+            f"{what} needs an intermediate of about {need / 2 ** 30:.3g} GiB "
+            f"(einsum {subs}), above memory_limit={memory_limit / 2 ** 30:.3g} GiB; lower "
+            "the order or width, or raise memory_limit")
+    return jnp.einsum(subs, *arrays, optimize=path)
 
-    block[i] legs of the block sit on unit letters[i]; factor states sum over a site.
-    """
-    size = sum(block)
-    if isinstance(state, FactorCumulants):
-        ops = [(site, state.kappa[:, size - 1])]
-        ops += [(letters[i] + site, state.weight ** c) for i, c in enumerate(block) if c]
-        return ops
-    return [("".join(letters[i] * c for i, c in enumerate(block)), state.tensors[size - 1])]
+
+def _factor_operands(state: FactorCumulants, blocks, heads, memory_limit, what):
+    """Operands for a factor state: unit i is summed out first, on its own, into
+    ``T_i[out_i, sites of the blocks it touches]`` (cost H x S^blocks, never H^n); the
+    caller then contracts the T_i with one ``kappa_|B|[site_B]`` per block."""
+    ops = []
+    for i, (subs, arrays, unit, out) in enumerate(heads):
+        sites = "".join(_SITE[j] for j, v in enumerate(blocks) if v[i])
+        legs = [(unit + _SITE[j], state.weight ** v[i]) for j, v in enumerate(blocks) if v[i]]
+        s_i, a_i = zip(*(list(zip(subs, arrays)) + legs))
+        ops.append((out + sites, _einsum(",".join(s_i) + "->" + out + sites, a_i,
+                                         memory_limit, what)))
+    return ops + [(_SITE[j], state.kappa[:, sum(v) - 1]) for j, v in enumerate(blocks)]
 
 
-def _order_n_term(state: State, coeffs, q, readout):
-    """sum_{classes} mult * kappa(delta_{a_1}^{q_1}, ..., delta_{a_n}^{q_n}) * prod_i C[a_i, q_i]."""
+def _dense_operands(state: DenseCumulants, blocks, heads):
+    """Operands for a dense state: each block's G_|B| with its legs' unit letters."""
+    ops = [(sub, arr) for subs, arrays, _, _ in heads for sub, arr in zip(subs, arrays)]
+    return ops + [("".join(heads[i][2] * c for i, c in enumerate(v)), state.tensors[sum(v) - 1])
+                  for v in blocks]
+
+
+def _order_n_term(state: State, coeffs, q, readout, memory_limit):
+    """sum_{classes} mult * kappa(delta_{a_1}^{q_1}, ..., delta_{a_n}^{q_n}) * prod_i C[a_i, q_i]
+    (each leg of factor i mapped through ``readout`` when given)."""
     n = len(q)
-    units = _UNIT[:n]
-    head = [(u, coeffs[:, qi]) for u, qi in zip(units, q)]
-    if readout is not None:
-        head += [(o + u, readout) for o, u in zip(_OUT[:n], units)]
-    out_sub = _OUT[:n] if readout is not None else units
+    heads = []  # per factor: (subscripts, arrays, unit letter, output letter)
+    for i, qi in enumerate(q):
+        u = _UNIT[i]
+        if readout is None:
+            heads.append(((u,), (coeffs[:, qi],), u, u))
+        else:
+            heads.append(((u, _OUT[i] + u), (coeffs[:, qi], readout), u, _OUT[i]))
+    out_sub = "".join(h[3] for h in heads)
+    what = (f"cumulant order={n} at width={state.width} (degree {max(q)} activation, "
+            f"input order {state.order})")
     total = None
     for cls in connected_partitions(tuple(q), state.order):
-        ops = head + [p for j, block in enumerate(cls.blocks)
-                      for p in _block_operands(state, block, units, _SITE[j])]
+        if isinstance(state, FactorCumulants):
+            ops = _factor_operands(state, cls.blocks, heads, memory_limit, what)
+        else:
+            ops = _dense_operands(state, cls.blocks, heads)
         subs, arrays = zip(*ops)
-        term = cls.multiplicity * jnp.einsum(",".join(subs) + "->" + out_sub, *arrays,
-                                             optimize="greedy")
+        term = cls.multiplicity * _einsum(",".join(subs) + "->" + out_sub, arrays,
+                                          memory_limit, what)
         total = term if total is None else total + term
     return total
 
@@ -115,7 +146,7 @@ def polynomial(state: State, coeffs, order: int, readout=None,
     for n in range(1, order + 1):
         total = jnp.zeros((width,) * n, coeffs.dtype)
         for q in itertools.combinations_with_replacement(range(1, deg + 1), n):
-            term = _order_n_term(state, coeffs, q, readout)
+            term = _order_n_term(state, coeffs, q, readout, memory_limit)
             if term is None:
                 continue
             # the term for a rearrangement of q is the matching transpose of this one
