@@ -230,6 +230,20 @@ def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
+def _from_writer(pending: dict[str, list[bool]]) -> dict[str, list[bool]]:
+    """Process 0's view of what is left to do, on every host (only it reads and writes
+    the run directory, which need not be shared)."""
+    if jax.process_count() == 1:
+        return pending
+    from jax.experimental import multihost_utils
+    flat = np.array([p for v in pending.values() for p in v], dtype=np.int32)
+    flat = np.asarray(multihost_utils.broadcast_one_to_all(flat)).astype(bool).tolist()
+    out, i = {}, 0
+    for name, v in pending.items():
+        out[name], i = flat[i: i + len(v)], i + len(v)
+    return out
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for r in rows for k in r))
@@ -286,7 +300,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
 
     train_lib.validate_config(cfg)
     variants = train_lib.variant_configs(cfg)
-    chunks = train_lib.seed_chunks(cfg)
+    chunks = {name: train_lib.seed_chunks(vcfg) for name, vcfg in variants}
     workdir = Path(workdir)
     writer = jax.process_index() == 0
     _check_resume(workdir / "config.json", cfg)
@@ -296,32 +310,35 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
 
     def todo(name):
         vdir = workdir / "variants" / name
-        if (vdir / "DONE").exists():
-            return []
-        return [i for i in range(len(chunks)) if not (vdir / "chunks" / f"{i:05d}.npz").exists()]
+        done = (vdir / "DONE").exists()
+        return [not done and not (vdir / "chunks" / f"{i:05d}.npz").exists()
+                for i in range(len(chunks[name]))]
 
-    pending = {name: todo(name) for name, _ in variants}
-    total = len(variants) * len(chunks)
-    bar = tqdm(total=total, initial=total - sum(map(len, pending.values())), unit="chunk",
+    pending = _from_writer({name: todo(name) for name, _ in variants})
+    total = sum(map(len, chunks.values()))
+    bar = tqdm(total=total, initial=total - sum(map(sum, pending.values())), unit="chunk",
                desc="sweep", disable=not progress, dynamic_ncols=True)
     summaries = {}
     for name, vcfg in variants:
         vdir = workdir / "variants" / name
-        if pending[name]:
+        if any(pending[name]):
             bar.set_postfix_str(f"{name} (compiling)")
             sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
             if writer:
                 atomic_write_json(vdir / "config.json", _config_json(vcfg))
-            for i in pending[name]:
-                params, metrics = sweep.run_chunk(chunks[i])
+            for i, seeds in enumerate(chunks[name]):
+                if not pending[name][i]:
+                    continue
+                params, metrics = sweep.run_chunk(seeds)
                 if writer:
                     atomic_savez(vdir / "chunks" / f"{i:05d}.npz",
-                                 _flatten(params, metrics, chunks[i]))
+                                 _flatten(params, metrics, seeds))
                 bar.set_postfix_str(name)
                 bar.update()
-        if writer and not (vdir / "DONE").exists():
-            _finalise_variant(vdir, name)
-        summaries[name] = json.loads((vdir / "summary.json").read_text())
+        if writer:
+            if not (vdir / "DONE").exists():
+                _finalise_variant(vdir, name)
+            summaries[name] = json.loads((vdir / "summary.json").read_text())
     bar.close()
     if writer:
         table = summary_table(summaries)

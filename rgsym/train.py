@@ -82,8 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
         scales=(0.5, 2.0),      # the training family at other scales
         flow_steps=2,           # k-step iterated flow error (iterable models)
         seed=12345))            # evaluation data is common to every seed and variant
-    # Model variants of the sweep: each a dict of overrides; plain keys go to the model
-    # section, dotted keys ('optim.lr') anywhere.  () = the base config alone.
+    # Model variants of the sweep: each a dict of overrides; plain keys name model fields
+    # (else top-level ones, e.g. chunk_size), dotted keys ('optim.lr') any field.  () = the
+    # base config alone.
     c.variants = ()
     return c
 
@@ -206,7 +207,7 @@ def variant_configs(cfg, validate: bool = True) -> list[tuple[str, ml_collection
         v = ml_collections.ConfigDict(cfg.to_dict())
         v.variants = ()
         for key, value in dict(overrides).items():
-            field = key if "." in key else f"model.{key}"
+            field = key if "." in key or key not in cfg.model else f"model.{key}"
             *path, leaf = field.split(".")
             try:
                 section = _get(v, ".".join(path)) if path else v
