@@ -56,7 +56,8 @@ def test_lattice_graph_refuses_bad_shape():
 
 CASES = [dict(symmetry=s) for s in models.GNN_SYMMETRIES] + [
     dict(symmetry="edge_typed", pooling="learned", block_edges=True),
-    dict(symmetry="directional", boundary="open", pooling="mean")]
+    dict(symmetry="directional", boundary="open", pooling="mean"),
+    dict(symmetry="shared", use_bias=False)]
 
 
 @pytest.mark.parametrize("dim", [1, 2])

@@ -25,6 +25,7 @@ from rgsym.models import inits
 from rgsym.models.activations import activation_fn
 from rgsym.models.graphs import LatticeGraph, adjacency, lattice_graph
 from rgsym.models.lattice import pooling_matrix
+from rgsym.models.symmetry import sq
 
 __all__ = ["MessagePassing", "GNN", "GNNFamily", "edge_types"]
 
@@ -41,7 +42,9 @@ def edge_types(lg: LatticeGraph, symmetry: str) -> tuple[np.ndarray, int]:
 
 def node_weights(p: dict, shared: bool):
     """(W_self [F, F_in], W_nb [T, F, F_in], bias [F]) from one layer's params."""
-    return (p["neighbour"][0] if shared else p["self"]), p["neighbour"], p["bias"]
+    w_nb = p["neighbour"]
+    bias = p["bias"] if "bias" in p else jnp.zeros(w_nb.shape[1], w_nb.dtype)   # use_bias off
+    return (w_nb[0] if shared else p["self"]), w_nb, bias
 
 
 class MessagePassing(nn.Module):
@@ -164,7 +167,6 @@ class GNNFamily:
         """Squared distances from parameter subspaces that make sense for this GNN."""
         p = params["params"]
         layers = [p[f"mp_{i}"] for i in range(self.spec.depth)]
-        sq = lambda a: jnp.sum(jnp.square(a))  # noqa: E731
         out = {}
         if self.spec.symmetry != "shared":
             # 'shared': self and every neighbour kernel equal.
