@@ -131,3 +131,9 @@ def test_bad_inputs_are_refused():
         propagate(wide, pw, distributions.get("uniform"), order=4)
     with pytest.raises(CumulantMemoryError, match="order=3 at width=512"):
         propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20)
+    # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
+    mid = build(dict(family="mlp", symmetry="none", activation="quadratic", width=64,
+                     sites=16, dtype="float64"))
+    with pytest.raises(CumulantMemoryError, match="order=2 at width=64.*intermediate"):
+        propagate(mid, mid.init(jax.random.key(0), jnp.zeros(16)),
+                  distributions.get("uniform"), order=2, memory_limit=100_000)

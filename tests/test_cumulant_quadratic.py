@@ -41,6 +41,13 @@ def _trained(model, params, steps=30):
     return params
 
 
+@functools.lru_cache(maxsize=None)
+def _propagator(symmetry):
+    """One compiled propagation per architecture: params and input state are arguments."""
+    model = _model(symmetry)
+    return jax.jit(lambda params, state: propagate(model, params, state, order=4))
+
+
 @pytest.mark.parametrize("symmetry", ["none", "tied_hidden"])
 @pytest.mark.parametrize("trained", [False, True])
 def test_quadratic_net_cumulants_and_mse_match_monte_carlo(symmetry, trained):
@@ -48,11 +55,10 @@ def test_quadratic_net_cumulants_and_mse_match_monte_carlo(symmetry, trained):
     params = model.init(jax.random.key(3), jnp.zeros(4))
     if trained:
         params = _trained(model, params)
-    prop = jax.jit(lambda state: propagate(model, params, state, order=4))
     for i, name in enumerate(FAMILIES):
         fam = distributions.get(name)
         state = propagate(model, params, fam, order=4).states[0]  # exact kappa_1..kappa_8
-        out = prop(state)
+        out = _propagator(symmetry)(params, state)
         assert out.labels[-1] == "exact"
         mc = monte_carlo(model, params, fam, jax.random.key(100 + i), N_SAMPLES, BATCH)
         for layer, (analytic, ks) in enumerate(zip(out.marginals(4), mc.layers)):
@@ -88,3 +94,17 @@ def test_tied_quadratic_net_breaks_the_fixed_point():
     check = clt_recursion_check(model, params, distributions.get("gaussian"), order=4)
     assert check.label == "exact"
     assert float(check.distance[2]) > 1e-3  # kappa_3 of the output is not zero
+
+
+def test_iterated_quadratic_steps_are_labelled_closure():
+    """After one step the coarse lattice is no longer the exact i.i.d. input: label says so."""
+    from rgsym.cumulants.predict import clt_recursion_check
+    from rgsym.models import build
+    model = build(dict(family="mlp", symmetry="block_local", activation="quadratic", width=4,
+                       sites=4, b=2, alpha=0.3, dtype="float64"))
+    params = model.init(jax.random.key(0), jnp.zeros(4))
+    fam = distributions.get("uniform")
+    one = clt_recursion_check(model, params, fam, order=2, lattice_shape=(8,))
+    two = clt_recursion_check(model, params, fam, order=2, steps=2, lattice_shape=(8,))
+    assert one.label == "exact" and two.label == "closure"
+    assert one.predicted.shape == (4, 2) and two.predicted.shape == (2, 2)
