@@ -10,6 +10,7 @@ from rgsym.models import compose
 
 UNIFORM = distributions.get("uniform")
 DIAGNOSTIC = {"tied_hidden": "tied_hidden_spread", "odd": "oddness_residual",
+              "block_local": "block_local_residual",
               "nonnegative": "negative_mass", "symmetric_weights": "asymmetry_norm",
               "block_permutation": "block_permutation_spread"}
 
@@ -126,7 +127,7 @@ def test_unconstrained_mlp_is_not_symmetric():
     params = model.init(jax.random.key(0), jnp.zeros((4,)))
     diag = model.symmetry_diagnostics(params)
     assert set(diag) == {"tied_hidden_spread", "oddness_residual", "negative_mass",
-                         "asymmetry_norm", "block_permutation_spread"}
+                         "asymmetry_norm", "block_permutation_spread", "block_local_residual"}
     assert min(float(v) for v in diag.values()) > 1e-2
     x = lattice(jax.random.key(2), (4,))
     assert not np.allclose(model.apply(params, -x), -model.apply(params, x), atol=1e-3)
@@ -189,7 +190,7 @@ def test_tied_quadratic_trains_to_a_floor_free_quadratic_does_not():
 def test_soft_symmetry_breaking_and_restoration():
     """Strength 0 leaves each symmetry broken after training; a strong penalty restores it.
 
-    All five soft symmetries x two strengths train in one compiled, vmapped scan: the
+    All soft symmetries x two strengths train in one compiled, vmapped scan: the
     penalties are summed with a traced one-hot strength vector.
     """
     softs = list(DIAGNOSTIC)
@@ -197,7 +198,7 @@ def test_soft_symmetry_breaking_and_restoration():
     base = models_[0]
     params = base.init(jax.random.key(0), jnp.zeros((4,)))
 
-    def run(strengths):   # [5]
+    def run(strengths):   # [n]
         penalty = lambda p: sum(m.penalty(p, strength=s)   # noqa: E731
                                 for m, s in zip(models_, strengths))
         return adam_train(base, params, 100, penalty=penalty)[0]
@@ -210,7 +211,8 @@ def test_soft_symmetry_breaking_and_restoration():
         np.testing.assert_allclose(two, 2 * default, rtol=1e-12)
     assert float(make("none").penalty(params)) == 0.0
 
-    strengths = np.concatenate([np.zeros((1, 5)), 10.0 * np.eye(5)])      # [6, 5]
+    n = len(softs)
+    strengths = np.concatenate([np.zeros((1, n)), 10.0 * np.eye(n)])      # [n + 1, n]
     trained = jax.jit(jax.vmap(run))(jnp.asarray(strengths))
     diag = jax.vmap(base.symmetry_diagnostics)(trained)
     for i, soft in enumerate(softs):

@@ -64,9 +64,9 @@ def test_lattice_not_divisible_by_b():
     (dict(symmetry="symmetric_weights", depth=1), r"depth >= 2"),
     (dict(soft_symmetry="symmetric_weights", depth=1), r"depth >= 2"),
     (dict(soft_symmetry="odd", width=5), r"width must be even"),
-    (dict(soft_symmetry="block_local"), r"use symmetry='block_local'"),
+    (dict(soft_symmetry="block_local", width=6), r"width must be a multiple of 4"),
     (dict(soft_symmetry="tied_hidden", symmetry="odd"), r"symmetry='none'"),
-    (dict(soft_symmetry="mirror"), r"tied_hidden, odd"),
+    (dict(soft_symmetry="mirror"), r"block_local, block_permutation, tied_hidden"),
     (dict(symmetry_strength=1.0), r"no effect without soft_symmetry"),
     (dict(soft_symmetry="odd", symmetry_strength=-1.0), r">= 0"),
 ])

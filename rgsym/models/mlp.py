@@ -151,8 +151,10 @@ class MLPFamily:
         self.iterable = self.block_local
         n_block = spec.b ** spec.dim
         n_in = n_block if self.block_local else spec.sites ** spec.dim
-        self.block_of = (np.zeros(n_block, int) if self.block_local
-                         else block_index(spec.lattice_shape, spec.b)[0])
+        # Block and in-block position of each input of the core network.
+        self.block_of, self.pos = ((np.zeros(n_block, int), np.arange(n_block))
+                                   if self.block_local
+                                   else block_index(spec.lattice_shape, spec.b))
         kinds = layer_kinds(spec.symmetry, spec.depth)
         self.core = lambda scale: CoreMLP(
             n_in, 1 if self.block_local else n_in // n_block, spec.width, kinds,
@@ -190,7 +192,8 @@ class MLPFamily:
         return block_local_expand(w, shape, self.spec.b) if self.block_local else w
 
     def distances(self, params) -> dict:
-        return symmetry.mlp_distances(self.standard_weights(params), self.block_of)
+        return symmetry.mlp_distances(self.standard_weights(params), self.block_of,
+                                      self.pos)
 
     def symmetries(self) -> list[str]:
         s = self.spec.symmetry

@@ -21,8 +21,7 @@ FAMILIES = ("mlp", "gnn")
 MLP_SYMMETRIES = ("none", "block_local", "block_permutation", "tied_hidden", "odd",
                   "nonnegative", "symmetric_weights")
 GNN_SYMMETRIES = ("shared", "separate", "edge_typed", "directional")
-# block_local is an architecture (a per-block network), not a subspace of the full MLP.
-SOFT_SYMMETRIES = ("block_permutation", "tied_hidden", "odd", "nonnegative",
+SOFT_SYMMETRIES = ("block_local", "block_permutation", "tied_hidden", "odd", "nonnegative",
                    "symmetric_weights")
 POOLINGS = ("sum", "mean", "learned")
 BOUNDARIES = ("periodic", "open")
@@ -135,12 +134,13 @@ class ModelSpec:
                 f"soft_symmetry={self.soft_symmetry!r} needs family='mlp' and symmetry='none' "
                 f"(the penalty acts on an unconstrained MLP); got family={self.family!r}, "
                 f"symmetry={self.symmetry!r}")
-        if self.soft_symmetry == "block_local":
-            raise ValueError(
-                "soft_symmetry='block_local' is not available: block_local is an architecture "
-                "(one network per block), not a subspace of the full MLP; use "
-                f"symmetry='block_local', or a soft_symmetry in {', '.join(SOFT_SYMMETRIES)}")
         _choice("soft_symmetry", self.soft_symmetry, SOFT_SYMMETRIES)
+        n_blocks = (self.sites // self.b) ** self.dim
+        if self.soft_symmetry == "block_local" and self.width % n_blocks:
+            raise ValueError(
+                f"soft_symmetry='block_local' with width={self.width} is not meaningful: each of "
+                f"the {n_blocks} blocks owns width/{n_blocks} hidden units, so width must be a "
+                f"multiple of {n_blocks}")
         if self.soft_symmetry == "symmetric_weights" and self.depth < 2:
             raise ValueError(
                 f"soft_symmetry='symmetric_weights' with depth={self.depth} is not meaningful: it "
