@@ -16,10 +16,10 @@ compared on the same inputs):
   unpaired error against the exact 0);
 - the model's symmetry diagnostics (distance from each symmetric subspace) along training.
 
-Metric names: ``rel_err/<set>``, ``mse/<set>`` (final only), ``test_rel_err``, ``test_mse``, ``ood_rel_err_median``,
-``ood_rel_err_max``, ``cum_err/<set>/k<n>``, ``cum_err/k<n>`` (training family),
-``fixed_point/k3``, ``fixed_point/k4``, ``fixed_point_violation``, ``flow_rel_err/k<j>``,
-``sym/<name>``.
+Metric names: ``rel_err/<set>``, ``mse/<set>`` (final only), ``test_rel_err``, ``test_mse``,
+``ood_rel_err_median``, ``ood_rel_err_max``, ``cum_err/<set>/k<n>``, ``cum_err/k<n>``
+(training family), ``fixed_point/k3``, ``fixed_point/k4``, ``fixed_point_violation``,
+``flow_rel_err/k<j>``, ``sym/<name>``.
 """
 from __future__ import annotations
 

@@ -114,7 +114,8 @@ def ood_by_family(variants: dict[str, dict], path: str) -> str:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     for i, j in np.ndindex(*logs.shape):
         if np.isfinite(logs[i, j]):
-            ax.text(j, i, f"{np.round(logs[i, j]) + 0:.0f}", ha="center", va="center", fontsize=5, color="w")
+            ax.text(j, i, f"{np.round(logs[i, j]) + 0:.0f}", ha="center", va="center",
+                    fontsize=5, color="w")
     fig.colorbar(im, ax=ax, label="log10 median relative error")
     ax.set_title("Generalisation by evaluation family x (model family, symmetry, activation)",
                  fontsize=9)

@@ -193,15 +193,21 @@ def validate_config(cfg) -> None:
     for i, v in enumerate(cfg.variants):
         if not isinstance(v, Mapping):
             _fail(f"variants[{i}]", v, "each variant is a dict of overrides")
-    for name, vcfg in variant_configs(cfg, validate=False):
+    if not cfg.variants:
         try:
-            models.build(model_config(vcfg))
+            models.build(model_config(cfg))
         except ValueError as e:
-            raise ValueError(f"config section 'model' of variant {name!r}: {e}") from None
+            raise ValueError(f"config section 'model': {e}") from None
+    for name, vcfg in variant_configs(cfg) if cfg.variants else ():
+        try:
+            validate_config(vcfg)
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from None
 
 
-def variant_configs(cfg, validate: bool = True) -> list[tuple[str, ml_collections.ConfigDict]]:
-    """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared)."""
+def variant_configs(cfg, validate: bool = False) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared);
+    ``validate`` checks each (:func:`validate_config` already does, for a whole config)."""
     out = []
     for i, overrides in enumerate(cfg.variants or ({},)):
         v = ml_collections.ConfigDict(cfg.to_dict())
@@ -257,7 +263,8 @@ class HParams(NamedTuple):
 class Trainer(NamedTuple):
     """What :func:`make_train` returns.
 
-    train: ``(key, hparams=None) -> (params, metrics)``; consumes ``key``. ``metrics`` is
+    train: ``(key, hparams=None, eval_data=None) -> (params, metrics)``; consumes ``key``;
+      ``eval_data`` defaults to ``evaluator.fixed_data()``.  ``metrics`` is
       ``{'curves': {name: [E]}, 'final': {name: []}, 'diverged': [], 'diverged_step': []}``
       with E = steps // eval.every evaluation points (at ``eval_steps``).
     hparams: ``(**overrides) -> HParams`` with config defaults, broadcast to a common shape.
@@ -445,7 +452,7 @@ def sweep(cfg, seeds: Sequence[int] | None = None, hparams: HParams | None = Non
     seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else np.asarray(seeds)
     outs = []
     for i in range(0, len(seeds), sw.chunk_size):
-        hp = None if hparams is None else HParams(
-            *(np.broadcast_to(np.asarray(v), (len(seeds),))[i: i + sw.chunk_size] for v in hparams))
+        hp = None if hparams is None else HParams(*(
+            np.broadcast_to(np.asarray(v), seeds.shape)[i: i + sw.chunk_size] for v in hparams))
         outs.append(sw.run_chunk(seeds[i: i + sw.chunk_size], hp))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
