@@ -44,7 +44,8 @@ def build(cfg_or_spec) -> Model:
       Elementwise on the flattened lattice (compose them with ``layer_ops.compose``).
     - ``penalty(params, strength=None)``: strength * squared distance from the soft
       symmetry's subspace (0 without a soft symmetry).
-    - ``symmetry_diagnostics(params)``: distances from each meaningful symmetric subspace.
+    - ``symmetry_diagnostics(params)``: distances (norms, not squared: differentiate
+      ``penalty`` instead) from each meaningful symmetric subspace.
     - ``describe(params=None)``: parameter count, exact symmetries, iterability, spec.
     """
     return _build(spec_from_config(cfg_or_spec))
