@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from rgsym import clt, distributions
-from rgsym.cumulants import monte_carlo, propagate, propagate_many
+from rgsym.cumulants import iid_lattice, monte_carlo, propagate, propagate_many
 from rgsym.cumulants.predict import predict_mse
 
 FAMILIES = ["gaussian", "uniform", "exponential", "rademacher"]
@@ -57,7 +57,7 @@ def test_quadratic_net_cumulants_and_mse_match_monte_carlo(symmetry, trained):
         params = _trained(model, params)
     for i, name in enumerate(FAMILIES):
         fam = distributions.get(name)
-        state = propagate(model, params, fam, order=4).states[0]  # exact kappa_1..kappa_8
+        state = iid_lattice(fam, 4, 8)  # exact kappa_1..kappa_8: what order 4 needs
         out = _propagator(symmetry)(params, state)
         assert out.labels[-1] == "exact"
         mc = monte_carlo(model, params, fam, jax.random.key(100 + i), N_SAMPLES, BATCH)
@@ -96,15 +96,23 @@ def test_tied_quadratic_net_breaks_the_fixed_point():
     assert float(check.distance[2]) > 1e-3  # kappa_3 of the output is not zero
 
 
-def test_iterated_quadratic_steps_are_labelled_closure():
-    """After one step the coarse lattice is no longer the exact i.i.d. input: label says so."""
+def test_two_quadratic_rg_steps_exact_with_internal_order():
+    """Iterated block_local quadratic net: exact with internal_order = 2 x order (else the
+    closure, labelled), layer by layer against Monte Carlo of the iterated model."""
     from rgsym.cumulants.predict import clt_recursion_check
     from rgsym.models import build
     model = build(dict(family="mlp", symmetry="block_local", activation="quadratic", width=4,
                        sites=4, b=2, alpha=0.3, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros(4))
-    fam = distributions.get("uniform")
-    one = clt_recursion_check(model, params, fam, order=2, lattice_shape=(8,))
-    two = clt_recursion_check(model, params, fam, order=2, steps=2, lattice_shape=(8,))
-    assert one.label == "exact" and two.label == "closure"
-    assert one.predicted.shape == (4, 2) and two.predicted.shape == (2, 2)
+    fam, kw = distributions.get("exponential"), dict(steps=2, lattice_shape=(8,))
+    closure = clt_recursion_check(model, params, fam, order=2, **kw)
+    assert closure.label == "closure" and closure.predicted.shape == (2, 2)
+    out = propagate(model, params, fam, order=2, internal_order=4, **kw)
+    assert out.labels[-1] == "exact"
+    assert [s.order for s in out.states] == [8, 8, 4, 4, 4, 2, 2]
+    mc = monte_carlo(model, params, fam, jax.random.key(1), N_SAMPLES, BATCH, order=2, **kw)
+    for analytic, ks in zip(out.marginals(2), mc.layers):
+        assert np.all(np.abs(np.asarray(analytic) - ks.value) < Z * ks.se)
+    pred = predict_mse(model, params, fam, internal_order=4, **kw)
+    assert pred.label == "exact"
+    assert abs(float(pred.mse) - float(mc.mse)) < Z * float(mc.mse_se)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from rgsym import clt
 from rgsym.cumulants import rules
 from rgsym.cumulants.monte_carlo import rg_matrix
-from rgsym.cumulants.propagate import (_max_degree, geometry, input_state, model_chain,
+from rgsym.cumulants.propagate import (geometry, input_state, model_chain, order_schedule,
                                        propagate_chain)
 from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
 from rgsym.models.layer_ops import Affine
@@ -80,22 +80,24 @@ def _with_carry(weight, o: int):
 
 
 def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=None,
-                alpha=None, steps: int = 1,
+                alpha=None, steps: int = 1, internal_order: int | None = None,
                 memory_limit: float = DEFAULT_MEMORY_LIMIT) -> MSEPrediction:
     """Mean squared error of ``model`` (iterated ``steps`` times) against RG^steps on
     i.i.d. lattices of ``family``, from the family's exact cumulants.
 
     Exact ('exact' label) when the output is polynomial with at most one non-linear
-    polynomial layer; mode names the approximation for non-polynomial activations.
+    polynomial layer, or with more when ``internal_order`` carries enough orders (e.g. 4 for
+    two quadratic steps); mode names the approximation for non-polynomial activations.
     Raises CumulantDoesNotExist if the family lacks a cumulant of order ``2 * degree``.
     """
     shape, b, dim = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
     target = rg_matrix(shape, b, dim, steps)
-    state = input_state(family, math.prod(shape), 2 * _max_degree(chain))
+    errors = error_chain(chain, target)
+    state = input_state(family, math.prod(shape), order_schedule(errors, 2, internal_order)[0])
     state = rules.affine(state, jnp.concatenate([jnp.eye(target.shape[1]), target], 0))
-    out = propagate_chain(error_chain(chain, target), state, 2, mode, every_layer=False,
-                          memory_limit=memory_limit, linear_units=target.shape[0])
+    out = propagate_chain(errors, state, 2, mode, every_layer=False, memory_limit=memory_limit,
+                          linear_units=target.shape[0], internal_order=internal_order)
     k = marginals(out.output, 2)
     per_site = k[:, 1] + k[:, 0] ** 2
     return MSEPrediction(per_site.mean(), per_site, out.labels[-1])
@@ -103,14 +105,16 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
 
 def clt_recursion_check(model, params, family, order: int = 4, mode: str = "exact", *,
                         lattice_shape=None, alpha=None, steps: int = 1,
+                        internal_order: int | None = None,
                         memory_limit: float = DEFAULT_MEMORY_LIMIT) -> RecursionCheck:
     """How far the model's propagated output cumulants are from the exact recursion
     ``kappa_n^(steps) = B^(steps (1 - n/2)) kappa_n``, order by order (n = 1..order)."""
     shape, b, dim = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
-    state = input_state(family, math.prod(shape), order * _max_degree(chain))
+    state = input_state(family, math.prod(shape),
+                        order_schedule(chain, order, internal_order)[0])
     out = propagate_chain(chain, state, order, mode, every_layer=False,
-                          memory_limit=memory_limit)
+                          memory_limit=memory_limit, internal_order=internal_order)
     predicted = marginals(out.output, order)
     kappa = jnp.asarray(marginals(state, order)[0])
     target = clt.cumulant_recursion(kappa, b, steps, dim)

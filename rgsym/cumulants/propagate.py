@@ -29,7 +29,8 @@ from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorC
 from rgsym.models.activations import activation_fn, polynomial_coefficients
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
-           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "chain_degree"]
+           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "chain_degree",
+           "order_schedule"]
 
 APPROXIMATE_MODES = ("quadratic", "gaussian_closure")
 MODES = ("exact",) + APPROXIMATE_MODES
@@ -77,10 +78,32 @@ def _poly(layer):
     return polynomial_coefficients(layer.activation, layer.alpha)
 
 
-def _max_degree(chain) -> int:
-    """Largest polynomial activation degree in the chain (1 if none)."""
-    return max([len(_poly(l)) - 1 for l in chain
-                if not hasattr(l, "weight") and _poly(l) is not None] + [1])
+def _degree(layer) -> int:
+    """1 for Affine and identity; the polynomial degree; 2 for other activations (their
+    quadratic expansion)."""
+    if hasattr(layer, "weight"):
+        return 1
+    coeffs = _poly(layer)
+    return 2 if coeffs is None else len(coeffs) - 1
+
+
+def order_schedule(chain, order: int, internal_order: int | None = None):
+    """(input order, orders of the state after each layer) for an exact output of ``order``.
+
+    A degree-d activation needs d times its output order at its input.  Orders carried by
+    dense states (after the first non-linear layer) are capped at ``internal_order``
+    (default ``order``); beyond the cap the truncation closure takes over.  The input state
+    (compact factor form) is never capped.
+    """
+    cap = max(order, internal_order or order)
+    first = next((i for i, l in enumerate(chain) if _degree(l) > 1), len(chain))
+    outs, cur = [0] * len(chain), order
+    for i in reversed(range(len(chain))):
+        outs[i] = cur
+        cur *= _degree(chain[i])
+        if i > first:
+            cur = min(cur, cap)
+    return cur, tuple(outs)
 
 
 def chain_degree(chain) -> int:
@@ -136,7 +159,7 @@ def _merge(label: str, new: str) -> str:
 def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "exact",
                     every_layer: bool = True,
                     memory_limit: float = DEFAULT_MEMORY_LIMIT,
-                    linear_units: int = 0) -> Propagation:
+                    linear_units: int = 0, internal_order: int | None = None) -> Propagation:
     """Propagates ``state`` through a chain of Affine / Elementwise layers.
 
     every_layer: keep the state after every layer; if False, an activation followed by an
@@ -145,21 +168,27 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     Identity activations are skipped (factor states stay compact through linear nets).
     linear_units: activations act as identity on this many trailing units (carries the RG
       target through the net for exact MSEs, see ``predict.py``).
+    internal_order: highest order carried by hidden dense states (default ``order``); see
+      :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
+      permitting): the final state always has orders 1..order.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is unknown: choose one of {', '.join(MODES)}")
     states, labels, label = [state], ["input"], "exact"
     chain = list(chain)
+    _, outs = order_schedule(chain, order, internal_order)
     i = 0
     while i < len(chain):
         layer = chain[i]
         if hasattr(layer, "weight"):
+            if isinstance(state, DenseCumulants):  # orders beyond the schedule are not needed
+                state = DenseCumulants(state.tensors[:outs[i]])
             state = rules.affine(state, layer.weight, layer.bias, memory_limit)
         elif layer.activation != "identity":
             readout = None
             if not every_layer and i + 1 < len(chain) and hasattr(chain[i + 1], "weight"):
                 readout = chain[i + 1].weight
-            state, new = _elementwise(state, layer, order, mode, readout, memory_limit,
+            state, new = _elementwise(state, layer, outs[i], mode, readout, memory_limit,
                                       linear_units)
             label = _merge(label, new)
             if readout is not None:
@@ -177,12 +206,17 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
 
 def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
               lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
+              internal_order: int | None = None,
               memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
     """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
 
     input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
-      an exact polynomial rule needs, ``order * degree``), kappas [K] of one site, or a
+      the exact rules need, see :func:`order_schedule`), kappas [K] of one site, or a
       FactorCumulants / DenseCumulants over the flattened lattice.
+    steps: apply the model this many times (iterable models; the lattice shrinks by b).
+    internal_order: orders carried by hidden dense states (default ``order``: beyond one
+      polynomial layer the truncation closure, labelled 'closure'); raise it (memory
+      permitting) for exact deeper or iterated polynomial nets.
     mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
       non-polynomial activations: 'quadratic' or 'gaussian_closure'.
     Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
@@ -192,8 +226,10 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     """
     shape, _, _ = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
-    state = input_state(input_cumulants, math.prod(shape), order * _max_degree(chain))
-    return propagate_chain(chain, state, order, mode, every_layer, memory_limit)
+    state = input_state(input_cumulants, math.prod(shape),
+                        order_schedule(chain, order, internal_order)[0])
+    return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
+                           internal_order=internal_order)
 
 
 def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",
@@ -205,6 +241,7 @@ def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "
         # resolve outside vmap so the family's cumulants are concrete constants
         probe = model_chain(model, jax.tree_util.tree_map(lambda a: a[0], params), shape,
                             kwargs.get("alpha"), kwargs.get("steps", 1))
-        input_cumulants = input_state(input_cumulants, math.prod(shape),
-                                      order * _max_degree(probe))
+        input_cumulants = input_state(
+            input_cumulants, math.prod(shape),
+            order_schedule(probe, order, kwargs.get("internal_order"))[0])
     return jax.vmap(lambda p: propagate(model, p, input_cumulants, order, mode, **kwargs))(params)
