@@ -63,6 +63,8 @@ def test_affine_and_polynomial_dense_equal_factor_form():
     w, b, v = rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=(2, 3))
     st = rules.affine(iid_lattice(distributions.get("exponential"), 4, 8), w, b)
     dense = to_dense(st)
+    user = from_tensors([np.asarray(t) for t in dense.tensors])  # user-given dense tensors
+    assert all(np.array_equal(a, b) for a, b in zip(user.tensors, dense.tensors))
     assert np.allclose(dense.tensors[2], np.einsum("as,bs,cs->abc", w, w, w) * 2.0)
     coeffs = rules.centre_coefficients(jnp.array([0.1, 1.0, 0.4]), st.mean())
     f = rules.polynomial(st, coeffs, 3)  # order 3 keeps compile time down; order 4 is
@@ -113,6 +115,11 @@ def test_bad_inputs_are_refused():
         iid_lattice([0.0, 1.0, np.nan], 4)
     with pytest.raises(ValueError, match="non-finite"):
         from_tensors([np.zeros(2), np.array([[1.0, np.inf], [np.inf, 1.0]])])
+    bad = iid_lattice([0.0, 1.0], 4)._replace(kappa=jnp.full((4, 2), jnp.nan))
+    ident = build(dict(family="mlp", symmetry="none", activation="identity", width=4,
+                       sites=4, dtype="float64"))
+    with pytest.raises(ValueError, match="non-finite"):
+        propagate(ident, ident.init(jax.random.key(0), jnp.zeros(4)), bad)
     with pytest.raises(distributions.CumulantDoesNotExist):
         iid_lattice(distributions.get("student_t", df=3.0), 4, 4)
     quad = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4, sites=4,

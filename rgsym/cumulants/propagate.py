@@ -10,7 +10,9 @@ is its structured Affine operator) as Affine / Elementwise maps on the flattened
 so the solver is generic over the chain.  Each layer is labelled by how its state was
 obtained: 'exact', 'closure' (a polynomial rule whose input lacked orders above the state's
 order: those were taken as zero), 'quadratic' or 'gaussian_closure' (approximate modes for
-non-polynomial activations); a label, once inexact, is inherited downstream.
+non-polynomial activations); a label, once inexact, is inherited downstream.  Hidden
+dense states carry ``internal_order`` orders (default: the output order); raising it makes
+deeper and iterated polynomial nets exact (see :func:`order_schedule`).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class Propagation:
 
 def geometry(model, lattice_shape=None):
     """(lattice_shape, b, dim) of a built model (its spec), lattice_shape overriding."""
-    spec = getattr(model, "spec", None) or getattr(model, "cfg")
+    spec = model.spec
     shape = tuple(spec.lattice_shape if lattice_shape is None else lattice_shape)
     return shape, int(spec.b), int(spec.dim)
 
@@ -119,8 +121,13 @@ def chain_degree(chain) -> int:
 
 
 def input_state(input_cumulants, n_sites: int, order: int) -> State:
-    """A state from a Distribution (its exact cumulants 1..order), kappas, or a state."""
+    """A state from a Distribution (its exact cumulants 1..order), kappas, or a state
+    (checked finite unless traced)."""
     if isinstance(input_cumulants, (FactorCumulants, DenseCumulants)):
+        for leaf in jax.tree_util.tree_leaves(input_cumulants):
+            if not isinstance(leaf, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(leaf))):
+                raise ValueError("input_cumulants holds non-finite values: cumulants must be "
+                                 "finite (a family whose cumulants diverge is outside the CLT)")
         return input_cumulants
     if isinstance(input_cumulants, _dist.Distribution):
         return iid_lattice(input_cumulants, n_sites, order)
