@@ -53,7 +53,7 @@ def test_approximate_modes_within_stated_bound_for_small_spread(activation, mode
     fam = distributions.get("uniform")
     for scale in (0.1, 0.2):
         chain = _chain(activation, scale)
-        out = propagate_chain(chain, iid_lattice(fam, 4, 8), order=4, mode=mode)
+        out = propagate_chain(chain, iid_lattice(fam, 4, 4), order=2, mode=mode)
         assert out.labels[-1] == mode
         ks = _mc_marginals(chain, fam)
         got = np.asarray(marginals(out.output, 2))
