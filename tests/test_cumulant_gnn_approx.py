@@ -7,6 +7,7 @@ import pytest
 from rgsym import distributions
 from rgsym.cumulants import (iid_lattice, k_statistics_with_se, marginals, monte_carlo,
                              propagate, propagate_chain, rules)
+from rgsym.cumulants.predict import predict_mse
 from rgsym.models import GNN_SYMMETRIES, Affine, Elementwise, activation_fn, build
 
 
@@ -26,6 +27,9 @@ def test_gnn_layers_match_monte_carlo(symmetry, activation, dim):
     for layer, (analytic, ks) in enumerate(zip(out.marginals(4), mc.layers)):
         dev = np.abs(np.asarray(analytic) - np.asarray(ks.value)) / np.asarray(ks.se)
         assert np.all(dev < 5.0), (layer, dev)
+    pred = predict_mse(model, params, fam)
+    assert pred.label == "exact"
+    assert abs(float(pred.mse) - float(mc.mse)) < 4 * float(mc.mse_se), (pred.mse, mc.mse)
 
 
 # ---------------------------------------------------------------------------------------
