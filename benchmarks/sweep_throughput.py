@@ -9,8 +9,9 @@ guard, evaluation every 100 steps on every family, final metrics); each S is com
 once, then timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python
 loop over a jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap
 over S seeds (PyTorch is the optional `bench` extra: `make bench-deps`).  Sizes whose
-estimated time exceeds --max_seconds are skipped and reported as such.  Not a test:
-nothing here asserts.
+estimated time exceeds --max_seconds are skipped and reported as such.  The S = 64 ratios
+come from --repeats interleaved rounds (each round times rgsym and every peer back to back,
+so a shared machine's load hits them alike).  Not a test: nothing here asserts.
 """
 import os
 import sys
