@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine with python3 and pip:
-#   make run   - the main job (default sweep: results table + figures under runs/)
+#   make run   - the main job: the default sweep (results table + figures in runs/default)
 #   make test  - the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run clt-demo bench-deps clean
+.PHONY: install test run clt-demo bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n auto -q -p no:cacheprovider tests
 
 run: $(STAMP)
-	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow
+	$(PY) experiments/sweep.py --config=experiments/configs/default.py --workdir=runs/default
 
 clt-demo: $(STAMP)
 	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow
@@ -28,6 +28,10 @@ clt-demo: $(STAMP)
 # PyTorch is a benchmark peer only: the CPU wheel on this machine's disk.
 bench-deps: $(STAMP)
 	$(PY) -m pip install --quiet torch==2.13.0
+
+bench: bench-deps
+	$(PY) benchmarks/sweep_throughput.py
+	$(PY) benchmarks/propagation_vs_mc.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
