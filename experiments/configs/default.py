@@ -30,5 +30,10 @@ def get_config():
     c.eval.flow_steps = 3
     # GNNs message-pass over every site: narrower, to cost about what an MLP does on CPU.
     c.variants = tuple(dict(family="mlp", symmetry=s, activation=a) for s, a in _MLP) + tuple(
-        dict(family="gnn", symmetry=s, activation="tanh", width=8) for s in _GNN)
+        dict(family="gnn", symmetry=s, activation="tanh", width=8) for s in _GNN) + tuple(
+        # DESIGN.md's minimal probe: one block, 16 hidden units.  Tied units cannot cancel the
+        # quadratic term, so they stay worse out of distribution than free ones.
+        {"symmetry": s, "activation": "quadratic", "width": 16, "depth": 1, "lattice.sites": 2,
+         "eval.flow_steps": 1}
+        for s in ("none", "tied_hidden"))
     return c
