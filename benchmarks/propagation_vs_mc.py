@@ -110,7 +110,7 @@ def main(max_mc: int):
     fn = analytic(model, params)
     first, best = timed(fn, params, state)
     exact = np.asarray(fn(params, state))
-    report(f"\n### Trained 2-layer MLP (16 -> 64 quadratic -> 8), exponential inputs\n")
+    report("\n### Trained 2-layer MLP (16 -> 64 quadratic -> 8), exponential inputs\n")
     report(f"analytic kappa_1..4 of all 8 outputs: {best * 1e3:.2f} ms per call "
            f"(first call incl. compile {first:.1f} s)")
 

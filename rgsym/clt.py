@@ -13,6 +13,8 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from rgsym import validation
+
 __all__ = [
     "validate_b",
     "validate_dim",
@@ -27,9 +29,7 @@ __all__ = [
 
 
 def validate_b(b) -> int:
-    if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 2:
-        raise ValueError(f"b={b!r} is not a valid block size: b must be an integer >= 2")
-    return int(b)
+    return validation.integer("b", b, 2)
 
 
 def validate_dim(dim) -> int:
@@ -73,8 +73,7 @@ def block_map(x, b: int, dim: int = 1):
 
 def flow(x, b: int, steps: int, dim: int = 1) -> list:
     """Iterates :func:`block_map`; returns ``[x, RG(x), ..., RG^steps(x)]`` (shapes shrink)."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise ValueError(f"steps={steps!r} is not valid: steps must be an integer >= 0")
+    validation.integer("steps", steps, 0)
     b, dim = validate_b(b), validate_dim(dim)
     x = jnp.asarray(x)
     sites = validate_lattice(x.shape, b, dim)
@@ -137,5 +136,4 @@ def gaussian_fixed_point(variance, order: int = 4) -> np.ndarray:
 
 
 def _check_order(order) -> None:
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
-        raise ValueError(f"order={order!r} is not valid: order must be an integer >= 1")
+    validation.integer("order", order, 1)

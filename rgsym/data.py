@@ -1,11 +1,9 @@
 """In-graph training data: pairs (x, RG^k(x)) sampled from a base family on a lattice."""
 from __future__ import annotations
 
-import numbers
-
 import jax
 
-from rgsym import clt
+from rgsym import clt, validation
 from rgsym.distributions import Distribution
 
 __all__ = ["lattice_shape", "sample_pairs"]
@@ -14,9 +12,7 @@ __all__ = ["lattice_shape", "sample_pairs"]
 def lattice_shape(sites: int, dim: int) -> tuple[int, ...]:
     """``(sites,)`` for a chain, ``(sites, sites)`` for a square lattice."""
     dim = clt.validate_dim(dim)
-    if isinstance(sites, bool) or not isinstance(sites, numbers.Integral) or sites < 1:
-        raise ValueError(f"sites={sites!r} is not valid: sites per side must be an integer >= 1")
-    return (int(sites),) * dim
+    return (validation.integer("sites", sites, 1),) * dim
 
 
 def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: int,
@@ -27,8 +23,7 @@ def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: 
     ``y = RG^steps(x)`` [batch, N/b**steps] (or [batch, L/b**s, L/b**s]).  Pure and
     jit/vmap-able: use it inside a scanned training step.
     """
-    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"batch={batch!r} is not valid: it must be an integer >= 1")
+    validation.integer("batch", batch, 1)
     shape = lattice_shape(sites, dim)
     x = dist.sample(key, (int(batch),) + shape, dtype)
     return x, clt.flow(x, b, steps, dim)[-1]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from fractions import Fraction
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rgsym import validation
 
 __all__ = [
     "Distribution",
@@ -72,7 +73,8 @@ class Distribution:
         """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``."""
         if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
             raise ValueError(f"dtype={dtype!r} is not valid: samples need a floating dtype")
-        return self.sampler(key, tuple(int(s) for s in shape), jnp.dtype(dtype))
+        shape = tuple(validation.integer("shape entry", s, 0) for s in shape)
+        return self.sampler(key, shape, jnp.dtype(dtype))
 
     def cumulants(self, n: int) -> np.ndarray:
         """Exact ``[kappa_1, ..., kappa_n]`` as float64; raises if any of them diverges."""
@@ -184,15 +186,8 @@ def _gaussian_moment(j: int, loc: Fraction, scale: Fraction) -> Fraction:
 # ----------------------------------------------------------------------------------------
 # Parameter validation with errors that name the argument.
 
-def _real(family: str, name: str, value, *, positive=False, low=None, high=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{family}: {name}={value!r} is not valid: it must be a finite real number")
-    value = float(value)
-    if positive and value <= 0:
-        raise ValueError(f"{family}: {name}={value!r} is not valid: it must be > 0")
-    if low is not None and value < low or high is not None and value > high:
-        raise ValueError(f"{family}: {name}={value!r} is not valid: it must lie in [{low}, {high}]")
-    return value
+def _real(family: str, name: str, value, **bounds) -> float:
+    return validation.real(f"{family}: {name}", value, **bounds)
 
 
 def _make(name, params, sampler, cumulant_fn, max_order=math.inf, discrete=False):
@@ -415,5 +410,4 @@ def finite_order_names(order: int = 4) -> list[str]:
 
 
 def _check_order(n, name: str) -> None:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{name}={n!r} is not valid: cumulant orders are integers >= 1")
+    validation.integer(name, n, 1)

@@ -17,8 +17,6 @@ metrics carry ``diverged`` = True and ``diverged_step``.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -28,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import clt, data, distributions
+from rgsym import data, distributions, validation
 from rgsym import metrics as metrics_lib
 
 __all__ = [
@@ -108,18 +106,12 @@ def _check_keys(cfg, schema, prefix=""):
 
 
 def _int(cfg, field, low):
-    v = _get(cfg, field)
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        _fail(field, v, f"it must be an integer >= {low}")
-    return int(v)
+    return validation.integer(f"config field '{field}'", _get(cfg, field), low)
 
 
 def _real(cfg, field, positive=False):
-    v = _get(cfg, field)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or (
-            v <= 0 if positive else v < 0):
-        _fail(field, v, f"it must be a finite real number {'> 0' if positive else '>= 0'}")
-    return float(v)
+    return validation.real(f"config field '{field}'", _get(cfg, field), positive=positive,
+                           low=None if positive else 0.0)
 
 
 def _choice(cfg, field, options):
@@ -152,7 +144,7 @@ def validate_config(cfg) -> None:
     _choice(cfg, "matmul_precision", _PRECISIONS)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
-    dim = _choice(cfg, "lattice.dim", (1, 2))
+    _choice(cfg, "lattice.dim", (1, 2))
     b = _int(cfg, "lattice.b", 2)
     sites = _int(cfg, "lattice.sites", 1)
     if sites % b:
@@ -182,8 +174,7 @@ def validate_config(cfg) -> None:
         if distributions.get(f).max_order < 4:
             _fail("eval.families", f, "its kappa_4 diverges, so cumulant errors do not exist")
     for s in cfg.eval.scales:
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s > 0:
-            _fail("eval.scales", s, "every scale must be a real number > 0")
+        validation.real("config field 'eval.scales' entry", s, positive=True)
     k = _int(cfg, "eval.flow_steps", 1)
     if sites % b ** k:
         _fail("eval.flow_steps", k, f"lattice.sites={sites} must be a multiple of "

@@ -1,5 +1,4 @@
 """Exact cumulants of every base family against independent references."""
-import math
 
 import jax
 import jax.numpy as jnp
@@ -162,6 +161,11 @@ def test_invalid_parameters_name_the_argument(name, params, match):
 def test_unknown_family_lists_known_ones():
     with pytest.raises(ValueError, match=r"unknown family name='cauchyy'.*gaussian.*uniform"):
         D.get("cauchyy")
+
+
+def test_bad_sample_shape_refused_before_sampling():
+    with pytest.raises(ValueError, match=r"shape entry=-3 .*integer >= 0"):
+        D.get("gaussian").sample(jax.random.key(0), (4, -3))
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])

@@ -9,10 +9,11 @@ check reads ``|analytic - k| < z * se``.  Work in float64 for precision checks
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import jax.numpy as jnp
+
+from rgsym import validation
 
 __all__ = ["KStats", "k_statistics", "k_statistics_with_se", "MAX_KSTAT_ORDER", "PowerSums",
            "power_sums", "combine", "k_statistics_from_power_sums"]
@@ -28,10 +29,7 @@ class KStats(NamedTuple):
 
 
 def _prepare(x, axis, order):
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not (
-            1 <= order <= MAX_KSTAT_ORDER):
-        raise ValueError(f"order={order!r} is not valid: k-statistics exist here for orders "
-                         f"1..{MAX_KSTAT_ORDER}")
+    validation.integer("order", order, 1, MAX_KSTAT_ORDER)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -51,27 +49,14 @@ def k_statistics(x, axis: int = 0, order: int = 4) -> jnp.ndarray:
 
 
 def k_statistics_with_se(x, axis: int = 0, order: int = 4) -> KStats:
-    """k-statistics and influence-function standard errors; jit-able (axis/order static)."""
+    """k-statistics and influence-function SEs; jit-able (axis/order static).
+
+    One code path with the streaming form: power sums about the sample mean (centring keeps
+    float precision; k-statistics of order >= 2 are shift invariant).
+    """
     x, n = _prepare(x, axis, order)
-    mean = x.mean(-1, keepdims=True)
-    d = x - mean  # k-statistics of order >= 2 are shift invariant: centre for precision
-    s2, s3, s4 = ((d ** p).sum(-1) for p in (2, 3, 4))
-    nf = jnp.asarray(n, x.dtype)
-    k1 = mean[..., 0]
-    k2 = s2 / (nf - 1)
-    k3 = nf * s3 / ((nf - 1) * (nf - 2))
-    k4 = nf * ((nf + 1) * s4 - 3 * (nf - 1) * s2 ** 2 / nf) / ((nf - 1) * (nf - 2) * (nf - 3))
-    # Influence functions of the central-moment cumulants.
-    m2, m3 = s2 / nf, s3 / nf
-    m2_, m3_ = m2[..., None], m3[..., None]
-    m4_ = (s4 / nf)[..., None]
-    infl = [d,
-            d ** 2 - m2_,
-            d ** 3 - m3_ - 3 * m2_ * d,
-            (d ** 4 - m4_ - 4 * m3_ * d) - 6 * m2_ * (d ** 2 - m2_)]
-    values = jnp.stack([k1, k2, k3, k4][:order], -1)
-    se = jnp.stack([jnp.sqrt((f ** 2).sum(-1) / (nf - 1) / nf) for f in infl[:order]], -1)
-    return KStats(values, se, n)
+    stats = k_statistics_from_power_sums(power_sums(x, x.mean(-1), order, axis=-1), order)
+    return stats._replace(n=n)
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,8 +98,8 @@ def _poly_mul(a, b):
 
 def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
     """Same estimates and influence-function SEs as :func:`k_statistics_with_se`."""
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not (
-            1 <= order <= MAX_KSTAT_ORDER) or 2 * order > ps.sums.shape[-1]:
+    validation.integer("order", order, 1, MAX_KSTAT_ORDER)
+    if 2 * order > ps.sums.shape[-1]:
         raise ValueError(f"order={order!r} is not valid: 1..{MAX_KSTAT_ORDER} with power sums "
                          f"up to 2*order (have {ps.sums.shape[-1]})")
     nf = ps.n

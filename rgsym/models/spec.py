@@ -7,11 +7,9 @@ what would work instead.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Mapping
 
-from rgsym import clt
+from rgsym import clt, validation
 from rgsym.models.activations import validate_activation
 
 __all__ = ["ModelSpec", "spec_from_config", "FAMILIES", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
@@ -31,19 +29,6 @@ DTYPES = ("float32", "float64")
 def _choice(name, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is unknown: choose one of {', '.join(map(str, valid))}")
-
-
-def _int(name, value, low) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} is not valid: {name} must be an integer >= {low}")
-
-
-def _real(name, value, positive=False) -> None:
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > 0 if positive else True))
-    if not ok:
-        raise ValueError(f"{name}={value!r} is not valid: {name} must be a finite real"
-                         + (" > 0" if positive else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,15 +81,15 @@ class ModelSpec:
             raise ValueError(f"symmetry={self.symmetry!r} is unknown for family={self.family!r}: "
                              f"choose one of {', '.join(valid)}")
         validate_activation(self.activation)
-        _int("width", self.width, 1)
-        _int("depth", self.depth, 1)
+        validation.integer("width", self.width, 1)
+        validation.integer("depth", self.depth, 1)
         clt.validate_b(self.b)
         clt.validate_dim(self.dim)
-        _int("sites", self.sites, 1)
+        validation.integer("sites", self.sites, 1)
         clt.validate_lattice((self.sites,) * self.dim, self.b, self.dim, name="sites")
-        _real("alpha", self.alpha)
-        _real("init_scale", self.init_scale, positive=True)
-        _real("symmetry_strength", self.symmetry_strength)
+        validation.real("alpha", self.alpha)
+        validation.real("init_scale", self.init_scale, positive=True)
+        validation.real("symmetry_strength", self.symmetry_strength)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("boundary", self.boundary, BOUNDARIES)
         _choice("dtype", self.dtype, DTYPES)
