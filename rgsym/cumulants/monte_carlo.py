@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from rgsym import clt
-from rgsym.cumulants.estimators import (KStats, PowerSums, k_statistics_from_power_sums,
+from rgsym.cumulants.estimators import (PowerSums, k_statistics_from_power_sums,
                                         power_sums)
 from rgsym.cumulants.propagate import geometry, model_chain
-from rgsym.models.activations import activation_fn
+from rgsym.models.layer_ops import compose_all
 
-__all__ = ["MonteCarlo", "monte_carlo", "apply_chain", "rg_matrix"]
+__all__ = ["MonteCarlo", "monte_carlo", "rg_matrix"]
 
 
 class MonteCarlo(NamedTuple):
@@ -41,28 +41,16 @@ def rg_matrix(lattice_shape, b: int, dim: int, steps: int = 1, dtype=jnp.float64
     return out.reshape(n, -1).T
 
 
-def apply_chain(chain, x) -> list:
-    """x [B, N] through Affine / Elementwise layers; returns [x, after layer 1, ...]."""
-    outs = [x]
-    for layer in chain:
-        if hasattr(layer, "weight"):
-            x = x @ layer.weight.T + layer.bias
-        else:
-            x = activation_fn(layer.activation, layer.alpha)(x)
-        outs.append(x)
-    return outs
-
-
 def _run(chain, output, target, key, sample, n_chunks, batch, order):
     """The scanned sampler: per-layer power sums and squared-error sums over the chunks."""
     pilot_key, key = jax.random.split(key)
-    shifts = [o.mean(0) for o in apply_chain(chain, sample(pilot_key, batch))]
+    shifts = [o.mean(0) for o in compose_all(chain, sample(pilot_key, batch))]
 
     def step(carry, k):
         sums, err = carry
         x = sample(k, batch)
         layer_sums = tuple(s + power_sums(o, c, order).sums
-                           for s, o, c in zip(sums, apply_chain(chain, x), shifts))
+                           for s, o, c in zip(sums, compose_all(chain, x), shifts))
         e2 = ((output(x) - x @ target.T) ** 2).mean(-1)
         return (layer_sums, err + jnp.stack([e2.sum(), (e2 ** 2).sum()])), None
 

@@ -12,7 +12,7 @@ import jax
 
 from rgsym.models.activations import activation_fn
 
-__all__ = ["Affine", "Elementwise", "compose", "to_chain"]
+__all__ = ["Affine", "Elementwise", "compose", "compose_all", "to_chain"]
 
 
 class Affine(NamedTuple):
@@ -27,14 +27,22 @@ class Elementwise(NamedTuple):
     alpha: Any  # float or scalar array
 
 
-def compose(layers: Sequence[Affine | Elementwise], x: jax.Array) -> jax.Array:
-    """Applies a layer chain to flattened inputs: x [..., n_in] -> [..., n_out]."""
+def compose_all(layers: Sequence[Affine | Elementwise], x: jax.Array) -> list:
+    """Applies a layer chain to flattened inputs x [..., n_in]; returns every state
+    ``[x, after layer 1, ..., output]`` (the Monte Carlo twin measures each)."""
+    states = [x]
     for layer in layers:
         if isinstance(layer, Affine):
             x = x @ layer.weight.T + layer.bias
         else:
             x = activation_fn(layer.activation, layer.alpha)(x)
-    return x
+        states.append(x)
+    return states
+
+
+def compose(layers: Sequence[Affine | Elementwise], x: jax.Array) -> jax.Array:
+    """Applies a layer chain to flattened inputs: x [..., n_in] -> [..., n_out]."""
+    return compose_all(layers, x)[-1]
 
 
 def to_chain(weights: Sequence, activation: str, alpha) -> tuple:
