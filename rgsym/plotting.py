@@ -1,8 +1,8 @@
 """Figures (matplotlib, headless).  Every function writes one file atomically and returns its path."""
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import matplotlib
 
@@ -10,24 +10,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rgsym.results import atomic_write_bytes  # noqa: E402
+
 __all__ = ["save_figure", "flow_histograms"]
 
 
 def save_figure(fig, path: str) -> str:
-    """Saves ``fig`` to ``path`` via a temporary file and an atomic rename; closes it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix)
-    os.close(fd)
+    """Renders ``fig`` (format from the suffix, PNG by default), writes it atomically with
+    :func:`rgsym.results.atomic_write_bytes` and closes it."""
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=110,
+                    bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def flow_histograms(levels_by_family: dict[str, list[np.ndarray]], path: str) -> str:
