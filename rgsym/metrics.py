@@ -118,17 +118,18 @@ def make_evaluator(cfg, model) -> Evaluator:
                 _DATA_CACHE[key] = jax.device_get(jax.jit(sample)(jax.random.key(cfg.eval.seed)))
         return _DATA_CACHE[key]
 
-    def per_set(params, hp, xy):
+    def per_set(params, hp, xy, with_kstats):
         x, y = xy
         pred = model.apply(params, x, alpha=hp.alpha)
-        kstats = k_statistics(jnp.stack([pred.reshape(-1), y.reshape(-1)]), axis=1,
-                              order=ORDERS)
+        kstats = (k_statistics(jnp.stack([pred.reshape(-1), y.reshape(-1)]), axis=1,
+                               order=ORDERS) if with_kstats else None)
         return jnp.mean((pred - y) ** 2), kstats
 
-    def evaluate(params, hp, x, y):
+    def evaluate(params, hp, x, y, with_kstats=True):
         # lax.map runs the sets one after another: memory is one set's activations.
-        # kstats [F, 2, 4]: k-statistics of the model's output and of RG(x), same inputs.
-        mse, kstats = jax.lax.map(lambda xy: per_set(params, hp, xy), (x, y))
+        # kstats [F, 2, 4]: k-statistics of the model's output and of RG(x), same inputs;
+        # only the final evaluation needs them, not the curves inside the training scan.
+        mse, kstats = jax.lax.map(lambda xy: per_set(params, hp, xy, with_kstats), (x, y))
         rel = mse / jnp.asarray(sets.target_var, mse.dtype)
         out = {f"rel_err/{n}": rel[i] for i, n in enumerate(sets.names)}
         out["test_rel_err"] = rel[sets.train]
@@ -142,7 +143,7 @@ def make_evaluator(cfg, model) -> Evaluator:
     def curve(params, hp, xy):
         x, y = xy
         b = cfg.eval.curve_batch
-        return evaluate(params, hp, x[:, :b], y[:, :b])[0]
+        return evaluate(params, hp, x[:, :b], y[:, :b], with_kstats=False)[0]
 
     def final(params, hp, xy):
         x, y = xy
