@@ -49,14 +49,32 @@ def k_statistics(x, axis: int = 0, order: int = 4) -> jnp.ndarray:
 
 
 def k_statistics_with_se(x, axis: int = 0, order: int = 4) -> KStats:
-    """k-statistics and influence-function SEs; jit-able (axis/order static).
+    """k-statistics and influence-function standard errors; jit-able (axis/order static).
 
-    One code path with the streaming form: power sums about the sample mean (centring keeps
-    float precision; k-statistics of order >= 2 are shift invariant).
+    Kept apart from :func:`k_statistics_from_power_sums` on purpose: summing the squared
+    influence values sample by sample keeps the SE accurate when it is tiny next to the
+    moments (e.g. k_2 of +-1 spins), where going through power sums cancels to zero.
     """
     x, n = _prepare(x, axis, order)
-    stats = k_statistics_from_power_sums(power_sums(x, x.mean(-1), order, axis=-1), order)
-    return stats._replace(n=n)
+    mean = x.mean(-1, keepdims=True)
+    d = x - mean  # k-statistics of order >= 2 are shift invariant: centre for precision
+    s2, s3, s4 = ((d ** p).sum(-1) for p in (2, 3, 4))
+    nf = jnp.asarray(n, x.dtype)
+    k1 = mean[..., 0]
+    k2 = s2 / (nf - 1)
+    k3 = nf * s3 / ((nf - 1) * (nf - 2))
+    k4 = nf * ((nf + 1) * s4 - 3 * (nf - 1) * s2 ** 2 / nf) / ((nf - 1) * (nf - 2) * (nf - 3))
+    # Influence functions of the central-moment cumulants.
+    m2, m3 = s2 / nf, s3 / nf
+    m2_, m3_ = m2[..., None], m3[..., None]
+    m4_ = (s4 / nf)[..., None]
+    infl = [d,
+            d ** 2 - m2_,
+            d ** 3 - m3_ - 3 * m2_ * d,
+            (d ** 4 - m4_ - 4 * m3_ * d) - 6 * m2_ * (d ** 2 - m2_)]
+    values = jnp.stack([k1, k2, k3, k4][:order], -1)
+    se = jnp.stack([jnp.sqrt((f ** 2).sum(-1) / (nf - 1) / nf) for f in infl[:order]], -1)
+    return KStats(values, se, n)
 
 
 # ----------------------------------------------------------------------------------------
