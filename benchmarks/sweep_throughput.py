@@ -2,17 +2,22 @@
 
     python benchmarks/sweep_throughput.py [--seeds=1,16,64,256,1024,8192] [--max_seconds=60]
     python benchmarks/sweep_throughput.py --matmul_precision=highest
+    python benchmarks/sweep_throughput.py --seeds=1,64,1024,8192 --ratio_seeds=8192  # a GPU
 
 Reference config (DESIGN.md §3): 1-D lattice N=16, b=2, MLP 2 x 64 tanh, batch 256, Adam
 1e-3, 500 steps, float32.  rgsym runs its full sweep program (in-graph data, divergence
-guard, evaluation every 100 steps on every family, final metrics); each S is compiled
-once, then timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python
-loop over a jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap
-over S seeds (PyTorch is the optional `bench` extra: `make bench-deps`).  Sizes whose
-estimated time exceeds --max_seconds are skipped and reported as such.  The S = 64 ratios
-come from --repeats interleaved rounds (each round times rgsym and every peer back to back,
-so a shared machine's load hits them alike).  Not a test: nothing here asserts.
+guard, evaluation every 100 steps on every family, final metrics) sharded over the local
+devices, as `experiments/sweep.py` does: on a CPU-only machine the host is split into
+--cpu_devices XLA devices (rgsym.train.split_host_cpu).  Each S is compiled once, then
+timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python loop over a
+jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over
+--torch_vmap_seeds seeds (PyTorch is the optional `bench` extra: `make bench-deps`), on the
+GPU when torch sees one.  Sizes whose estimated time exceeds --max_seconds are skipped.  The
+ratios at S = --ratio_seeds come from --repeats interleaved rounds (each round times rgsym
+and every peer back to back, so a shared machine's load hits them alike).  Not a test:
+nothing here asserts.
 """
+import json
 import os
 import sys
 import time
@@ -32,6 +37,11 @@ flags.DEFINE_integer("steps", 500, "Training steps per seed.")
 flags.DEFINE_float("max_seconds", 60.0, "Skip a size whose estimated run exceeds this.")
 flags.DEFINE_integer("torch_vmap_seeds", 64, "S for the torch.func.vmap peer.")
 flags.DEFINE_enum("matmul_precision", "default", ["default", "highest"], "rgsym precision.")
+flags.DEFINE_integer("ratio_seeds", 64, "S of the rgsym sweep the peers are compared with.")
+flags.DEFINE_integer("cpu_devices", 0, "XLA devices the host CPU is split into when there is no "
+                     "accelerator (0: four per core; 1: one device).")
+flags.DEFINE_bool("peers", True, "Time the peers too (off: rgsym's sweep alone).")
+flags.DEFINE_string("json_out", None, "Also write every figure to this JSON file.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per measurement; the best is reported (the "
                      "machine may be shared, and load only ever slows a run down).")
 
@@ -62,8 +72,8 @@ def _rate(fn, seed_steps: int):
 
 
 def rgsym_sweep(seeds: int):
-    """make_sweep(...).run_chunk on one device: the whole sweep program."""
-    sw = train.make_sweep(reference_config(seeds), devices=jax.local_devices()[:1])
+    """make_sweep(...).run_chunk over the local devices: the whole sweep program."""
+    sw = train.make_sweep(reference_config(seeds))
     ids = np.arange(seeds)
     sw.run_chunk(ids)  # compile
     return _rate(lambda: sw.run_chunk(ids), seeds * FLAGS.steps)
@@ -97,12 +107,15 @@ def jax_python_loop():
 
 
 def torch_peers(vmap_seeds: int):
-    """(b) PyTorch one seed at a time and (c) torch.func.vmap over seeds; None if absent."""
+    """(b) PyTorch one seed at a time and (c) torch.func.vmap over seeds, on the GPU when
+    torch sees one; (None, None) if torch is absent."""
     try:
         import torch
         from torch.func import functional_call, vmap
     except ImportError:
         return None, None
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     half = 3.0 ** 0.5
 
     def net():
@@ -110,10 +123,10 @@ def torch_peers(vmap_seeds: int):
         for _ in range(DEPTH):
             layers += [torch.nn.Linear(fan, WIDTH), torch.nn.Tanh()]
             fan = WIDTH
-        return torch.nn.Sequential(*layers, torch.nn.Linear(fan, N // B))
+        return torch.nn.Sequential(*layers, torch.nn.Linear(fan, N // B)).to(dev)
 
     def batch(shape):
-        x = (torch.rand(*shape, N) * 2 - 1) * half
+        x = (torch.rand(*shape, N, device=dev) * 2 - 1) * half
         return x, x.reshape(*shape, N // B, B).sum(-1) / B ** 0.5
 
     def one_seed():
@@ -125,29 +138,36 @@ def torch_peers(vmap_seeds: int):
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync()
 
-    def vmapped(s):
-        base = net()
-        # Adam is elementwise, so Adam on the stacked [S, ...] parameters is per-seed Adam.
-        stacked = {k: torch.nn.Parameter(torch.stack([net().state_dict()[k] for _ in range(s)]))
-                   for k in base.state_dict()}
-        opt = torch.optim.Adam(stacked.values(), lr=LR)
-        forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    # Built once, outside the timing: S independent inits stacked on a leading seed axis.
+    # Adam is elementwise, so Adam on the stacked [S, ...] parameters is per-seed Adam.
+    base = net()
+    inits = [net().state_dict() for _ in range(vmap_seeds)]
+    stacked = {k: torch.nn.Parameter(torch.stack([d[k] for d in inits])) for k in inits[0]}
+    del inits
+    opt = torch.optim.Adam(stacked.values(), lr=LR)
+    forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+
+    def vmapped():
         for _ in range(FLAGS.steps):
-            x, y = batch((s, BATCH))
+            x, y = batch((vmap_seeds, BATCH))
             loss = ((forward(stacked, x) - y) ** 2).mean((1, 2)).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync()
 
     torch.manual_seed(0)
-    return (_rate(one_seed, FLAGS.steps),
-            _rate(lambda: vmapped(vmap_seeds), vmap_seeds * FLAGS.steps))
+    return (_rate(one_seed, FLAGS.steps), _rate(vmapped, vmap_seeds * FLAGS.steps))
 
 
 def main(argv):
     del argv
-    print(f"devices: {jax.devices()}  cpu cores: {os.cpu_count()}  jax {jax.__version__}  "
+    split = train.split_host_cpu(FLAGS.cpu_devices)
+    gpu = jax.default_backend() != "cpu"
+    print(f"devices: {jax.devices()} ({jax.devices()[0].device_kind})  host cores: "
+          f"{os.cpu_count()}  cpu devices set: {split}  jax {jax.__version__}  "
           f"matmul_precision={FLAGS.matmul_precision}  best of {FLAGS.repeats} runs")
     best = lambda run: max(run() for _ in range(FLAGS.repeats))
     rows, runners, rate = [], {}, None
@@ -160,8 +180,8 @@ def main(argv):
         rate = best(runners[s])
         rows.append((name, rate))
         print(f"  S={s}: {rate:,.0f} seed-steps/s", flush=True)
-    peers = {"JAX, Python loop of jitted steps (1 seed)": jax_python_loop()}
-    one, vm = torch_peers(FLAGS.torch_vmap_seeds)
+    peers = {"JAX, Python loop of jitted steps (1 seed)": jax_python_loop()} if FLAGS.peers else {}
+    one, vm = torch_peers(FLAGS.torch_vmap_seeds) if FLAGS.peers else (None, None)
     if one:
         peers["PyTorch, one seed at a time"] = one
         peers[f"torch.func vmap over seeds (S={FLAGS.torch_vmap_seeds})"] = vm
@@ -169,23 +189,33 @@ def main(argv):
     print(f"\n{'how the sweep is written':<58} {'seed-steps/s':>14}")
     for name, r in rows:
         print(f"{name:<58} {'skipped (too slow here)' if r is None else f'{r:,.0f}':>14}")
-    if 64 not in runners:
-        return
-    # Ratios from interleaved rounds: each round times every contender back to back, so
-    # they share the machine's load of the moment (it may be shared with other jobs).
-    ratios = {name: [] for name in peers}
-    for _ in range(FLAGS.repeats):
-        ours = runners[64]()
-        for name, run in peers.items():
-            ratios[name].append(ours / run())
-    targets = {"PyTorch, one seed at a time": 25.0,
-               f"torch.func vmap over seeds (S={FLAGS.torch_vmap_seeds})": 2.0}
-    print(f"\nrgsym S=64 over each peer, median [min, max] of {FLAGS.repeats} interleaved rounds")
-    for name, r in ratios.items():
-        target = f"   (target >= {targets[name]:g}x)" if name in targets else ""
-        print(f"  / {name:<52} {np.median(r):6.1f}x [{min(r):.1f}, {max(r):.1f}]{target}")
-    if not one:
+    report = dict(devices=[str(d) for d in jax.devices()], device_kind=jax.devices()[0].device_kind,
+                  jax=jax.__version__, cpu_devices=split, precision=FLAGS.matmul_precision,
+                  rates=dict(rows))
+    s = FLAGS.ratio_seeds
+    if s in runners and peers:
+        # Ratios from interleaved rounds: each round times every contender back to back, so
+        # they share the machine's load of the moment (it may be shared with other jobs).
+        ratios = {name: [] for name in peers}
+        for _ in range(FLAGS.repeats):
+            ours = runners[s]()
+            for name, run in peers.items():
+                ratios[name].append(ours / run())
+        targets = {f"torch.func vmap over seeds (S={FLAGS.torch_vmap_seeds})": 4.5 if gpu else 2.0}
+        if not gpu:
+            targets["PyTorch, one seed at a time"] = 25.0
+        print(f"\nrgsym S={s} over each peer, median [min, max] of {FLAGS.repeats} interleaved "
+              "rounds")
+        for name, r in ratios.items():
+            target = f"   (target >= {targets[name]:g}x)" if name in targets else ""
+            print(f"  / {name:<52} {np.median(r):6.1f}x [{min(r):.1f}, {max(r):.1f}]{target}")
+        report["ratios"] = {name: dict(median=float(np.median(r)), min=min(r), max=max(r))
+                            for name, r in ratios.items()}
+    if FLAGS.peers and not one:
         print("PyTorch not installed: `make bench-deps` for the torch peers")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w") as f:
+            json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":

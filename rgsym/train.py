@@ -17,6 +17,7 @@ metrics carry ``diverged`` = True and ``diverged_step``.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -376,11 +377,31 @@ class Sweep(NamedTuple):
     chunk_size: int
 
 
-def _devices(cfg, devices):
+def split_host_cpu(devices: int = 0) -> int | None:
+    """Exposes the host CPU as ``devices`` XLA devices (0: four per core), so that a sweep,
+    which shards its seed axis over the local devices, runs its seeds in parallel on a
+    machine without an accelerator: XLA runs one device's program on about one core, and
+    smaller per-device batches stay in cache (benchmarks/RESULTS.md measures the gain).
+    Accelerator backends are unaffected.  Call it right after ``import jax``, before any JAX
+    computation.  Returns the count set, or None where XLA_FLAGS already sets one (as the
+    tests do) or the backends are already running (then the default stays)."""
+    devices = validation.integer("devices", devices, 0) or 4 * (os.cpu_count() or 1)
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # backends initialised: too late to change the CPU client
+        return None
+    return devices
+
+
+def _devices(cfg, devices, seeds_per_call: int):
     if devices is None:
         devices = jax.devices() if cfg.multihost else jax.local_devices()
         if cfg.num_devices:
             devices = devices[: cfg.num_devices]
+        elif not cfg.multihost:  # no device left idle (or fed only padding) by a small call
+            devices = devices[:seeds_per_call]
     return list(devices)
 
 
@@ -395,7 +416,7 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
                validate: bool = True) -> Sweep:
     """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
     trainer = make_train(cfg, validate)
-    devices = _devices(cfg, devices)
+    devices = _devices(cfg, devices, chunk_size or cfg.chunk_size or cfg.num_seeds)
     # Auto axes: the seed axis is sharded by the jit shardings, not by array types.
     mesh = jax.make_mesh((len(devices),), ("seeds",), (jax.sharding.AxisType.Auto,),
                          devices=devices)
