@@ -12,10 +12,11 @@ devices, as `experiments/sweep.py` does: on a CPU-only machine the host is split
 timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python loop over a
 jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over
 --torch_vmap_seeds seeds (PyTorch is the optional `bench` extra: `make bench-deps`), on the
-GPU when torch sees one.  Sizes whose estimated time exceeds --max_seconds are skipped.  The
-ratios at S = --ratio_seeds come from --repeats interleaved rounds (each round times rgsym
-and every peer back to back, so a shared machine's load hits them alike).  Not a test:
-nothing here asserts.
+GPU when torch sees one; (d) JAX, the bare jit(vmap(lax.scan)) training loop over
+--ratio_seeds seeds on one device, without rgsym's metrics or guard.  Sizes whose estimated
+time exceeds --max_seconds are skipped.  The ratios at S = --ratio_seeds come from
+--repeats interleaved rounds (each round times rgsym and every peer back to back, so a
+shared machine's load hits them alike).  Not a test: nothing here asserts.
 """
 import json
 import os
@@ -79,19 +80,45 @@ def rgsym_sweep(seeds: int):
     return _rate(lambda: sw.run_chunk(ids), seeds * FLAGS.steps)
 
 
-def jax_python_loop():
-    """(a) one seed, a Python loop over a jitted step (data sampled inside the step)."""
+def _bare_step():
+    """The reference training step alone: in-graph data, MSE, Adam; no metrics or guard."""
     model = models.build(train.model_config(reference_config(1)))
     dist = distributions.get("uniform", standardised=True)
     tx = optax.adam(LR)
 
-    @jax.jit
     def step(params, opt_state, key):
         x, y = data.sample_pairs(key, dist, BATCH, N, B)
         grads = jax.grad(lambda p: jnp.mean((model.apply(p, x) - y) ** 2))(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    return model, tx, step
+
+
+def jax_bare_scan(seeds: int):
+    """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, on
+    one device, so what rgsym adds (evaluation, divergence guard, final metrics, sharding)
+    shows as the difference."""
+    model, tx, step = _bare_step()
+
+    def run(key):
+        k_init, k_data = jax.random.split(key)
+        params = model.init(k_init, jnp.zeros((1, N)))
+        body = lambda c, t: (step(*c, jax.random.fold_in(k_data, t)), None)
+        (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(FLAGS.steps))
+        return params
+
+    keys = jax.random.split(jax.random.key(0), seeds)
+    with jax.default_matmul_precision(FLAGS.matmul_precision):
+        fn = jax.jit(jax.vmap(run)).lower(keys).compile()
+    jax.block_until_ready(fn(keys))
+    return _rate(lambda: jax.block_until_ready(fn(keys)), seeds * FLAGS.steps)
+
+
+def jax_python_loop():
+    """(a) one seed, a Python loop over a jitted step (data sampled inside the step)."""
+    model, tx, step = _bare_step()
+    step = jax.jit(step)
     params = model.init(jax.random.key(0), jnp.zeros((1, N)))
     state = tx.init(params)
     keys = jax.random.split(jax.random.key(1), FLAGS.steps)
@@ -180,7 +207,11 @@ def main(argv):
         rate = best(runners[s])
         rows.append((name, rate))
         print(f"  S={s}: {rate:,.0f} seed-steps/s", flush=True)
-    peers = {"JAX, Python loop of jitted steps (1 seed)": jax_python_loop()} if FLAGS.peers else {}
+    peers = {}
+    if FLAGS.peers:
+        peers[f"JAX, bare vmap of lax.scan, no metrics (S={FLAGS.ratio_seeds})"] = \
+            jax_bare_scan(FLAGS.ratio_seeds)
+        peers["JAX, Python loop of jitted steps (1 seed)"] = jax_python_loop()
     one, vm = torch_peers(FLAGS.torch_vmap_seeds) if FLAGS.peers else (None, None)
     if one:
         peers["PyTorch, one seed at a time"] = one
