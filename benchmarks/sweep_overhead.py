@@ -1,0 +1,60 @@
+"""Where rgsym's sweep spends the time the bare training loop does not.
+
+    python benchmarks/sweep_overhead.py --ratio_seeds=8192   # uses sweep_throughput's flags
+
+At S = --ratio_seeds on the reference config of sweep_throughput.py, times rgsym's sweep as
+it is, with the divergence guard's finiteness test on the new parameters replaced by True
+(the loss test stays), with evaluation on the training family alone (no other families or
+scales), with both, and the bare jit(vmap(lax.scan)) loop.  Best of --repeats runs each.
+Not a test: nothing here asserts.
+"""
+import os
+import sys
+
+from absl import app
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sweep_throughput as bench  # noqa: E402  (defines the flags)
+from rgsym import train  # noqa: E402
+
+FLAGS = bench.FLAGS
+
+
+def timed_sweep(seeds: int, guard: bool, all_sets: bool):
+    cfg = bench.reference_config(seeds)
+    if not all_sets:
+        cfg.eval.families, cfg.eval.scales = ("uniform",), ()
+    real = train._all_finite
+    if not guard:
+        train._all_finite = lambda tree: jnp.asarray(True)
+    try:
+        sw = train.make_sweep(cfg)
+        ids = np.arange(seeds)
+        sw.run_chunk(ids)  # compile (traced with the guard as chosen)
+    finally:
+        train._all_finite = real
+    return bench._rate(lambda: sw.run_chunk(ids), seeds * FLAGS.steps)
+
+
+def main(argv):
+    del argv
+    train.split_host_cpu(FLAGS.cpu_devices)
+    s = FLAGS.ratio_seeds
+    print(f"{jax.devices()[0].device_kind}  jax {jax.__version__}  S={s}  "
+          f"best of {FLAGS.repeats} runs")
+    rows = {"rgsym sweep as it is": timed_sweep(s, True, True),
+            "  without the parameter finiteness test": timed_sweep(s, False, True),
+            "  evaluating the training family only": timed_sweep(s, True, False),
+            "  both": timed_sweep(s, False, False),
+            "bare jit(vmap(lax.scan)) loop": bench.jax_bare_scan(s)}
+    for name, run in rows.items():
+        print(f"{name:<44} {max(run() for _ in range(FLAGS.repeats)):>12,.0f} seed-steps/s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
