@@ -1,6 +1,9 @@
 """The training engine: pure runs of a key, vmapped / sharded sweeps, learning facts,
 divergence handling and config validation."""
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -56,6 +59,31 @@ def test_sweep_sharded_over_8_devices_equals_one_device():
     eight = train.make_sweep(cfg, devices=jax.devices())
     assert eight.mesh.size == 8
     assert_trees_close(one, eight.run_chunk(seeds))
+
+
+def test_a_sweep_of_fewer_seeds_than_devices_leaves_the_rest_out():
+    sw = train.make_sweep(tiny(num_seeds=3))
+    assert sw.mesh.size == 3 and sw.chunk_size == 3  # no device fed only padding
+
+
+def _device_count_after(code: str, xla_flags: str | None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags:
+        env["XLA_FLAGS"] = xla_flags
+    run = subprocess.run([sys.executable, "-c", "import jax\nfrom rgsym import train\n" + code],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()
+
+
+def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_backend_do():
+    show = "print(train.split_host_cpu({}), jax.device_count())"
+    assert _device_count_after(show.format(3), None) == ["3", "3"]
+    assert _device_count_after(show.format(3), "--xla_force_host_platform_device_count=2") == [
+        "None", "2"]
+    assert _device_count_after("jax.devices()\n" + show.format(3), None) == ["None", "1"]
+    with pytest.raises(ValueError, match="devices"):
+        train.split_host_cpu(-2)
 
 
 def test_identity_mlp_learns_the_exact_map_on_every_family():
