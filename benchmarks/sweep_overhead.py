@@ -3,10 +3,10 @@
     python benchmarks/sweep_overhead.py --ratio_seeds=8192   # uses sweep_throughput's flags
 
 At S = --ratio_seeds on the reference config of sweep_throughput.py, times rgsym's sweep as
-it is, with the divergence guard's finiteness test on the new parameters replaced by True
-(the loss test stays), with evaluation on the training family alone (no other families or
-scales), with both, and the bare jit(vmap(lax.scan)) loop.  Best of --repeats runs each.
-Not a test: nothing here asserts.
+it is, with the divergence guard's finiteness test of the gradients replaced by True (the
+tests of the loss and the learning rate stay), with evaluation on the training family
+alone (no other families or scales), with both, and the bare jit(vmap(lax.scan)) loop.
+Best of --repeats runs each.  Not a test: nothing here asserts.
 """
 import os
 import sys
@@ -47,7 +47,7 @@ def main(argv):
     print(f"{jax.devices()[0].device_kind}  jax {jax.__version__}  S={s}  "
           f"best of {FLAGS.repeats} runs")
     rows = {"rgsym sweep as it is": timed_sweep(s, True, True),
-            "  without the parameter finiteness test": timed_sweep(s, False, True),
+            "  without the gradient finiteness test": timed_sweep(s, False, True),
             "  evaluating the training family only": timed_sweep(s, True, False),
             "  both": timed_sweep(s, False, False),
             "bare jit(vmap(lax.scan)) loop": bench.jax_bare_scan(s)}

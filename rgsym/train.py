@@ -11,9 +11,11 @@ from the seed's key (PureJaxRL style), so nothing per seed or per step runs in P
 Vectorisable hyper-parameters (:class:`HParams`: learning rate, activation alpha, init scale,
 symmetry-penalty strength) are traced arguments, so they can be vmapped as well.
 
-A seed whose loss or parameters go non-finite is frozen at its last finite parameters (a
-``jnp.where`` on the update, so the other seeds of a vmapped batch are unaffected) and its
-metrics carry ``diverged`` = True and ``diverged_step``.
+A seed whose loss, gradients or learning rate go non-finite is frozen at its last
+parameters and optimiser state (a ``jnp.where`` on the update, so the other seeds of a
+vmapped batch are unaffected) and its metrics carry ``diverged`` = True and
+``diverged_step``.  Parameters never become non-finite: an element that a finite update
+would overflow keeps its old value.
 """
 from __future__ import annotations
 
@@ -339,12 +341,18 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             x, y = data.sample_pairs(jax.random.fold_in(k_data, t), dist, cfg.data.batch,
                                      lat.sites, lat.b, lat.dim, dtype=dtype)
             (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+            # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.
+            # The test reads only what is known before the update, so the select fuses into
+            # the optimiser's elementwise update instead of re-reading the new state
+            # (benchmarks/RESULTS.md measures that cost); an element the update would still
+            # overflow keeps its old value, so the state stays finite.
+            ok = (jnp.isfinite(loss) & _all_finite(grads) & jnp.isfinite(hp.lr)
+                  & (div_step < 0))
             direction, new_opt = tx.update(grads, opt_state, params)
             new_params = jax.tree.map(lambda p, d: (p - hp.lr * d).astype(p.dtype), params,
                                       direction)
-            # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.
-            ok = jnp.isfinite(loss) & _all_finite(new_params) & (div_step < 0)
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+            keep = lambda new, old: jax.tree.map(
+                lambda a, b: jnp.where(ok & jnp.isfinite(a), a, b), new, old)
             div_step = jnp.where((div_step < 0) & ~ok, t, div_step).astype(jnp.int32)
             return (keep(new_params, params), keep(new_opt, opt_state), div_step), mse
 

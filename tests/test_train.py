@@ -112,15 +112,18 @@ def test_tied_quadratic_mlp_is_worse_out_of_distribution():
     assert (f["rel_err/scale_3"] > 5 * f["test_rel_err"]).all(), f
 
 
-def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run():
+@pytest.mark.parametrize("bad_lr, first_bad_step", [(1e200, 1), (np.inf, 0)])
+def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run(bad_lr,
+                                                                            first_bad_step):
+    # 1e200: the first update is finite, the next loss overflows; inf: caught at once.
     cfg = tiny()
     sw = train.make_sweep(cfg)
     seeds = np.array([0, 1, 2])
-    bad = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.array([1e-2, 1e200, 1e-2])))
+    bad = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.array([1e-2, bad_lr, 1e-2])))
     clean = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.full(3, 1e-2)))
     params, m = bad
     np.testing.assert_array_equal(m["diverged"], [False, True, False])
-    assert m["diverged_step"][1] >= 0
+    assert m["diverged_step"][1] == first_bad_step
     assert all(np.isfinite(leaf[1]).all() for leaf in jax.tree.leaves(params))
     keep = np.array([0, 2])
     assert_trees_close(jax.tree.map(lambda a: a[keep], bad),
