@@ -12,8 +12,8 @@ Vectorisable hyper-parameters (:class:`HParams`: learning rate, activation alpha
 symmetry-penalty strength) are traced arguments, so they can be vmapped as well.
 
 A seed whose loss, gradients or learning rate go non-finite is frozen at its last
-parameters and optimiser state (a ``jnp.where`` on the update, so the other seeds of a
-vmapped batch are unaffected) and its metrics carry ``diverged`` = True and
+parameters (its gradients and learning rate are set to zero by ``jnp.where``, so the other
+seeds of a vmapped batch are unaffected) and its metrics carry ``diverged`` = True and
 ``diverged_step``.  Parameters never become non-finite: an element that a finite update
 would overflow keeps its old value.
 """
@@ -341,20 +341,25 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             x, y = data.sample_pairs(jax.random.fold_in(k_data, t), dist, cfg.data.batch,
                                      lat.sites, lat.b, lat.dim, dtype=dtype)
             (loss, mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
-            # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.
-            # The test reads only what is known before the update, so the select fuses into
-            # the optimiser's elementwise update instead of re-reading the new state
-            # (benchmarks/RESULTS.md measures that cost); an element the update would still
-            # overflow keeps its old value, so the state stays finite.
+            # Freeze (not branch) on divergence: a where keeps vmapped seeds independent.  A
+            # diverged seed gets zero gradients and a zero learning rate, so its parameters
+            # stay put; the selects act on the update's inputs and fuse into the optimiser's
+            # elementwise update, where a select of its new state would cost extra passes
+            # over parameters and moments (benchmarks/RESULTS.md).  An element that a finite
+            # update would still overflow keeps its old value.
             ok = (jnp.isfinite(loss) & _all_finite(grads) & jnp.isfinite(hp.lr)
                   & (div_step < 0))
-            direction, new_opt = tx.update(grads, opt_state, params)
-            new_params = jax.tree.map(lambda p, d: (p - hp.lr * d).astype(p.dtype), params,
-                                      direction)
-            keep = lambda new, old: jax.tree.map(
-                lambda a, b: jnp.where(ok & jnp.isfinite(a), a, b), new, old)
+            grads = jax.tree.map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grads)
+            direction, opt_state = tx.update(grads, opt_state, params)
+            lr = jnp.where(ok, hp.lr, jnp.zeros_like(hp.lr))
+
+            def move(p, d):
+                q = (p - lr * d).astype(p.dtype)
+                return jnp.where(jnp.isfinite(q), q, p)
+
+            params = jax.tree.map(move, params, direction)
             div_step = jnp.where((div_step < 0) & ~ok, t, div_step).astype(jnp.int32)
-            return (keep(new_params, params), keep(new_opt, opt_state), div_step), mse
+            return (params, opt_state, div_step), mse
 
         def period(carry, e):
             ts = e * every + jnp.arange(every, dtype=jnp.int32)
