@@ -142,7 +142,10 @@ def validate_config(cfg) -> None:
     _int(cfg, "seed", 0)
     _int(cfg, "num_seeds", 1)
     _int(cfg, "chunk_size", 0)
-    _int(cfg, "num_devices", 0)
+    if _int(cfg, "num_devices", 0):  # (only then are the devices looked up)
+        available = len(jax.devices() if cfg.multihost else jax.local_devices())
+        if cfg.num_devices > available:
+            _fail("num_devices", cfg.num_devices, f"only {available} devices are available")
     _choice(cfg, "dtype", _DTYPES)
     _choice(cfg, "matmul_precision", _PRECISIONS)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -168,16 +171,22 @@ def validate_config(cfg) -> None:
     every = _int(cfg, "eval.every", 1)
     if steps % every:
         _fail("eval.every", every, f"it must divide optim.steps={steps}")
-    _int(cfg, "eval.batch", 5)  # k-statistics to order 4 need more than 4 samples
-    _int(cfg, "eval.curve_batch", 5)
+    # k-statistics to order ORDERS need more than ORDERS samples
+    batch = _int(cfg, "eval.batch", metrics_lib.ORDERS + 1)
+    curve = _int(cfg, "eval.curve_batch", metrics_lib.ORDERS + 1)
+    if curve > batch:
+        _fail("eval.curve_batch", curve, f"curves use a slice of eval.batch={batch} samples")
     _int(cfg, "eval.seed", 0)
     for f in cfg.eval.families:
         if f not in distributions.names():
             _fail("eval.families", f, f"unknown family; known: {', '.join(distributions.names())}")
-        if distributions.get(f).max_order < 4:
-            _fail("eval.families", f, "its kappa_4 diverges, so cumulant errors do not exist")
+        if f not in metrics_lib.default_families():
+            _fail("eval.families", f, f"its kappa_{metrics_lib.ORDERS} diverges, so cumulant "
+                                      "errors do not exist")
     for s in cfg.eval.scales:
         validation.real("config field 'eval.scales' entry", s, positive=True)
+    if len(set(cfg.eval.scales)) != len(cfg.eval.scales):
+        _fail("eval.scales", cfg.eval.scales, "a scale listed twice would name two metrics alike")
     k = _int(cfg, "eval.flow_steps", 1)
     if sites % b ** k:
         _fail("eval.flow_steps", k, f"lattice.sites={sites} must be a multiple of "
@@ -199,9 +208,9 @@ def validate_config(cfg) -> None:
             raise ValueError(f"variant {name!r}: {e}") from None
 
 
-def variant_configs(cfg, validate: bool = False) -> list[tuple[str, ml_collections.ConfigDict]]:
+def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
     """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared);
-    ``validate`` checks each (:func:`validate_config` already does, for a whole config)."""
+    unchecked: :func:`validate_config` checks every variant of a whole config."""
     out = []
     for i, overrides in enumerate(cfg.variants or ({},)):
         v = ml_collections.ConfigDict(cfg.to_dict())
@@ -217,8 +226,6 @@ def variant_configs(cfg, validate: bool = False) -> list[tuple[str, ml_collectio
                 raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
                                  "not a config field") from None
             section[leaf] = value
-        if validate:
-            validate_config(v)
         out.append((variant_name(v, overrides), v))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -317,6 +324,9 @@ def make_train(cfg, validate: bool = True) -> Trainer:
     def hparams(**overrides) -> HParams:
         d = dict(lr=o.lr, alpha=cfg.model.alpha, init_scale=cfg.model.init_scale,
                  symmetry_strength=cfg.model.symmetry_strength)
+        for name in overrides.keys() - d.keys():
+            raise ValueError(f"hparams got {name}={overrides[name]!r}: not a vectorisable "
+                             f"hyper-parameter; valid: {', '.join(HParams._fields)}")
         d.update(overrides)
         vals = [jnp.asarray(v, dtype) for v in d.values()]
         shape = jnp.broadcast_shapes(*(v.shape for v in vals))
@@ -326,6 +336,7 @@ def make_train(cfg, validate: bool = True) -> Trainer:
         """One run; consumes ``key``.  ``eval_data`` defaults to the evaluator's fixed set
         (pass it as an argument to keep it out of the compiled constants)."""
         hp = hparams() if hp is None else HParams(*(jnp.asarray(v, dtype) for v in hp))
+        lr_finite = jnp.isfinite(hp.lr)  # step-invariant: tested once, outside the scan
         if eval_data is None:
             eval_data = evaluator.fixed_data()
         k_init, k_data = jax.random.split(key)
@@ -347,8 +358,7 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             # elementwise update, where a select of its new state would cost extra passes
             # over parameters and moments (benchmarks/RESULTS.md).  An element that a finite
             # update would still overflow keeps its old value.
-            ok = (jnp.isfinite(loss) & _all_finite(grads) & jnp.isfinite(hp.lr)
-                  & (div_step < 0))
+            ok = jnp.isfinite(loss) & _all_finite(grads) & lr_finite & (div_step < 0)
             grads = jax.tree.map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grads)
             direction, opt_state = tx.update(grads, opt_state, params)
             lr = jnp.where(ok, hp.lr, jnp.zeros_like(hp.lr))
@@ -409,6 +419,8 @@ def split_host_cpu(devices: int = 0) -> int | None:
 
 
 def _devices(cfg, devices, seeds_per_call: int):
+    if devices is not None and not len(devices):
+        raise ValueError("devices=[] is not valid: give at least one device, or None for all")
     if devices is None:
         devices = jax.devices() if cfg.multihost else jax.local_devices()
         if cfg.num_devices:
@@ -416,6 +428,28 @@ def _devices(cfg, devices, seeds_per_call: int):
         elif not cfg.multihost:  # no device left idle (or fed only padding) by a small call
             devices = devices[:seeds_per_call]
     return list(devices)
+
+
+def _per_seed(hp: HParams, n: int, dtype) -> HParams:
+    """Every field broadcast to [n] seeds; a field of another shape is refused by name."""
+    out = []
+    for name, v in zip(HParams._fields, hp):
+        v = np.asarray(v, dtype)
+        if v.shape not in ((), (n,)):
+            raise ValueError(f"hparams.{name} has shape {v.shape}: it must be a scalar or "
+                             f"one value per seed, shape ({n},)")
+        out.append(np.broadcast_to(v, (n,)))
+    return HParams(*out)
+
+
+def _checked_seeds(seeds) -> np.ndarray:
+    """Seeds as a 1-D int32 array; refused where int32 would wrap or truncate them."""
+    arr = np.asarray(seeds)
+    if arr.ndim != 1 or (arr.size and (not np.issubdtype(arr.dtype, np.integer)
+                                       or arr.min() < 0 or arr.max() > np.iinfo(np.int32).max)):
+        raise ValueError(f"seeds={seeds!r} is not valid: it must be a 1-D sequence of integers "
+                         f"in [0, {np.iinfo(np.int32).max}]")
+    return arr.astype(np.int32)
 
 
 def seed_chunks(cfg) -> list[np.ndarray]:
@@ -428,13 +462,15 @@ def seed_chunks(cfg) -> list[np.ndarray]:
 def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = None,
                validate: bool = True) -> Sweep:
     """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
+    if chunk_size is not None:
+        validation.integer("chunk_size", chunk_size, 1)
     trainer = make_train(cfg, validate)
-    devices = _devices(cfg, devices, chunk_size or cfg.chunk_size or cfg.num_seeds)
+    size = chunk_size or cfg.chunk_size or cfg.num_seeds
+    devices = _devices(cfg, devices, size)
     # Auto axes: the seed axis is sharded by the jit shardings, not by array types.
     mesh = jax.make_mesh((len(devices),), ("seeds",), (jax.sharding.AxisType.Auto,),
                          devices=devices)
     shard = NamedSharding(mesh, P("seeds"))
-    size = chunk_size or cfg.chunk_size or cfg.num_seeds
     size = -(-size // len(devices)) * len(devices)  # every device gets the same share
 
     def run(seeds, hp, eval_data):
@@ -450,15 +486,15 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
         return jax.make_array_from_callback(host.shape, shard, lambda idx: host[idx])
 
     def run_chunk(seeds, hparams: HParams | None = None):
-        seeds = np.asarray(seeds)
+        seeds = _checked_seeds(seeds)
         n = len(seeds)
         if not 0 < n <= size:
             raise ValueError(f"a chunk holds 1..{size} seeds, got {n}")
         pad = lambda a: np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
         hp = trainer.hparams() if hparams is None else hparams
-        hp = HParams(*(np.broadcast_to(np.asarray(v, cfg.dtype), (n,)) for v in hp))
+        hp = _per_seed(hp, n, cfg.dtype)
         hp = HParams(*(to_global(pad(v)) for v in hp))
-        args = (to_global(pad(seeds.astype(np.int32))), hp, eval_data)
+        args = (to_global(pad(seeds)), hp, eval_data)
         with jax.default_matmul_precision(cfg.matmul_precision):
             out = jitted(*args)
         if jax.process_count() > 1:
@@ -473,11 +509,13 @@ def sweep(cfg, seeds: Sequence[int] | None = None, hparams: HParams | None = Non
           devices: Sequence | None = None, chunk_size: int | None = None):
     """Trains every seed (default: the config's) of one variant; returns numpy
     ``(params, metrics)`` stacked over seeds [S, ...].  ``hparams`` fields may be [S]."""
+    seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else _checked_seeds(seeds)
+    if not len(seeds):
+        raise ValueError("seeds=[] is not valid: give at least one seed")
     sw = make_sweep(cfg, devices, chunk_size)
-    seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else np.asarray(seeds)
     outs = []
     for i in range(0, len(seeds), sw.chunk_size):
         hp = None if hparams is None else HParams(*(
-            np.broadcast_to(np.asarray(v), seeds.shape)[i: i + sw.chunk_size] for v in hparams))
+            v[i: i + sw.chunk_size] for v in _per_seed(hparams, len(seeds), cfg.dtype)))
         outs.append(sw.run_chunk(seeds[i: i + sw.chunk_size], hp))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)

@@ -150,6 +150,9 @@ def test_nested_vmap_over_seeds_and_learning_rates():
     (lambda c: setattr(c.lattice, "sites", 7), "lattice.sites"),
     (lambda c: setattr(c.eval, "flow_steps", 4), "eval.flow_steps"),
     (lambda c: setattr(c.eval, "every", 7), "eval.every"),
+    (lambda c: setattr(c.eval, "curve_batch", c.eval.batch + 1), "eval.curve_batch"),
+    (lambda c: setattr(c.eval, "scales", (2.0, 2.0)), "eval.scales"),
+    (lambda c: setattr(c, "num_devices", 9), "num_devices"),
     (lambda c: setattr(c.eval, "families", ("uniform", "nosuch")), "eval.families"),
     (lambda c: setattr(c.eval, "families", ("student_t",)), None),
     (lambda c: setattr(c.data, "family", "nosuch"), "data.family"),
@@ -157,16 +160,37 @@ def test_nested_vmap_over_seeds_and_learning_rates():
     (lambda c: setattr(c, "variants", (dict(nosuch=1),)), "variants[0].nosuch"),
     (lambda c: setattr(c, "variants", (dict(symmetry="bogus"),)), "symmetry"),
 ])
-def test_bad_config_fails_before_compilation_naming_the_field(edit, field, tmp_path,
-                                                              monkeypatch):
+def test_bad_config_fails_before_compilation_naming_the_field(edit, field, tmp_path):
     cfg = tiny()
     edit(cfg)
     if field is None:  # student_t(df=5) has kappa_4: a valid config
         train.validate_config(cfg)
         return
-    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before validating"))
-    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        train.make_train(cfg)
-    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        results.run(cfg, tmp_path / "run", progress=False)
+    compiled = []
+    listen = lambda name, *a, **k: compiled.append(name) if "backend_compile" in name else None
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            train.make_sweep(cfg)
+        with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            results.run(cfg, tmp_path / "run", progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert not compiled, "compiled before validating"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda cfg: train.make_sweep(cfg, chunk_size=-2), "chunk_size"),
+    (lambda cfg: train.make_sweep(cfg, devices=[]), "devices"),
+    (lambda cfg: train.sweep(cfg, seeds=[]), "seeds"),
+    (lambda cfg: train.sweep(cfg, seeds=[2 ** 31]), "seeds"),
+    (lambda cfg: train.sweep(cfg, seeds=[0.5, 1.5]), "seeds"),
+    (lambda cfg: train.sweep(cfg, seeds=[[0, 1]]), "seeds"),
+    (lambda cfg: train.make_train(cfg).hparams(learning_rate=1.0), "learning_rate"),
+    (lambda cfg: train.sweep(cfg, hparams=train.make_train(cfg).hparams(lr=np.ones(2))),
+     "hparams.lr"),
+])
+def test_bad_sweep_arguments_are_refused_by_name(call, argument):
+    with pytest.raises(ValueError, match=argument):
+        call(tiny())
