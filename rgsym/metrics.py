@@ -169,7 +169,8 @@ def make_evaluator(cfg, model) -> Evaluator:
             pred = model.apply(params, pred, alpha=hp.alpha)
             if j > 1:
                 mse = jnp.mean((pred - targets[j]) ** 2)
-                out[f"flow_rel_err/k{j}"] = mse / sets.target_var[sets.train]
+                out[f"flow_rel_err/k{j}"] = mse / jnp.asarray(sets.target_var[sets.train],
+                                                               mse.dtype)
         return out
 
     return Evaluator(sample, fixed_data, curve, final, sets)
