@@ -53,6 +53,10 @@ SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_
 # ------------------------------------------------------------------------------------------
 # Atomic writes.
 
+_UMASK = os.umask(0)  # read once (the only way to read it), then restored
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> str:
     """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync and
     os.replace, so an interrupted write leaves either the old file or the new one."""
@@ -64,6 +68,7 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
