@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 
 import matplotlib
 
@@ -58,10 +59,15 @@ def flow_histograms(levels_by_family: dict[str, list[np.ndarray]], path: str) ->
 __all__ += ["learning_curves", "ood_by_family", "sweep_figures"]
 
 
-def _median_over_seeds(a: np.ndarray, diverged: np.ndarray) -> np.ndarray:
-    """Median over the seeds [S, ...] that did not diverge (NaN when none is left)."""
+def _quantiles_over_seeds(a: np.ndarray, diverged: np.ndarray, q) -> np.ndarray | None:
+    """Percentiles ``q`` over the seeds [S, ...] that did not diverge, of the finite entries
+    only, as metrics.aggregate takes them for the summary; None when no seed is left."""
     a = np.asarray(a, dtype=np.float64)[~np.asarray(diverged, bool)]
-    return np.nanmedian(a, axis=0) if len(a) else np.full(a.shape[1:], np.nan)
+    if not len(a):
+        return None
+    with warnings.catch_warnings():  # an all-NaN column is a NaN cell, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(np.where(np.isfinite(a), a, np.nan), q, axis=0)
 
 
 def learning_curves(variants: dict[str, dict], path: str,
@@ -76,10 +82,10 @@ def learning_curves(variants: dict[str, dict], path: str,
         for c, (name, v) in enumerate(variants.items()):
             if metric not in v["curves"]:
                 continue
-            a = np.asarray(v["curves"][metric], np.float64)[~v["diverged"]]
-            if not len(a):
+            bands = _quantiles_over_seeds(v["curves"][metric], v["diverged"], [25, 50, 75])
+            if bands is None:
                 continue
-            lo, med, hi = np.nanpercentile(a, [25, 50, 75], axis=0)
+            lo, med, hi = bands
             style = "--" if v["config"]["model"]["family"] == "gnn" else "-"
             ax.plot(v["steps"], med, style, label=name, lw=1.2, color=colours(c % 20))
             ax.fill_between(v["steps"], lo, hi, color=colours(c % 20), alpha=0.15)
@@ -103,7 +109,8 @@ def ood_by_family(variants: dict[str, dict], path: str) -> str:
         v = variants[n]
         for j, s in enumerate(sets):
             if f"rel_err/{s}" in v["final"]:
-                grid[i, j] = _median_over_seeds(v["final"][f"rel_err/{s}"], v["diverged"])
+                med = _quantiles_over_seeds(v["final"][f"rel_err/{s}"], v["diverged"], 50)
+                grid[i, j] = np.nan if med is None else med
     logs = np.log10(np.clip(grid, 1e-300, None))
     fig, ax = plt.subplots(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
     im = ax.imshow(logs, aspect="auto", cmap="viridis")
