@@ -110,6 +110,22 @@ def test_streaming_power_sums_equal_k_statistics():
         assert np.allclose(a.se, b.se, rtol=1e-10)
 
 
+def test_marginals_and_power_sums_refuse_what_they_cannot_give():
+    state = iid_lattice([0.0, 1.0, 0.5], 4)
+    for st in (state, to_dense(state)):
+        assert marginals(st, 3).shape == (4, 3)
+        with pytest.raises(ValueError, match="order=4 exceeds the state's order 3"):
+            marginals(st, 4)
+        with pytest.raises(ValueError, match="order=0 is not valid"):
+            marginals(st, 0)
+    counts = jnp.arange(12).reshape(3, 4)
+    got = power_sums(counts, jnp.full(4, 1.0), 2)
+    assert jnp.issubdtype(got.sums.dtype, jnp.floating)
+    assert np.allclose(got.sums, power_sums(counts.astype(float), jnp.full(4, 1.0), 2).sums)
+    with pytest.raises(ValueError, match="order=0 is not valid"):
+        power_sums(counts, jnp.zeros(4), 0)
+
+
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="non-finite"):
         iid_lattice([0.0, 1.0, np.nan], 4)

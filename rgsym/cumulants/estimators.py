@@ -28,11 +28,15 @@ class KStats(NamedTuple):
     n: int
 
 
+def _as_float(x):
+    """Samples as a float array (integer samples, e.g. counts, become the default float)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
 def _prepare(x, axis, order):
     validation.integer("order", order, 1, MAX_KSTAT_ORDER)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
+    x = _as_float(x)
     if x.ndim == 0:
         raise ValueError("x is a scalar: k-statistics need samples along an axis")
     x = jnp.moveaxis(x, axis, -1)
@@ -91,7 +95,8 @@ class PowerSums(NamedTuple):
 def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
     """Power sums of one chunk; ``shift`` (broadcasting against x without ``axis``) should be
     close to the mean (a pilot estimate) so that float64 keeps the central moments."""
-    x = jnp.moveaxis(jnp.asarray(x), axis, -1)
+    validation.integer("order", order, 1, MAX_KSTAT_ORDER)
+    x = jnp.moveaxis(_as_float(x), axis, -1)
     d = x - jnp.asarray(shift, x.dtype)[..., None]
     powers, p = [], d
     for _ in range(2 * order):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym import distributions as _dist
+from rgsym import validation
 
 __all__ = [
     "FactorCumulants",
@@ -164,13 +165,22 @@ def _factor_tensor(state: FactorCumulants, n: int):
     return out + state.shift if n == 1 else out
 
 
+def _checked_order(state: State, order: int | None) -> int:
+    """``order`` (default: the state's), refused beyond the orders the state holds (JAX
+    would clamp the index and repeat the last cumulant instead of failing)."""
+    if order is None:
+        return state.order
+    order = validation.integer("order", order, 1)
+    if order > state.order:
+        raise ValueError(f"order={order} exceeds the state's order {state.order}")
+    return order
+
+
 def to_dense(state: State, order: int | None = None,
              memory_limit: float = DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
     """The dense form with orders 1..order (default: the state's order; higher orders of a
     dense state that are not stored are refused)."""
-    order = state.order if order is None else int(order)
-    if order > state.order:
-        raise ValueError(f"order={order} exceeds the state's order {state.order}")
+    order = _checked_order(state, order)
     check_memory(state.width, order, memory_limit)
     if isinstance(state, DenseCumulants):
         return DenseCumulants(state.tensors[:order])
@@ -179,7 +189,7 @@ def to_dense(state: State, order: int | None = None,
 
 def marginals(state: State, order: int | None = None):
     """Per-unit cumulants kappa_1..kappa_order, [H, order] (the diagonals of G_n)."""
-    order = state.order if order is None else int(order)
+    order = _checked_order(state, order)
     if isinstance(state, FactorCumulants):
         cols = [state.weight ** n @ state.kappa[:, n - 1] for n in range(1, order + 1)]
         cols[0] = cols[0] + state.shift
