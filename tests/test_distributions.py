@@ -118,11 +118,14 @@ def test_sampler_is_jit_and_vmap_able():
     assert not np.allclose(out[0], out[1])
 
 
-def test_register_a_user_family():
+def test_register_a_user_family(monkeypatch):
     def shifted_exponential(shift=1.0):
         base = D.get("exponential")
         return base.affine(1.0, shift)
 
+    # A private copy of the registry: later tests (default evaluation families) must not
+    # see the test family, and a rerun in the same process must not find it registered.
+    monkeypatch.setattr(D, "_REGISTRY", dict(D._REGISTRY))
     D.register("shifted_exponential_test", shifted_exponential)
     dist = D.get("shifted_exponential_test", shift=2.0)
     np.testing.assert_allclose(dist.cumulants(3), [3.0, 1.0, 2.0])

@@ -1,5 +1,6 @@
 """Run directories: atomic files, aggregates, the summary table, and resume."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ def test_atomic_savez_roundtrip_leaves_no_temporary_files(tmp_path):
         np.testing.assert_array_equal(back[k], v)
     assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes
 
 
 def test_aggregate_statistics_and_bootstrap_interval():

@@ -43,6 +43,7 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert first_chunk.exists(), "killed before the first chunk was written: not mid-run"
     assert not (killed / "summary.txt").exists()
 
     resumed = subprocess.run(CMD + [f"--workdir={killed}"], env=_env(), capture_output=True,

@@ -138,6 +138,9 @@ def test_nested_vmap_over_seeds_and_learning_rates():
     grid = jax.vmap(jax.vmap(trainer.train, (None, 0)), (0, None))
     _, m = jax.jit(grid)(keys, lrs)
     assert m["final"]["test_rel_err"].shape == (3, 2)
+    # Cell (2, 1) is the run of key 2 at the second learning rate, and nothing else.
+    _, cell = jax.jit(trainer.train)(keys[2], trainer.hparams(lr=1e-2))
+    assert_trees_close(jax.tree.map(lambda a: a[2, 1], m), cell)
 
 
 @pytest.mark.parametrize("edit, field", [
