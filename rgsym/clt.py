@@ -21,6 +21,7 @@ __all__ = [
     "validate_lattice",
     "block_map",
     "flow",
+    "rg_matrix",
     "cumulant_recursion",
     "scaling_eigenvalues",
     "classify_orders",
@@ -86,6 +87,13 @@ def flow(x, b: int, steps: int, dim: int = 1) -> list:
     for _ in range(steps):
         out.append(block_map(out[-1], b, dim))
     return out
+
+
+def rg_matrix(lattice_shape, b: int, dim: int, steps: int = 1, dtype=jnp.float64):
+    """The flattened block-sum map RG^steps as a matrix [N / B^steps, N] (row-major sites)."""
+    n = int(np.prod(lattice_shape))
+    basis = jnp.eye(n, dtype=dtype).reshape((n,) + tuple(lattice_shape))
+    return flow(basis, b, steps, dim)[-1].reshape(n, -1).T
 
 
 def scaling_eigenvalues(order: int, b: int, dim: int = 1) -> np.ndarray:

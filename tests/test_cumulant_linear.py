@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rgsym import clt, distributions
-from rgsym.cumulants import marginals, propagate, rg_matrix, to_dense
+from rgsym.cumulants import marginals, propagate, to_dense
 from rgsym.cumulants.predict import clt_recursion_check, predict_mse
 from rgsym.models import build, compose
 
@@ -46,7 +46,7 @@ def test_linear_nets_match_closed_form(symmetry, depth):
     assert np.allclose(g[3], k[3] * np.einsum("as,bs,cs,ds->abcd", a, a, a, a), atol=1e-10)
     assert out.labels == ("input",) + ("exact",) * (len(out.states) - 1)
     # the exact MSE of a linear map: tr((A - R) Sigma (A - R)^T) + |mean error|^2
-    r = np.asarray(rg_matrix((4,), 2, 1))
+    r = np.asarray(clt.rg_matrix((4,), 2, 1))
     e = a - r
     want = (k[1] * (e ** 2).sum(1) + (e.sum(1) * k[0] + c) ** 2).mean()
     assert abs(float(predict_mse(model, params, fam).mse) - want) < 1e-10

@@ -10,7 +10,7 @@
 from rgsym.cumulants.estimators import (KStats, PowerSums, combine, k_statistics,
                                         k_statistics_from_power_sums, k_statistics_with_se,
                                         power_sums)
-from rgsym.cumulants.monte_carlo import MonteCarlo, monte_carlo, rg_matrix
+from rgsym.cumulants.monte_carlo import MonteCarlo, monte_carlo
 from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, clt_recursion_check,
                                      error_chain, predict_mse)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
@@ -22,7 +22,7 @@ from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCu
 __all__ = [
     "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
     "k_statistics_with_se", "power_sums",
-    "MonteCarlo", "monte_carlo", "rg_matrix",
+    "MonteCarlo", "monte_carlo",
     "MSEPrediction", "RecursionCheck", "clt_recursion_check", "error_chain", "predict_mse",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 
 from rgsym import clt
 from rgsym.cumulants import rules
-from rgsym.cumulants.monte_carlo import rg_matrix
 from rgsym.cumulants.propagate import (geometry, input_state, model_chain, order_schedule,
                                        propagate_chain)
 from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
@@ -92,7 +91,7 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
     """
     shape, b, dim = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
-    target = rg_matrix(shape, b, dim, steps)
+    target = clt.rg_matrix(shape, b, dim, steps)
     errors = error_chain(chain, target)
     state = input_state(family, math.prod(shape), order_schedule(errors, 2, internal_order)[0])
     state = rules.affine(state, jnp.concatenate([jnp.eye(target.shape[1]), target], 0))
