@@ -66,6 +66,10 @@ def test_affine_and_polynomial_dense_equal_factor_form():
     user = from_tensors([np.asarray(t) for t in dense.tensors])  # user-given dense tensors
     assert all(np.array_equal(a, b) for a, b in zip(user.tensors, dense.tensors))
     assert np.allclose(dense.tensors[2], np.einsum("as,bs,cs->abc", w, w, w) * 2.0)
+    for state in (st, dense):  # a bias moves the mean only, in either form
+        moved = to_dense(rules.add_bias(state, b))
+        want = to_dense(rules.affine(state, np.eye(3), b))
+        assert all(np.allclose(x, y, rtol=1e-14) for x, y in zip(moved.tensors, want.tensors))
     coeffs = rules.centre_coefficients(jnp.array([0.1, 1.0, 0.4]), st.mean())
     f = rules.polynomial(st, coeffs, 3)  # order 3 keeps compile time down; order 4 is
     d = rules.polynomial(dense, coeffs, 3)  # checked against Monte Carlo elsewhere

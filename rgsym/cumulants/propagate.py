@@ -199,7 +199,7 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
                                       linear_units)
             label = _merge(label, new)
             if readout is not None:
-                state = rules.affine(state, jnp.eye(readout.shape[0]), chain[i + 1].bias)
+                state = rules.add_bias(state, chain[i + 1].bias)
                 i += 1
         if every_layer:
             states.append(state)

@@ -30,7 +30,7 @@ from rgsym.cumulants.partitions import connected_partitions
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
                                    FactorCumulants, State, check_memory, to_dense)
 
-__all__ = ["affine", "polynomial", "centre_coefficients", "quadratic_expansion",
+__all__ = ["affine", "add_bias", "polynomial", "centre_coefficients", "quadratic_expansion",
            "gaussian_closure", "linear_mask", "GAUSS_HERMITE_NODES"]
 
 GAUSS_HERMITE_NODES = 48
@@ -50,6 +50,13 @@ def affine(state: State, weight, bias=None, memory_limit=DEFAULT_MEMORY_LIMIT) -
             g = jnp.tensordot(g, weight, axes=([0], [1]))
         out.append(g + bias if n == 1 else g)
     return DenseCumulants(tuple(out))
+
+
+def add_bias(state: State, bias) -> State:
+    """``z = y + bias``: only the first cumulant moves (no contraction with an identity)."""
+    if isinstance(state, FactorCumulants):
+        return state._replace(shift=state.shift + bias)
+    return DenseCumulants((state.tensors[0] + bias,) + tuple(state.tensors[1:]))
 
 
 def centre_coefficients(coeffs, mean):
