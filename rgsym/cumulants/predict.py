@@ -18,6 +18,7 @@ import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
+from jax.scipy.linalg import block_diag
 
 from rgsym import clt
 from rgsym.cumulants import rules
@@ -57,25 +58,17 @@ def error_chain(chain, target) -> tuple:
     ``[x; R x]`` (see :func:`predict_mse`).
     """
     o = target.shape[0]
-    last = max(i for i, l in enumerate(chain) if hasattr(l, "weight"))
+    last = max(i for i, l in enumerate(chain) if isinstance(l, Affine))
     out = []
     for i, layer in enumerate(chain):
-        if not hasattr(layer, "weight"):
+        if not isinstance(layer, Affine):
             out.append(layer)
         elif i == last:
             out.append(Affine(jnp.concatenate([layer.weight, -jnp.eye(o)], 1), layer.bias))
         else:
-            out.append(Affine(_with_carry(layer.weight, o),
+            out.append(Affine(block_diag(layer.weight, jnp.eye(o, dtype=layer.weight.dtype)),
                               jnp.concatenate([layer.bias, jnp.zeros(o, layer.bias.dtype)])))
     return tuple(out)
-
-
-def _with_carry(weight, o: int):
-    """[[W, 0], [0, I_o]]."""
-    h, n = weight.shape
-    top = jnp.concatenate([weight, jnp.zeros((h, o), weight.dtype)], 1)
-    bottom = jnp.concatenate([jnp.zeros((o, n), weight.dtype), jnp.eye(o, dtype=weight.dtype)], 1)
-    return jnp.concatenate([top, bottom], 0)
 
 
 def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=None,

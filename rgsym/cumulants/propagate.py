@@ -29,10 +29,10 @@ from rgsym.cumulants import rules
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    State, iid_lattice, independent_sites, marginals)
 from rgsym.models.activations import activation_fn, polynomial_coefficients
+from rgsym.models.layer_ops import Affine
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
-           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "chain_degree",
-           "order_schedule"]
+           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule"]
 
 APPROXIMATE_MODES = ("quadratic", "gaussian_closure")
 MODES = ("exact",) + APPROXIMATE_MODES
@@ -49,10 +49,6 @@ class Propagation:
     @property
     def output(self) -> State:
         return self.states[-1]
-
-    @property
-    def exact(self) -> bool:
-        return self.labels[-1] in ("input", "exact")
 
     def marginals(self, order: int | None = None) -> list:
         """Per-unit kappa_1..kappa_order of every state, each [H_layer, order]."""
@@ -83,7 +79,7 @@ def _poly(layer):
 def _degree(layer) -> int:
     """1 for Affine and identity; the polynomial degree; 2 for other activations (their
     quadratic expansion)."""
-    if hasattr(layer, "weight"):
+    if isinstance(layer, Affine):
         return 1
     coeffs = _poly(layer)
     return 2 if coeffs is None else len(coeffs) - 1
@@ -106,18 +102,6 @@ def order_schedule(chain, order: int, internal_order: int | None = None):
         if i > first:
             cur = min(cur, cap)
     return cur, tuple(outs)
-
-
-def chain_degree(chain) -> int:
-    """Polynomial degree of the chain's output in its input (0 if any activation is not)."""
-    deg = 1
-    for layer in chain:
-        if not hasattr(layer, "weight"):
-            coeffs = _poly(layer)
-            if coeffs is None:
-                return 0
-            deg *= len(coeffs) - 1
-    return deg
 
 
 def input_state(input_cumulants, n_sites: int, order: int) -> State:
@@ -158,7 +142,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
 
 
 def _merge(label: str, new: str) -> str:
-    if label in ("input", "exact"):
+    if label == "exact":
         return new
     return label if new in ("exact", label) else f"{label}+{new}"
 
@@ -187,13 +171,13 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     i = 0
     while i < len(chain):
         layer = chain[i]
-        if hasattr(layer, "weight"):
+        if isinstance(layer, Affine):
             if isinstance(state, DenseCumulants):  # orders beyond the schedule are not needed
                 state = DenseCumulants(state.tensors[:outs[i]])
             state = rules.affine(state, layer.weight, layer.bias, memory_limit)
         elif layer.activation != "identity":
             readout = None
-            if not every_layer and i + 1 < len(chain) and hasattr(chain[i + 1], "weight"):
+            if not every_layer and i + 1 < len(chain) and isinstance(chain[i + 1], Affine):
                 readout = chain[i + 1].weight
             state, new = _elementwise(state, layer, outs[i], mode, readout, memory_limit,
                                       linear_units)
