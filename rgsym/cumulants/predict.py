@@ -23,7 +23,7 @@ from jax.scipy.linalg import block_diag
 from rgsym import clt
 from rgsym.cumulants import rules
 from rgsym.cumulants.propagate import (geometry, input_state, model_chain, order_schedule,
-                                       propagate_chain)
+                                       propagate, propagate_chain)
 from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
 from rgsym.models.layer_ops import Affine
 
@@ -101,14 +101,12 @@ def clt_recursion_check(model, params, family, order: int = 4, mode: str = "exac
                         memory_limit: float = DEFAULT_MEMORY_LIMIT) -> RecursionCheck:
     """How far the model's propagated output cumulants are from the exact recursion
     ``kappa_n^(steps) = B^(steps (1 - n/2)) kappa_n``, order by order (n = 1..order)."""
-    shape, b, dim = geometry(model, lattice_shape)
-    chain = model_chain(model, params, shape, alpha, steps)
-    state = input_state(family, math.prod(shape),
-                        order_schedule(chain, order, internal_order)[0])
-    out = propagate_chain(chain, state, order, mode, every_layer=False,
-                          memory_limit=memory_limit, internal_order=internal_order)
+    _, b, dim = geometry(model, lattice_shape)
+    out = propagate(model, params, family, order, mode, lattice_shape=lattice_shape,
+                    alpha=alpha, steps=steps, every_layer=False,
+                    internal_order=internal_order, memory_limit=memory_limit)
     predicted = marginals(out.output, order)
-    kappa = jnp.asarray(marginals(state, order)[0])
+    kappa = jnp.asarray(marginals(out.states[0], order)[0])
     target = clt.cumulant_recursion(kappa, b, steps, dim)
     distance = jnp.abs(predicted - target).max(0)
     scale = jnp.abs(target[1]) ** (jnp.arange(1, order + 1) / 2) if order > 1 else 1.0
