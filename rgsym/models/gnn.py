@@ -49,7 +49,7 @@ def node_weights(p: dict, shared: bool):
 
 class MessagePassing(nn.Module):
     """One message-passing layer; its jraph update functions close over this module's
-    parameters.  graph.nodes: [S, B, F_in] -> [S, B, F]; graph.edges: one-hot types [E, T]."""
+    parameters.  graph.nodes: [S, B, F_in] -> [S, B, F]; graph.edges: static int types [E]."""
     features: int
     n_types: int
     shared: bool
@@ -66,13 +66,24 @@ class MessagePassing(nn.Module):
         p["bias"] = inits.bias_param(self, "bias", (f,), self.opts)
         w_self, w_nb, bias = node_weights(p, self.shared)
 
-        def message(onehot, sent, received, globals_):
-            return jnp.einsum("ebf,et,tgf->ebg", sent, onehot, w_nb)
+        # Messages carry the sender features; they are summed per receiver and edge type
+        # (segment ids receiver * T + type), and W_t is applied once per node and type
+        # after the sum instead of once per edge.
+        types, n_types = graph.edges, self.n_types
+
+        def message(edges, sent, received, globals_):
+            return sent                                                       # [E, B, F]
+
+        def aggregate(msgs, node_ids, n_nodes):                               # [S, T, B, F]
+            out = jax.ops.segment_sum(msgs, node_ids * n_types + types, n_nodes * n_types)
+            return out.reshape(n_nodes, n_types, *msgs.shape[1:])
 
         def update(nodes, sent_agg, received_agg, globals_):
-            return phi(nodes @ w_self.T + received_agg + bias)
+            nb = jnp.einsum("stbf,tgf->sbg", received_agg, w_nb)
+            return phi(nodes @ w_self.T + nb + bias)
 
-        out = jraph.GraphNetwork(update_edge_fn=message, update_node_fn=update)(graph)
+        out = jraph.GraphNetwork(update_edge_fn=message, update_node_fn=update,
+                                 aggregate_edges_for_nodes_fn=aggregate)(graph)
         return out._replace(edges=graph.edges)   # keep the edge types for the next layer
 
 
@@ -95,9 +106,8 @@ class GNN(nn.Module):
     @nn.compact
     def __call__(self, nodes, lg: LatticeGraph, phi):
         types, n_types = edge_types(lg, self.symmetry)
-        onehot = jnp.asarray(np.eye(n_types)[types], self.opts.dtype)
         fan = 1.0 + len(types) / len(lg.block_of)
-        graph = lg.graph._replace(nodes=nodes, edges=onehot)
+        graph = lg.graph._replace(nodes=nodes, edges=np.asarray(types, np.int32))
         for i in range(self.depth):
             graph = MessagePassing(self.width, n_types, self.symmetry == "shared", fan,
                                    self.opts, name=f"mp_{i}")(graph, phi)
