@@ -76,6 +76,11 @@ def test_layers_reproduce_apply(case, dim):
         y, y_chain = jax.jit(lambda p, x: (model.apply(p, x).reshape(len(x), -1),
                                            compose(chain, x.reshape(len(x), -1))))(params, x)
         np.testing.assert_allclose(y_chain, y, atol=1e-12)
+    # A float32 model's chain stays float32 under x64 (no float64 graph matrices leak in).
+    f32 = make(dim=dim, dtype="float32", **case)
+    chain32 = f32.layers(jax.tree.map(lambda a: a.astype(jnp.float32), params), (4,) * dim)
+    assert all(a.dtype == jnp.float32 for layer in chain32 if isinstance(layer, models.Affine)
+               for a in layer)
 
 
 @pytest.mark.parametrize("dim", [1, 2])

@@ -158,19 +158,20 @@ class GNNFamily:
         """[(W, b)] on node-major units: message passing is kron(I, W_self) +
         sum_t kron(A_t, W_t); the readout is kron(pooling matrix, v)."""
         lg, p = self.graph(tuple(shape)), params["params"]
+        dt, n = jnp.dtype(self.spec.dtype), len(lg.block_of)
         types, n_types = edge_types(lg, self.spec.symmetry)
-        adj = adjacency(lg, types, n_types)
-        eye = np.eye(len(lg.block_of))
+        adj = jnp.asarray(adjacency(lg, types, n_types), dt)
+        eye = jnp.eye(n, dtype=dt)
         chain = []
         for i in range(self.spec.depth):
             w_self, w_nb, bias = node_weights(p[f"mp_{i}"], self.spec.symmetry == "shared")
             w = jnp.kron(eye, w_self) + sum(jnp.kron(adj[t], w_nb[t]) for t in range(n_types))
-            chain.append((w, jnp.tile(bias, len(eye))))
+            chain.append((w, jnp.tile(bias, n)))
         pool = pooling_matrix(tuple(shape), self.spec.b,
-                              pool_weights(p, self.spec.pooling, self.n_pos, w.dtype))
-        out_bias = p.get("out_bias", jnp.zeros((), w.dtype))
+                              pool_weights(p, self.spec.pooling, self.n_pos, dt))
+        out_bias = p.get("out_bias", jnp.zeros((), dt))
         chain.append((jnp.kron(pool, p["readout"][None, :]),
-                      jnp.full((lg.n_blocks,), out_bias, w.dtype)))
+                      jnp.full((lg.n_blocks,), out_bias, dt)))
         return chain
 
     def distances(self, params) -> dict:

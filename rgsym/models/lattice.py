@@ -26,10 +26,12 @@ def block_index(shape: tuple[int, ...], b: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def pooling_matrix(shape: tuple[int, ...], b: int, position_weights) -> jnp.ndarray:
-    """[n_blocks, S] matrix with entry ``position_weights[pos(i)]`` where site i is in block I."""
+    """[n_blocks, S] matrix with entry ``position_weights[pos(i)]`` where site i is in block I,
+    in the dtype of ``position_weights``."""
     block_of, pos = block_index(shape, b)
+    weights = jnp.asarray(position_weights)
     onehot = np.eye(int(np.prod(shape)) // b ** len(shape))[:, block_of]   # [n_blocks, S]
-    return jnp.asarray(onehot) * jnp.asarray(position_weights)[pos]
+    return jnp.asarray(onehot, weights.dtype) * weights[pos]
 
 
 def to_blocks(x, b: int, dim: int):
