@@ -26,5 +26,7 @@ def real(name: str, value, *, positive: bool = False, low: float | None = None,
     if positive and value <= 0:
         raise ValueError(f"{name}={value!r} is not valid: it must be > 0")
     if low is not None and value < low or high is not None and value > high:
-        raise ValueError(f"{name}={value!r} is not valid: it must lie in [{low}, {high}]")
+        valid = (f"be >= {low}" if high is None else f"be <= {high}" if low is None
+                 else f"lie in [{low}, {high}]")
+        raise ValueError(f"{name}={value!r} is not valid: it must {valid}")
     return value

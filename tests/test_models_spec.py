@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from rgsym import models
+from rgsym import models, validation
 from rgsym.models import activations
 
 BASE = dict(family="mlp", symmetry="none", activation="tanh", sites=8)
@@ -105,6 +105,17 @@ def test_init_checks_example_shape_and_scale():
         model.init(jax.random.key(0), jnp.zeros((5,)))
     with pytest.raises(ValueError, match="init_scale=-1.0"):
         model.init(jax.random.key(0), jnp.zeros((8,)), init_scale=-1.0)
+    with pytest.raises(ValueError, match="init_scale=inf.*finite"):   # not all-inf params
+        model.init(jax.random.key(0), jnp.zeros((8,)), init_scale=float("inf"))
+
+
+def test_one_sided_bounds_are_stated_as_such():
+    with pytest.raises(ValueError, match=r"symmetry_strength=-1.0 .*must be >= 0.0$"):
+        models.build(dict(BASE, soft_symmetry="odd", symmetry_strength=-1.0))
+    with pytest.raises(ValueError, match=r"a=2.0 .*must be <= 1.0$"):
+        validation.real("a", 2.0, high=1.0)
+    with pytest.raises(ValueError, match=r"a=2.0 .*must lie in \[0.0, 1.0\]$"):
+        validation.real("a", 2.0, low=0.0, high=1.0)
 
 
 def test_activation_names_and_polynomials():

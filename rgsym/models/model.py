@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgsym import validation
 from rgsym.models.gnn import GNNFamily
 from rgsym.models.lattice import check_input
 from rgsym.models.layer_ops import to_chain
@@ -64,8 +65,8 @@ def _build(spec: ModelSpec) -> Model:
         check_input(jnp.shape(x), spec, fam.iterable)
         if init_scale is None:
             init_scale = spec.init_scale
-        elif isinstance(init_scale, numbers.Real) and not init_scale > 0:
-            raise ValueError(f"init_scale={init_scale!r} is not valid: it must be > 0")
+        elif isinstance(init_scale, numbers.Real):   # a traced scale (under vmap) is not checked
+            validation.real("init_scale", init_scale, positive=True)
         return _init(key, init_scale)
 
     def apply(params, x, *, alpha=None):

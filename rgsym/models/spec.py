@@ -89,7 +89,7 @@ class ModelSpec:
         clt.validate_lattice((self.sites,) * self.dim, self.b, self.dim, name="sites")
         validation.real("alpha", self.alpha)
         validation.real("init_scale", self.init_scale, positive=True)
-        validation.real("symmetry_strength", self.symmetry_strength)
+        validation.real("symmetry_strength", self.symmetry_strength, low=0.0)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("boundary", self.boundary, BOUNDARIES)
         _choice("dtype", self.dtype, DTYPES)
@@ -99,9 +99,6 @@ class ModelSpec:
         self._check_combination()
 
     def _check_combination(self) -> None:
-        if self.symmetry_strength < 0:
-            raise ValueError(f"symmetry_strength={self.symmetry_strength!r} is not valid: "
-                             "it must be >= 0 (0 = free, large = constrained)")
         if self.symmetry == "symmetric_weights" and self.depth < 2:
             raise ValueError(
                 f"symmetry='symmetric_weights' with depth={self.depth} is not meaningful: W = W^T "
