@@ -1,6 +1,7 @@
 """Trace-time partitions, states, layer rules on explicit matrices, streaming estimators, errors."""
 import itertools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,10 @@ from rgsym import distributions
 from rgsym.cumulants import (CumulantMemoryError, from_tensors, iid_lattice, k_statistics_with_se,
                              marginals, power_sums, combine, k_statistics_from_power_sums,
                              propagate, to_dense)
-from rgsym.cumulants import rules
+from rgsym.cumulants import monte_carlo, propagate_chain, rules
 from rgsym.cumulants.partitions import connected_partitions
+from rgsym.cumulants.predict import clt_recursion_check, predict_mse
+from rgsym.cumulants.propagate import model_chain
 from rgsym.models import build
 
 
@@ -128,6 +131,41 @@ def test_marginals_and_power_sums_refuse_what_they_cannot_give():
     assert np.allclose(got.sums, power_sums(counts.astype(float), jnp.full(4, 1.0), 2).sums)
     with pytest.raises(ValueError, match="order=0 is not valid"):
         power_sums(counts, jnp.zeros(4), 0)
+
+
+_IDENT = build(dict(family="mlp", symmetry="block_local", activation="identity", width=2,
+                   sites=4, b=2, dtype="float64"))
+_P = _IDENT.init(jax.random.key(0), jnp.zeros(4))
+_U = distributions.get("uniform")
+
+
+@pytest.mark.parametrize("name,value,call", [
+    ("order", 0, lambda: propagate(_IDENT, _P, _U, order=0)),
+    ("order", 2.0, lambda: propagate(_IDENT, _P, _U, order=2.0)),
+    ("order", 0, lambda: propagate_chain(model_chain(_IDENT, _P), iid_lattice(_U, 4), order=0)),
+    ("order", 0, lambda: clt_recursion_check(_IDENT, _P, _U, order=0)),
+    ("order", 5, lambda: monte_carlo(_IDENT, _P, _U, jax.random.key(0), 8, 8, order=5)),
+    ("steps", 0, lambda: propagate(_IDENT, _P, _U, steps=0)),
+    ("steps", 0, lambda: model_chain(_IDENT, _P, steps=0)),
+    ("steps", 0, lambda: predict_mse(_IDENT, _P, _U, steps=0)),
+    ("steps", 0, lambda: clt_recursion_check(_IDENT, _P, _U, steps=0)),
+    ("steps", 0, lambda: monte_carlo(_IDENT, _P, _U, jax.random.key(0), 8, 8, steps=0)),
+    ("internal_order", 3, lambda: propagate(_IDENT, _P, _U, order=4, internal_order=3)),
+    ("internal_order", 1, lambda: predict_mse(_IDENT, _P, _U, internal_order=1)),
+    ("internal_order", 1, lambda: clt_recursion_check(_IDENT, _P, _U, 2, internal_order=1)),
+    ("internal_order", 1, lambda: propagate_chain(model_chain(_IDENT, _P), iid_lattice(_U, 4),
+                                                  order=2, internal_order=1)),
+    ("n_samples", 0, lambda: monte_carlo(_IDENT, _P, _U, jax.random.key(0), 0, 8)),
+    ("batch", 0, lambda: monte_carlo(_IDENT, _P, _U, jax.random.key(0), 8, 0)),
+    ("input_cumulants", "shape (2, 4)", lambda: propagate(_IDENT, _P, np.ones((2, 4)))),
+    ("input_cumulants", "width 8", lambda: propagate(_IDENT, _P, iid_lattice(_U, 8))),
+    ("input_cumulants", "width 3", lambda: propagate(_IDENT, _P, to_dense(iid_lattice(_U, 3)))),
+])
+def test_bad_arguments_are_refused_up_front(name, value, call):
+    """Each bad argument raises a ValueError naming it and its value."""
+    sep = " has " if name == "input_cumulants" else "="
+    with pytest.raises(ValueError, match=re.escape(f"{name}{sep}{value}")):
+        call()
 
 
 def test_bad_inputs_are_refused():

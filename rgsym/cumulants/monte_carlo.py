@@ -14,9 +14,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rgsym import clt
-from rgsym.cumulants.estimators import (PowerSums, k_statistics_from_power_sums,
-                                        power_sums)
+from rgsym import clt, validation
+from rgsym.cumulants.estimators import (MAX_KSTAT_ORDER, PowerSums,
+                                        k_statistics_from_power_sums, power_sums)
 from rgsym.cumulants.propagate import geometry, model_chain
 from rgsym.models.layer_ops import compose_all
 
@@ -85,8 +85,12 @@ def monte_carlo(model, params, family, key, n_samples: int = 1_000_000, batch: i
     """
     if not jax.config.jax_enable_x64:
         raise ValueError("monte_carlo needs float64: jax.config.update('jax_enable_x64', True)")
+    n_samples = validation.integer("n_samples", n_samples, 1)
+    batch = validation.integer("batch", batch, 1)
+    order = validation.integer("order", order, 1, MAX_KSTAT_ORDER)
+    steps = validation.integer("steps", steps, 1)
     shape, _, _ = geometry(model, lattice_shape)
-    n_chunks = max(1, -(-int(n_samples) // int(batch)))
-    run = _runner(model, family, shape, alpha, int(steps), n_chunks, int(batch), int(order))
+    n_chunks = -(-n_samples // batch)
+    run = _runner(model, family, shape, alpha, steps, n_chunks, batch, order)
     stats, mse, se = run(params, key)
-    return MonteCarlo(stats, mse, se, n_chunks * int(batch))
+    return MonteCarlo(stats, mse, se, n_chunks * batch)

@@ -22,8 +22,8 @@ from jax.scipy.linalg import block_diag
 
 from rgsym import clt
 from rgsym.cumulants import rules
-from rgsym.cumulants.propagate import (geometry, input_state, model_chain, order_schedule,
-                                       propagate, propagate_chain)
+from rgsym.cumulants.propagate import (check_orders, geometry, input_state, model_chain,
+                                       order_schedule, propagate, propagate_chain)
 from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
 from rgsym.models.layer_ops import Affine
 
@@ -82,6 +82,7 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
     two quadratic steps); mode names the approximation for non-polynomial activations.
     Raises CumulantDoesNotExist if the family lacks a cumulant of order ``2 * degree``.
     """
+    _, internal_order = check_orders(2, internal_order)
     shape, b, dim = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
     target = clt.rg_matrix(shape, b, dim, steps)

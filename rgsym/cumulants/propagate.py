@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rgsym import distributions as _dist
+from rgsym import validation
 from rgsym.cumulants import rules
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    State, iid_lattice, independent_sites, marginals)
@@ -32,7 +33,8 @@ from rgsym.models.activations import activation_fn, polynomial_coefficients
 from rgsym.models.layer_ops import Affine
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
-           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule"]
+           "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule",
+           "check_orders"]
 
 APPROXIMATE_MODES = ("quadratic", "gaussian_closure")
 MODES = ("exact",) + APPROXIMATE_MODES
@@ -63,7 +65,8 @@ def geometry(model, lattice_shape=None):
 
 
 def model_chain(model, params, lattice_shape=None, alpha=None, steps: int = 1) -> tuple:
-    """The layer chain of ``steps`` successive applications (lattice shrinking by b)."""
+    """The layer chain of ``steps`` (>= 1) successive applications (lattice shrinking by b)."""
+    steps = validation.integer("steps", steps, 1)
     shape, b, _ = geometry(model, lattice_shape)
     chain = ()
     for _ in range(steps):
@@ -85,6 +88,14 @@ def _degree(layer) -> int:
     return 2 if coeffs is None else len(coeffs) - 1
 
 
+def check_orders(order, internal_order=None) -> tuple:
+    """(order, internal_order) checked: order >= 1; internal_order None or >= order."""
+    order = validation.integer("order", order, 1)
+    if internal_order is not None:
+        internal_order = validation.integer("internal_order", internal_order, order)
+    return order, internal_order
+
+
 def order_schedule(chain, order: int, internal_order: int | None = None):
     """(input order, orders of the state after each layer) for an exact output of ``order``.
 
@@ -93,7 +104,8 @@ def order_schedule(chain, order: int, internal_order: int | None = None):
     (default ``order``); beyond the cap the truncation closure takes over.  The input state
     (compact factor form) is never capped.
     """
-    cap = max(order, internal_order or order)
+    order, internal_order = check_orders(order, internal_order)
+    cap = order if internal_order is None else internal_order
     first = next((i for i, l in enumerate(chain) if _degree(l) > 1), len(chain))
     outs, cur = [0] * len(chain), order
     for i in reversed(range(len(chain))):
@@ -105,9 +117,13 @@ def order_schedule(chain, order: int, internal_order: int | None = None):
 
 
 def input_state(input_cumulants, n_sites: int, order: int) -> State:
-    """A state from a Distribution (its exact cumulants 1..order), kappas, or a state
-    (checked finite unless traced)."""
+    """A state from a Distribution (its exact cumulants 1..order), kappas [K] of one site,
+    or a state of width ``n_sites`` (checked finite unless traced)."""
     if isinstance(input_cumulants, (FactorCumulants, DenseCumulants)):
+        if input_cumulants.width != n_sites:
+            raise ValueError(
+                f"input_cumulants has width {input_cumulants.width}: a state over the "
+                f"flattened lattice needs width {n_sites} (one unit per lattice site)")
         for leaf in jax.tree_util.tree_leaves(input_cumulants):
             if not isinstance(leaf, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(leaf))):
                 raise ValueError("input_cumulants holds non-finite values: cumulants must be "
@@ -115,8 +131,11 @@ def input_state(input_cumulants, n_sites: int, order: int) -> State:
         return input_cumulants
     if isinstance(input_cumulants, _dist.Distribution):
         return iid_lattice(input_cumulants, n_sites, order)
-    return independent_sites(jnp.broadcast_to(jnp.asarray(input_cumulants, jnp.float64),
-                                              (n_sites, len(input_cumulants))))
+    kappas = jnp.asarray(input_cumulants, jnp.float64)
+    if kappas.ndim != 1:
+        raise ValueError(f"input_cumulants has shape {kappas.shape}: kappas must be 1-D [K] "
+                         "(kappa_1..kappa_K of one site), or pass a Distribution or a state")
+    return independent_sites(jnp.broadcast_to(kappas, (n_sites,) + kappas.shape))
 
 
 def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit,
@@ -212,9 +231,11 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
       non-polynomial activations: 'quadratic' or 'gaussian_closure'.
     Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
     :func:`propagate_many`).  Raises CumulantMemoryError if dense tensors would exceed
-    ``memory_limit`` bytes, ValueError on non-finite input, CumulantDoesNotExist if the
-    family lacks a needed cumulant.
+    ``memory_limit`` bytes; ValueError on order or steps < 1, internal_order < order,
+    non-finite input, kappas that are not 1-D or a state whose width is not the number of
+    lattice sites; CumulantDoesNotExist if the family lacks a needed cumulant.
     """
+    order, internal_order = check_orders(order, internal_order)
     shape, _, _ = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
     state = input_state(input_cumulants, math.prod(shape),
