@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["integer", "real"]
+__all__ = ["integer", "real", "choice"]
 
 
 def integer(name: str, value, low: int, high: int | None = None) -> int:
@@ -29,4 +29,13 @@ def real(name: str, value, *, positive: bool = False, low: float | None = None,
         valid = (f"be >= {low}" if high is None else f"be <= {high}" if low is None
                  else f"lie in [{low}, {high}]")
         raise ValueError(f"{name}={value!r} is not valid: it must {valid}")
+    return value
+
+
+def choice(name: str, value, valid):
+    """``value`` if it is one of ``valid`` (a sequence of choices), else a ValueError naming
+    the argument, its value and every valid choice."""
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is unknown: choose one of "
+                         f"{', '.join(map(str, valid))}")
     return value

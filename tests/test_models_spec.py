@@ -145,3 +145,11 @@ def test_describe_counts_params_and_symmetries():
     params = model.init(jax.random.key(0), jnp.zeros((8,)))
     assert model.describe(params)["n_params"] == d["n_params"]
     assert models.build(dict(BASE, symmetry="block_local")).describe()["iterable"] is True
+
+
+def test_choice_names_argument_value_and_choices():
+    assert validation.choice("mode", "b", ("a", "b")) == "b"
+    with pytest.raises(ValueError, match=r"^mode='c' is unknown: choose one of a, b$"):
+        validation.choice("mode", "c", ("a", "b"))
+    with pytest.raises(ValueError, match=r"boundary='mirror'.*periodic, open"):
+        models.lattice_graph((4,), 2, "mirror")

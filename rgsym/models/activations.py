@@ -11,6 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from rgsym import validation
+
 __all__ = ["ACTIVATIONS", "ODD_ACTIVATIONS", "activation_fn", "polynomial_coefficients",
            "validate_activation"]
 
@@ -21,9 +23,7 @@ ODD_ACTIVATIONS: tuple[str, ...] = ("identity", "cubic", "tanh")
 
 
 def validate_activation(name) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is unknown: choose one of {', '.join(ACTIVATIONS)}")
-    return name
+    return validation.choice("activation", name, ACTIVATIONS)
 
 
 def polynomial_coefficients(name: str, alpha=0.1) -> tuple | None:

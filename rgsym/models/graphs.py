@@ -14,10 +14,12 @@ from typing import NamedTuple
 import jraph
 import numpy as np
 
-from rgsym import clt
+from rgsym import clt, validation
 from rgsym.models.lattice import block_index
 
-__all__ = ["LatticeGraph", "lattice_graph", "adjacency"]
+__all__ = ["LatticeGraph", "lattice_graph", "adjacency", "BOUNDARIES"]
+
+BOUNDARIES = ("periodic", "open")
 
 
 class LatticeGraph(NamedTuple):
@@ -37,8 +39,7 @@ def lattice_graph(shape: tuple[int, ...], b: int, boundary: str = "periodic",
     """
     dim = clt.validate_dim(len(shape))
     shape = clt.validate_lattice(shape, b, dim, name="shape")
-    if boundary not in ("periodic", "open"):
-        raise ValueError(f"boundary={boundary!r} is unknown: choose one of periodic, open")
+    validation.choice("boundary", boundary, BOUNDARIES)
     coords = np.indices(shape).reshape(dim, -1).T                 # [S, dim]
     n = len(coords)
     senders, receivers, direction = [], [], []

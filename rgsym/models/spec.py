@@ -11,6 +11,7 @@ from typing import Mapping
 
 from rgsym import clt, validation
 from rgsym.models.activations import validate_activation
+from rgsym.models.graphs import BOUNDARIES
 
 __all__ = ["ModelSpec", "spec_from_config", "FAMILIES", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
            "SOFT_SYMMETRIES", "POOLINGS", "BOUNDARIES", "DTYPES"]
@@ -22,13 +23,7 @@ GNN_SYMMETRIES = ("shared", "separate", "edge_typed", "directional")
 SOFT_SYMMETRIES = ("block_local", "block_permutation", "tied_hidden", "odd", "nonnegative",
                    "symmetric_weights")
 POOLINGS = ("sum", "mean", "learned")
-BOUNDARIES = ("periodic", "open")
 DTYPES = ("float32", "float64")
-
-
-def _choice(name, value, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is unknown: choose one of {', '.join(map(str, valid))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +70,7 @@ class ModelSpec:
     dtype: str = "float32"
 
     def __post_init__(self):
-        _choice("family", self.family, FAMILIES)
+        validation.choice("family", self.family, FAMILIES)
         valid = MLP_SYMMETRIES if self.family == "mlp" else GNN_SYMMETRIES
         if self.symmetry not in valid:
             raise ValueError(f"symmetry={self.symmetry!r} is unknown for family={self.family!r}: "
@@ -90,9 +85,9 @@ class ModelSpec:
         validation.real("alpha", self.alpha)
         validation.real("init_scale", self.init_scale, positive=True)
         validation.real("symmetry_strength", self.symmetry_strength, low=0.0)
-        _choice("pooling", self.pooling, POOLINGS)
-        _choice("boundary", self.boundary, BOUNDARIES)
-        _choice("dtype", self.dtype, DTYPES)
+        validation.choice("pooling", self.pooling, POOLINGS)
+        validation.choice("boundary", self.boundary, BOUNDARIES)
+        validation.choice("dtype", self.dtype, DTYPES)
         for flag in ("block_edges", "use_bias"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag}={getattr(self, flag)!r} is not valid: it must be a bool")
@@ -116,7 +111,7 @@ class ModelSpec:
                 f"soft_symmetry={self.soft_symmetry!r} needs family='mlp' and symmetry='none' "
                 f"(the penalty acts on an unconstrained MLP); got family={self.family!r}, "
                 f"symmetry={self.symmetry!r}")
-        _choice("soft_symmetry", self.soft_symmetry, SOFT_SYMMETRIES)
+        validation.choice("soft_symmetry", self.soft_symmetry, SOFT_SYMMETRIES)
         n_blocks = (self.sites // self.b) ** self.dim
         if self.soft_symmetry == "block_local" and self.width % n_blocks:
             raise ValueError(
