@@ -153,3 +153,15 @@ def test_choice_names_argument_value_and_choices():
         validation.choice("mode", "c", ("a", "b"))
     with pytest.raises(ValueError, match=r"boundary='mirror'.*periodic, open"):
         models.lattice_graph((4,), 2, "mirror")
+
+
+def test_lattice_shape_must_be_a_tuple_of_sides():
+    with pytest.raises(ValueError, match=r"shape=8 .*tuple of side lengths"):
+        models.lattice_graph(8, 2)
+    model = models.build(dict(BASE, family="gnn", symmetry="shared"))
+    params = model.init(jax.random.key(0), jnp.zeros((8,)))
+    with pytest.raises(ValueError, match=r"lattice_shape=4 .*tuple of side lengths"):
+        model.layers(params, 4)
+    with pytest.raises(ValueError, match=r"lattice_shape\[0\]=4.0 .*integer"):
+        model.layers(params, (4.0,))
+    assert len(model.layers(params, [4])) == 3   # a list of sides is fine

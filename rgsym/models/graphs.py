@@ -15,7 +15,7 @@ import jraph
 import numpy as np
 
 from rgsym import clt, validation
-from rgsym.models.lattice import block_index
+from rgsym.models.lattice import as_shape, block_index
 
 __all__ = ["LatticeGraph", "lattice_graph", "adjacency", "BOUNDARIES"]
 
@@ -37,6 +37,7 @@ def lattice_graph(shape: tuple[int, ...], b: int, boundary: str = "periodic",
     Periodic boundaries wrap the nearest-neighbour bonds (on a side of 2 a site then
     receives two messages from the same neighbour, one per bond), open ones drop them.
     """
+    shape = as_shape(shape)
     dim = clt.validate_dim(len(shape))
     shape = clt.validate_lattice(shape, b, dim, name="shape")
     validation.choice("boundary", boundary, BOUNDARIES)

@@ -8,9 +8,20 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from rgsym import clt
+from rgsym import clt, validation
 
-__all__ = ["block_index", "to_blocks", "check_input", "pooling_matrix"]
+__all__ = ["as_shape", "block_index", "to_blocks", "check_input", "pooling_matrix"]
+
+
+def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of int side lengths; a bare number (or anything else that is not
+    a sequence of positive integers) is refused with a clear ValueError."""
+    try:
+        sides = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name}={shape!r} is not valid: a lattice shape must be a tuple of "
+                         "side lengths, e.g. (8,) or (8, 8)") from None
+    return tuple(validation.integer(f"{name}[{i}]", s, 1) for i, s in enumerate(sides))
 
 
 def block_index(shape: tuple[int, ...], b: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from rgsym import validation
 from rgsym.models.gnn import GNNFamily
-from rgsym.models.lattice import check_input
+from rgsym.models.lattice import as_shape, check_input
 from rgsym.models.layer_ops import to_chain
 from rgsym.models.mlp import MLPFamily
 from rgsym.models.spec import ModelSpec, spec_from_config
@@ -78,7 +78,7 @@ def _build(spec: ModelSpec) -> Model:
         return spec.alpha if alpha is None else alpha
 
     def layers(params, lattice_shape, *, alpha=None):
-        lattice_shape = tuple(int(s) for s in lattice_shape)
+        lattice_shape = as_shape(lattice_shape, "lattice_shape")
         if len(lattice_shape) != spec.dim:
             raise ValueError(f"lattice_shape={lattice_shape} is not valid: a dim={spec.dim} "
                              f"model needs {spec.dim} side length(s)")
