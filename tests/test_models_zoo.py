@@ -17,7 +17,7 @@ def test_every_activation_jits_and_vmaps_over_8_seeds(family, symmetry):
     depth = 2 if symmetry in ("none", "symmetric_weights") else 1   # W = W^T needs depth 2
     built = [models.build(dict(family=family, symmetry=symmetry, activation=a, dim=dim,
                                sites=4, width=4, depth=depth)) for a in models.ACTIVATIONS]
-    softs = ([models.build(dict(built[0].spec.__dict__, soft_symmetry=s, symmetry_strength=1.0))
+    softs = ([models.build(built[0].spec.replace(soft_symmetry=s, symmetry_strength=1.0))
               for s in models.SOFT_SYMMETRIES] if symmetry == "none" else [])
     x = jax.random.normal(jax.random.key(1), (3,) + built[0].spec.lattice_shape, jnp.float32)
 

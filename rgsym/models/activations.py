@@ -44,7 +44,8 @@ def activation_fn(name: str, alpha=0.1) -> Callable:
     validate_activation(name)
     coeffs = polynomial_coefficients(name, alpha)
     if coeffs is not None:
-        # Horner form; skips the zero terms so identity/square stay exact rewrites.
+        # Horner form (zero coefficients are multiplied through, not skipped); identity and
+        # square bypass it below so they stay exact rewrites.
         def poly(z):
             out = jnp.zeros_like(z) + coeffs[-1]
             for c in coeffs[-2::-1]:

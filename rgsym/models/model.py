@@ -86,17 +86,14 @@ def _build(spec: ModelSpec) -> Model:
         return to_chain(_layer_weights(params, lattice_shape), spec.activation,
                         _alpha(alpha))
 
-    def distances(params) -> dict:
-        return _distances(params)
-
     def penalty(params, strength=None):
         if spec.soft_symmetry is None:
             return jnp.zeros((), dtype)
         strength = spec.symmetry_strength if strength is None else strength
-        return strength * distances(params)[spec.soft_symmetry]
+        return strength * _distances(params)[spec.soft_symmetry]
 
     def symmetry_diagnostics(params) -> dict:
-        return {DIAGNOSTIC_NAMES.get(k, k): jnp.sqrt(v) for k, v in distances(params).items()}
+        return {DIAGNOSTIC_NAMES.get(k, k): jnp.sqrt(v) for k, v in _distances(params).items()}
 
     def describe(params=None) -> dict:
         if params is None:

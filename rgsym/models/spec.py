@@ -133,6 +133,7 @@ class ModelSpec:
         return (self.sites,) * self.dim
 
     def replace(self, **changes) -> "ModelSpec":
+        """A copy with ``changes`` applied, validated like a new spec."""
         return dataclasses.replace(self, **changes)
 
 
