@@ -139,11 +139,11 @@ def test_activation_names_and_polynomials():
 def test_describe_counts_params_and_symmetries():
     model = models.build(dict(BASE, symmetry="tied_hidden", width=7, depth=2))
     d = model.describe()
-    # row (8) + bias; diag + offdiag + bias; column (4) + bias (4).
-    assert d["n_params"] == 9 + 3 + 8
+    n_params = 9 + 3 + 8   # row (8) + bias; diag + offdiag + bias; column (4) + bias (4)
+    assert d["n_params"] == n_params
     assert d["symmetries"] == ["tied_hidden"] and d["iterable"] is False
     params = model.init(jax.random.key(0), jnp.zeros((8,)))
-    assert model.describe(params)["n_params"] == d["n_params"]
+    assert model.describe(params)["n_params"] == n_params   # counted on real params
     assert models.build(dict(BASE, symmetry="block_local")).describe()["iterable"] is True
 
 

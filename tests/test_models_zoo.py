@@ -7,6 +7,23 @@ import pytest
 from rgsym import models
 
 GRID = [("mlp", s) for s in models.MLP_SYMMETRIES] + [("gnn", s) for s in models.GNN_SYMMETRIES]
+TANH, RELU = models.ACTIVATIONS.index("tanh"), models.ACTIVATIONS.index("relu")
+# Parameter counts by hand for width 4.  mlp: 4 sites -> 2 blocks (depth 2 for none and
+# symmetric_weights, else 1); gnn: 4x4 lattice, depth 1, T neighbour kernels [T, 4, 1],
+# self kernel (not shared) 4, bias 4, readout 4, output bias 1.
+N_PARAMS = {
+    ("mlp", "none"): (16 + 4) + (16 + 4) + (8 + 2),
+    ("mlp", "block_local"): (8 + 4) + (4 + 1),           # one 2 -> 4 -> 1 net per block
+    ("mlp", "block_permutation"): (4 * 2 + 4) + (8 + 2),  # kernel tied within each block
+    ("mlp", "tied_hidden"): (4 + 1) + (2 + 2),            # one row + bias; one column + biases
+    ("mlp", "odd"): (16 + 4) + (8 + 2),
+    ("mlp", "nonnegative"): (16 + 4) + (8 + 2),
+    ("mlp", "symmetric_weights"): (16 + 4) + (16 + 4) + (8 + 2),
+    ("gnn", "shared"): 4 + 4 + 4 + 1,
+    ("gnn", "separate"): 4 + 4 + 4 + 4 + 1,
+    ("gnn", "edge_typed"): 2 * 4 + 4 + 4 + 4 + 1,
+    ("gnn", "directional"): 4 * 4 + 4 + 4 + 4 + 1,
+}
 
 
 @pytest.mark.parametrize("family, symmetry", GRID)
@@ -35,14 +52,16 @@ def test_every_activation_jits_and_vmaps_over_8_seeds(family, symmetry):
                for leaf in jax.tree.leaves(params))
     # Seeds differ (tanh; some nets vanish identically at init, e.g. odd with square units
     # and zero biases), and so do activations.
-    assert float(jnp.abs(ys[4, 0] - ys[4, 1]).min()) > 0
-    assert float(jnp.abs(ys[4] - ys[5]).max()) > 0
+    assert float(jnp.abs(ys[TANH, 0] - ys[TANH, 1]).min()) > 0
+    assert float(jnp.abs(ys[TANH] - ys[RELU]).max()) > 0
     for p in penalties:
         assert p.shape == (8,) and bool(jnp.all(p > 0))
     assert all(v.shape == (8,) for v in diag.values())
     # The vmapped model agrees with one seed at a time.
     one = jax.tree.map(lambda a: a[3], params)
-    np.testing.assert_allclose(built[4].apply(one, x), ys[4, 3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(built[TANH].apply(one, x), ys[TANH, 3], rtol=1e-5, atol=1e-6)
     d = built[0].describe()
-    assert d["n_params"] == sum(leaf[0].size for leaf in jax.tree.leaves(params))
-    assert (d["family"], d["symmetry"], d["activation"]) == (family, symmetry, "identity")
+    assert d["n_params"] == N_PARAMS[family, symmetry]
+    assert sum(leaf[0].size for leaf in jax.tree.leaves(params)) == N_PARAMS[family, symmetry]
+    assert (d["family"], d["symmetry"], d["activation"]) == (family, symmetry,
+                                                             models.ACTIVATIONS[0])
