@@ -118,10 +118,7 @@ def _real(cfg, field, positive=False):
 
 
 def _choice(cfg, field, options):
-    v = _get(cfg, field)
-    if v not in options:
-        _fail(field, v, f"choose one of {', '.join(map(str, options))}")
-    return v
+    return validation.choice(f"config field '{field}'", _get(cfg, field), options)
 
 
 def _get(cfg, field):

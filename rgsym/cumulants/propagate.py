@@ -182,8 +182,7 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
       :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
       permitting): the final state always has orders 1..order.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is unknown: choose one of {', '.join(MODES)}")
+    validation.choice("mode", mode, MODES)
     states, labels, label = [state], ["input"], "exact"
     chain = list(chain)
     _, outs = order_schedule(chain, order, internal_order)
