@@ -86,6 +86,21 @@ def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_back
         train.split_host_cpu(-2)
 
 
+@pytest.mark.parametrize("model", [dict(symmetry="none"), dict(symmetry="odd"),
+                                   dict(symmetry="block_local"),
+                                   dict(family="gnn", symmetry="separate")])
+def test_last_learning_curve_point_equals_the_final_evaluation_on_the_same_samples(model):
+    # The curves evaluate every set in one batched pass, the final evaluation set by set:
+    # with curve_batch = batch they see the same samples and parameters.
+    cfg = tiny(num_seeds=2, eval__curve_batch=64, **{f"model__{k}": v for k, v in model.items()})
+    _, m = train.sweep(cfg)
+    names = [k for k in m["final"] if k.startswith("rel_err/")]
+    assert len(names) == len(metrics.eval_sets(cfg).names)
+    for name in names + ["test_rel_err", "ood_rel_err_max"]:
+        np.testing.assert_allclose(m["curves"][name][:, -1], m["final"][name], rtol=1e-10,
+                                   err_msg=name)
+
+
 def test_identity_mlp_learns_the_exact_map_on_every_family():
     cfg = tiny(num_seeds=2, model__activation="identity", optim__schedule="cosine",
                optim__steps=300, optim__lr=1e-2, eval__every=300, eval__batch=256)
