@@ -25,5 +25,12 @@ def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: 
     """
     validation.integer("batch", batch, 1)
     shape = lattice_shape(sites, dim)
-    x = dist.sample(key, (int(batch),) + shape, dtype)
+    # Threefry is pinned to its non-partitionable form: one hash per two 32-bit words,
+    # where the partitionable form (JAX's default since 0.5) hashes once per word and
+    # XORs the halves.  Drawing a batch costs half as much (sampling is about a quarter of
+    # a vmapped training step on a 2-core CPU; benchmarks/RESULTS.md), and no batch is
+    # sharded (seeds are the sharded axis), so nothing is lost.  Pinned, the training
+    # stream does not depend on the global flag either.
+    with jax.threefry_partitionable(False):
+        x = dist.sample(key, (int(batch),) + shape, dtype)
     return x, clt.flow(x, b, steps, dim)[-1]

@@ -150,3 +150,20 @@ def test_sample_pairs_targets_are_the_flow():
         data.sample_pairs(jax.random.key(0), dist, 0, 4, 2)
     with pytest.raises(ValueError, match="sites=0"):
         data.sample_pairs(jax.random.key(0), dist, 2, 0, 2)
+
+
+def test_sample_pairs_stream_is_pinned_to_non_partitionable_threefry():
+    # The training stream is the same whatever the global flag, and it is the cheaper
+    # non-partitionable draw (the partitionable one gives other numbers).
+    dist = D.get("gaussian")
+    key = jax.random.key(3)
+    draws = []
+    for flag in (True, False):
+        with jax.threefry_partitionable(flag):
+            draws.append(np.asarray(jax.jit(lambda k: data.sample_pairs(k, dist, 8, 4, 2)[0])(key)))
+            if not flag:
+                plain = np.asarray(dist.sample(key, (8, 4)))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal(draws[0], plain)
+    with jax.threefry_partitionable(True):
+        assert not np.array_equal(np.asarray(dist.sample(key, (8, 4))), plain)
