@@ -146,6 +146,24 @@ def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run(bad_
     assert metrics.summarise(m["final"], m["diverged"])["num_diverged"] == 1
 
 
+def test_an_update_that_overflows_some_elements_holds_them_and_keeps_parameters_finite():
+    # SGD at the largest float64 learning rate: lr * g overflows where |g| > 1 (held at
+    # the init), moves the other elements to ~1e308; the next loss is inf (diverged at 1).
+    cfg = tiny(optim__optimizer="sgd")
+    sw = train.make_sweep(cfg)
+    seeds = np.array([0, 1, 2])
+    lr = np.array([1e-2, np.finfo(np.float64).max, 1e-2])
+    params, m = sw.run_chunk(seeds, sw.trainer.hparams(lr=lr, init_scale=4.0))
+    init, _ = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.zeros(3), init_scale=4.0))
+    assert m["diverged"].tolist() == [False, True, False] and m["diverged_step"][1] == 1
+    leaves = [(np.asarray(a)[1], np.asarray(b)[1])
+              for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(init))]
+    assert all(np.isfinite(a).all() for a, _ in leaves)
+    held = sum(int((a == b).sum()) for a, b in leaves)
+    moved = sum(int((a != b).sum()) for a, b in leaves)
+    assert held > 0 and moved > 0, (held, moved)
+
+
 def test_nested_vmap_over_seeds_and_learning_rates():
     trainer = train.make_train(tiny())
     lrs = trainer.hparams(lr=np.array([1e-3, 1e-2]))
