@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU check of rgsym, for one call on a lent device machine (see /work/.library/device):
-#   bash benchmarks/device_check.sh [throughput] [overhead] [highest] [precision] [tests]
-# (no argument: all five, about 8 minutes on an H200; pick sections to fit the lease).
+#   bash benchmarks/device_check.sh [throughput] [overhead] [breakdown] [highest] [precision] [tests]
+# (no argument: all six, about 9 minutes on an H200; pick sections to fit the lease).
 #   throughput  sweep_throughput.py at S = 1..8192 against the peers (torch on the GPU)
 #   overhead    sweep_overhead.py at S = 8192: the guard's and the evaluation's share
+#   breakdown   step_breakdown.py at S = 8192: the bare step's ablations and XLA op times
 #   highest     the sweep at matmul_precision='highest' (no TF32)
 #   precision   matmul_precision.py: exact maps learned under TF32 and under 'highest'
 #   tests       tests/test_train.py with JAX on the GPU (float64)
@@ -15,7 +16,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 # JAX and torch share the process in the throughput benchmark: leave torch half the card.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
-sections=${*:-throughput overhead highest precision tests}
+sections=${*:-throughput overhead breakdown highest precision tests}
 quiet() { grep -v "^I1" | tee "$OUT/$1"; }  # drop absl's info lines, keep a copy
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -29,6 +30,8 @@ throughput) timeout 250 python3 benchmarks/sweep_throughput.py \
     --max_seconds=60 --json_out="$OUT/throughput.json" 2>&1 | quiet throughput.log ;;
 overhead) timeout 120 python3 benchmarks/sweep_overhead.py --ratio_seeds=8192 --repeats=3 \
     2>&1 | quiet overhead.log ;;
+breakdown) timeout 90 python3 benchmarks/step_breakdown.py --ratio_seeds=8192 --repeats=2 \
+    --trace 2>&1 | quiet breakdown.log ;;
 highest) timeout 70 python3 benchmarks/sweep_throughput.py --seeds=64,8192 --peers=false \
     --repeats=2 --matmul_precision=highest 2>&1 | quiet highest.log ;;
 precision) timeout 70 python3 benchmarks/matmul_precision.py --seeds=1024 --steps=4000 \
@@ -38,5 +41,5 @@ tests) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 90 python3 -m pytest -q \
     -p no:cacheprovider tests/test_train.py \
     --deselect tests/test_train.py::test_sweep_sharded_over_8_devices_equals_one_device \
     2>&1 | tail -15 | quiet tests.log ;;
-*) echo "unknown section '$s'; valid: throughput overhead highest precision tests"; exit 2 ;;
+*) echo "unknown section '$s'; valid: throughput overhead breakdown highest precision tests"; exit 2 ;;
 esac; done
