@@ -28,7 +28,7 @@ for s in $sections; do case $s in
 throughput) timeout 250 python3 benchmarks/sweep_throughput.py \
     --seeds=1,16,64,256,1024,8192 --ratio_seeds=8192 --torch_vmap_seeds=8192 --repeats=2 \
     --max_seconds=60 --json_out="$OUT/throughput.json" 2>&1 | quiet throughput.log ;;
-overhead) timeout 120 python3 benchmarks/sweep_overhead.py --ratio_seeds=8192 --repeats=3 \
+overhead) timeout 150 python3 benchmarks/sweep_overhead.py --ratio_seeds=8192 --repeats=3 \
     2>&1 | quiet overhead.log ;;
 breakdown) timeout 90 python3 benchmarks/step_breakdown.py --ratio_seeds=8192 --repeats=2 \
     --trace 2>&1 | quiet breakdown.log ;;
