@@ -79,13 +79,15 @@ def _timed(variant: str, seeds: int):
                          (jax.sharding.AxisType.Auto,))
     keys = jax.device_put(jax.random.split(jax.random.key(0), seeds),
                           NamedSharding(mesh, P("seeds")))
-    fn = jax.jit(jax.vmap(_run_fn(variant))).lower(keys).compile()
+    with jax.default_matmul_precision(FLAGS.matmul_precision):  # as the sweep's own
+        fn = jax.jit(jax.vmap(_run_fn(variant))).lower(keys).compile()
     jax.block_until_ready(fn(keys))
     return fn, keys
 
 
 def _trace(fn, keys) -> list:
-    """[(op name, total ms, calls)] of one run, from the profiler's perfetto trace."""
+    """[(op name, total ms, % of all ops' time, calls)] of one run, from the profiler's
+    perfetto trace."""
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d, create_perfetto_trace=True)
         jax.block_until_ready(fn(keys))
