@@ -27,10 +27,10 @@ def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: 
     shape = lattice_shape(sites, dim)
     # Threefry is pinned to its non-partitionable form: one hash per two 32-bit words,
     # where the partitionable form (JAX's default since 0.5) hashes once per word and
-    # XORs the halves.  Drawing a batch costs half as much (sampling is about a quarter of
-    # a vmapped training step on a 2-core CPU; benchmarks/RESULTS.md), and no batch is
-    # sharded (seeds are the sharded axis), so nothing is lost.  Pinned, the training
-    # stream does not depend on the global flag either.
+    # XORs the halves.  A float32 batch costs half the hashing (float64 uses both words
+    # either way); sampling was a quarter of a vmapped training step on a 2-core CPU
+    # (benchmarks/RESULTS.md).  No batch is sharded (seeds are the sharded axis), so
+    # nothing is lost, and the training stream no longer depends on the global flag.
     with jax.threefry_partitionable(False):
         x = dist.sample(key, (int(batch),) + shape, dtype)
     return x, clt.flow(x, b, steps, dim)[-1]
