@@ -90,8 +90,9 @@ def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_back
                                    dict(symmetry="block_local"),
                                    dict(family="gnn", symmetry="separate")])
 def test_last_learning_curve_point_equals_the_final_evaluation_on_the_same_samples(model):
-    # The curves evaluate every set in one batched pass, the final evaluation set by set:
-    # with curve_batch = batch they see the same samples and parameters.
+    # The in-scan curve evaluation (first curve_batch samples, no k-statistics) and the
+    # final one are separate code paths: with curve_batch = batch, after the last period,
+    # they see the same samples and parameters and must agree.
     cfg = tiny(num_seeds=2, eval__curve_batch=64, **{f"model__{k}": v for k, v in model.items()})
     _, m = train.sweep(cfg)
     names = [k for k in m["final"] if k.startswith("rel_err/")]
