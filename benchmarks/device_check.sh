@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check of rgsym, for one call on a lent device machine (see /work/.library/device):
 #   bash benchmarks/device_check.sh [throughput] [overhead] [breakdown] [highest] [precision] [tests]
-# (no argument: all six, about 9 minutes on an H200; pick sections to fit the lease).
+# (no argument: all six, whose timeouts add up to 12 minutes, more than one 10-minute
+# call: pick sections to fit the call and the lease).
 #   throughput  sweep_throughput.py at S = 1..8192 against the peers (torch on the GPU)
 #   overhead    sweep_overhead.py at S = 8192: the guard's and the evaluation's share
 #   breakdown   step_breakdown.py at S = 8192: the bare step's ablations and XLA op times

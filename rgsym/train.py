@@ -400,8 +400,7 @@ class Sweep(NamedTuple):
 def split_host_cpu(devices: int = 0) -> int | None:
     """Exposes the host CPU as ``devices`` XLA devices (0: four per core), so that a sweep,
     which shards its seed axis over the local devices, runs its seeds in parallel on a
-    machine without an accelerator: XLA runs one device's program on about one core, and
-    smaller per-device batches stay in cache (benchmarks/RESULTS.md measures the gain).
+    machine without an accelerator (benchmarks/RESULTS.md measures the gain).
     Accelerator backends are unaffected.  Call it right after ``import jax``, before any JAX
     computation.  Returns the count set, or None where XLA_FLAGS already sets one (as the
     tests do) or the backends are already running (then the default stays)."""
