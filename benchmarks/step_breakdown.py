@@ -22,7 +22,6 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,48 +40,26 @@ ABLATIONS = {
 }
 
 
-def _run_fn(variant: str):
-    model, tx, step = bench._bare_step()
+def _step(variant: str):
+    """``(step, init_state)`` of one ablation, in the shape sweep_throughput.bare_run takes."""
+    model, adam, full = bench._bare_step()
+    if variant == "full":
+        return full, lambda p, _: adam.init(p)
     sgd = optax.sgd(bench.LR)
     uniform = distributions.get("uniform", standardised=True)
+    sample = lambda k: data.sample_pairs(k, uniform, bench.BATCH, bench.N, bench.B)  # noqa
 
-    def run(key):
-        k_init, k_data = jax.random.split(key)
-        params = model.init(k_init, jnp.zeros((1, bench.N)))
-        sample = lambda k: data.sample_pairs(k, uniform, bench.BATCH, bench.N, bench.B)  # noqa
-        fixed = sample(k_data)
+    def step(params, state, key):
+        state, fixed = state
+        x, y = fixed if variant == "fixed_data" else sample(key)
+        loss = lambda p: jnp.mean((model.apply(p, x) - y) ** 2)  # noqa: E731
+        if variant == "forward_only":  # the loss feeds the carry, so it is not removed
+            return jax.tree.map(lambda p: p + 1e-9 * loss(params), params), (state, fixed)
+        updates, state = sgd.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), (state, fixed)
 
-        def body(carry, t):
-            params, state = carry
-            k = jax.random.fold_in(k_data, t)
-            if variant == "full":
-                return step(params, state, k), None
-            if variant == "fixed_data":
-                x, y = fixed
-            else:
-                x, y = sample(k)
-            loss = lambda p: jnp.mean((model.apply(p, x) - y) ** 2)  # noqa: E731
-            if variant == "forward_only":  # the loss feeds the carry, so it is not removed
-                return (jax.tree.map(lambda p: p + 1e-9 * loss(params), params), state), None
-            updates, state = sgd.update(jax.grad(loss)(params), state, params)
-            return (optax.apply_updates(params, updates), state), None
-
-        init = (params, (sgd if variant in ("sgd", "forward_only") else tx).init(params))
-        (params, _), _ = jax.lax.scan(body, init, jnp.arange(FLAGS.steps))
-        return params
-
-    return run
-
-
-def _timed(variant: str, seeds: int):
-    mesh = jax.make_mesh((min(seeds, jax.device_count()),), ("seeds",),
-                         (jax.sharding.AxisType.Auto,))
-    keys = jax.device_put(jax.random.split(jax.random.key(0), seeds),
-                          NamedSharding(mesh, P("seeds")))
-    with jax.default_matmul_precision(FLAGS.matmul_precision):  # as the sweep's own
-        fn = jax.jit(jax.vmap(_run_fn(variant))).lower(keys).compile()
-    jax.block_until_ready(fn(keys))
-    return fn, keys
+    # The fixed batch is the seed's own (drawn once from its data key), held in the state.
+    return step, lambda p, k: (sgd.init(p), sample(k))
 
 
 def _trace(fn, keys) -> list:
@@ -111,11 +88,12 @@ def main(argv):
     s = FLAGS.ratio_seeds
     print(f"{jax.devices()[0].device_kind}  devices: {jax.device_count()} (cpu devices set: "
           f"{split})  jax {jax.__version__}  S={s}  best of {FLAGS.repeats} runs")
+    mesh = jax.make_mesh((min(s, jax.device_count()),), ("seeds",),
+                         (jax.sharding.AxisType.Auto,))
     full = None
     for name, variant in ABLATIONS.items():
-        fn, keys = _timed(variant, s)
-        full = full or (fn, keys)
-        run = bench._rate(lambda: jax.block_until_ready(fn(keys)), s * FLAGS.steps)
+        run, compiled = bench.scan_rate(bench.bare_run(*_step(variant)), s, mesh)
+        full = full or compiled
         print(f"{name:<46} {max(run() for _ in range(FLAGS.repeats)):>10,.0f} seed-steps/s",
               flush=True)
     if FLAGS.trace:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rgsym import data, distributions, models, train  # noqa: E402
@@ -95,24 +96,41 @@ def _bare_step():
     return model, tx, step
 
 
-def jax_bare_scan(seeds: int):
-    """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, on
-    one device, so what rgsym adds (evaluation, divergence guard, final metrics, sharding)
-    shows as the difference."""
-    model, tx, step = _bare_step()
+def bare_run(step, init_state):
+    """``key -> params``: the reference init, then FLAGS.steps of ``step(params, state,
+    key_t)`` in one lax.scan (``init_state``: (params, the seed's data key) -> the step's
+    initial state)."""
+    model = models.build(train.model_config(reference_config(1)))
 
     def run(key):
         k_init, k_data = jax.random.split(key)
         params = model.init(k_init, jnp.zeros((1, N)))
-        body = lambda c, t: (step(*c, jax.random.fold_in(k_data, t)), None)
-        (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(FLAGS.steps))
+        body = lambda c, t: (step(*c, jax.random.fold_in(k_data, t)), None)  # noqa: E731
+        (params, _), _ = jax.lax.scan(body, (params, init_state(params, k_data)),
+                                      jnp.arange(FLAGS.steps))
         return params
 
+    return run
+
+
+def scan_rate(run, seeds: int, mesh=None):
+    """Seed-steps/s runner of jit(vmap(run)) over ``seeds`` keys (sharded over ``mesh``),
+    compiled at --matmul_precision and warmed up; also returns (compiled fn, keys)."""
     keys = jax.random.split(jax.random.key(0), seeds)
+    if mesh is not None:
+        keys = jax.device_put(keys, NamedSharding(mesh, P(mesh.axis_names[0])))
     with jax.default_matmul_precision(FLAGS.matmul_precision):
         fn = jax.jit(jax.vmap(run)).lower(keys).compile()
     jax.block_until_ready(fn(keys))
-    return _rate(lambda: jax.block_until_ready(fn(keys)), seeds * FLAGS.steps)
+    return _rate(lambda: jax.block_until_ready(fn(keys)), seeds * FLAGS.steps), (fn, keys)
+
+
+def jax_bare_scan(seeds: int):
+    """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, on
+    one device, so what rgsym adds (evaluation, divergence guard, final metrics, sharding)
+    shows as the difference."""
+    _, tx, step = _bare_step()
+    return scan_rate(bare_run(step, lambda p, _: tx.init(p)), seeds)[0]
 
 
 def jax_python_loop():
