@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import data, distributions, validation
+from rgsym import data, distributions, models, validation
 from rgsym import metrics as metrics_lib
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
 _OWNED = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b", "dtype": "dtype"}
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
-_DTYPES = ("float32", "float64")
 _PRECISIONS = ("default", "highest")
 
 
@@ -133,8 +132,6 @@ def validate_config(cfg) -> None:
     Runs in Python before any tracing: unknown keys, negative steps/seeds, lattices or
     batches that do not fit, unknown families, and every model variant's build.
     """
-    from rgsym import models  # the model zoo validates its own section
-
     _check_keys(cfg, base_config())
     _int(cfg, "seed", 0)
     _int(cfg, "num_seeds", 1)
@@ -143,7 +140,7 @@ def validate_config(cfg) -> None:
         available = len(jax.devices() if cfg.multihost else jax.local_devices())
         if cfg.num_devices > available:
             _fail("num_devices", cfg.num_devices, f"only {available} devices are available")
-    _choice(cfg, "dtype", _DTYPES)
+    _choice(cfg, "dtype", models.spec.DTYPES)
     _choice(cfg, "matmul_precision", _PRECISIONS)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
@@ -303,8 +300,6 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train(cfg, validate: bool = True) -> Trainer:
     """Builds the pure training function of one resolved (variant-free) config."""
-    from rgsym import models
-
     if validate:
         validate_config(cfg)
     if cfg.variants:
