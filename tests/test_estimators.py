@@ -1,11 +1,14 @@
 """k-statistics are unbiased and their standard errors are honest."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
-from rgsym.cumulants import k_statistics, k_statistics_with_se
+from rgsym.cumulants import (k_statistics, k_statistics_from_power_sums, k_statistics_with_se,
+                             power_sums)
 
 
 def test_k_statistics_match_scipy_kstat():
@@ -49,3 +52,23 @@ def test_bad_order(order):
 def test_too_few_samples():
     with pytest.raises(ValueError, match="4 samples along axis=0"):
         k_statistics(jnp.ones(4), order=4)
+
+
+def test_standard_errors_match_the_exact_gaussian_asymptotics():
+    # For a standard Gaussian the influence function of kappa_k is the Hermite polynomial
+    # He_k, so sqrt(n) * se -> sqrt(E[He_k^2]) = sqrt(k!).  Quadrature (exact for these
+    # polynomials) gives the spread of the estimate: se^2 is a mean of n values He_k^2, so
+    # se has relative standard error sqrt(Var He_k^2) / (2 sqrt(n) k!); allow 5 of those.
+    # (A wrong influence coefficient, e.g. -2 m2 d for -3 m2 d in kappa_3, moves se by 8%.)
+    n = 4_000_000
+    x = jax.random.normal(jax.random.key(3), (n,), jnp.float64)
+    shift = jnp.asarray(0.0)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    weights = weights / weights.sum()
+    for ks in (k_statistics_with_se(x), k_statistics_from_power_sums(power_sums(x, shift))):
+        for k in range(1, 5):
+            he2 = np.polynomial.hermite_e.hermeval(nodes, [0] * k + [1]) ** 2
+            rel_se = np.sqrt(weights @ he2 ** 2 - (weights @ he2) ** 2) / (2 * np.sqrt(n)
+                                                                              * (weights @ he2))
+            got = float(ks.se[k - 1]) * np.sqrt(n) / np.sqrt(math.factorial(k))
+            assert abs(got - 1) < 5 * rel_se, (k, got, rel_se)

@@ -47,6 +47,26 @@ def _prepare(x, axis, order):
     return x, n
 
 
+def _kstats_from_central(nf, m, order: int) -> list:
+    """kappa_2..kappa_order estimated from the central moments m[p] = mean (x - mean)^p of
+    nf samples (the unbiased k-statistics)."""
+    k = [lambda: nf * m[2] / (nf - 1),
+         lambda: nf ** 2 * m[3] / ((nf - 1) * (nf - 2)),
+         lambda: (nf ** 2 * ((nf + 1) * m[4] - 3 * (nf - 1) * m[2] ** 2)
+                  / ((nf - 1) * (nf - 2) * (nf - 3)))]
+    return [f() for f in k[:order - 1]]
+
+
+def _influence(m, order: int) -> list:
+    """Influence functions of kappa_1..kappa_order as ascending polynomial coefficients in
+    d = x - mean; the squared standard error is their mean square / (n - 1)."""
+    infl = [lambda: [0.0, 1.0],
+            lambda: [-m[2], 0.0, 1.0],
+            lambda: [-m[3], -3 * m[2], 0.0, 1.0],
+            lambda: [6 * m[2] ** 2 - m[4], -4 * m[3], -6 * m[2], 0.0, 1.0]]
+    return [f() for f in infl[:order]]
+
+
 def k_statistics(x, axis: int = 0, order: int = 4) -> jnp.ndarray:
     """Unbiased estimates [..., order] of kappa_1..kappa_order from samples along ``axis``."""
     return k_statistics_with_se(x, axis, order).value
@@ -62,22 +82,12 @@ def k_statistics_with_se(x, axis: int = 0, order: int = 4) -> KStats:
     x, n = _prepare(x, axis, order)
     mean = x.mean(-1, keepdims=True)
     d = x - mean  # k-statistics of order >= 2 are shift invariant: centre for precision
-    s2, s3, s4 = ((d ** p).sum(-1) for p in (2, 3, 4))
     nf = jnp.asarray(n, x.dtype)
-    k1 = mean[..., 0]
-    k2 = s2 / (nf - 1)
-    k3 = nf * s3 / ((nf - 1) * (nf - 2))
-    k4 = nf * ((nf + 1) * s4 - 3 * (nf - 1) * s2 ** 2 / nf) / ((nf - 1) * (nf - 2) * (nf - 3))
-    # Influence functions of the central-moment cumulants.
-    m2, m3 = s2 / nf, s3 / nf
-    m2_, m3_ = m2[..., None], m3[..., None]
-    m4_ = (s4 / nf)[..., None]
-    infl = [d,
-            d ** 2 - m2_,
-            d ** 3 - m3_ - 3 * m2_ * d,
-            (d ** 4 - m4_ - 4 * m3_ * d) - 6 * m2_ * (d ** 2 - m2_)]
-    values = jnp.stack([k1, k2, k3, k4][:order], -1)
-    se = jnp.stack([jnp.sqrt((f ** 2).sum(-1) / (nf - 1) / nf) for f in infl[:order]], -1)
+    m = {p: (d ** p).mean(-1) for p in range(2, order + 1)}
+    values = jnp.stack([mean[..., 0]] + _kstats_from_central(nf, m, order), -1)
+    m_ = {p: v[..., None] for p, v in m.items()}  # broadcast against the sample axis
+    se = jnp.stack([jnp.sqrt((sum(c * d ** k for k, c in enumerate(f)) ** 2).sum(-1)
+                             / (nf - 1) / nf) for f in _influence(m_, order)], -1)
     return KStats(values, se, n)
 
 
@@ -132,21 +142,10 @@ def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
     # central moments m_k = sum_j C(k, j) raw_j (-mu)^(k-j)
     m = [sum(math.comb(k, j) * raw[j] * (-mu) ** (k - j) for j in range(k + 1))
          for k in range(2 * order + 1)]
-    values = [ps.shift + mu, nf * m[2] / (nf - 1)]
-    if order >= 3:
-        values.append(nf ** 2 * m[3] / ((nf - 1) * (nf - 2)))
-    if order >= 4:
-        values.append(nf ** 2 * ((nf + 1) * m[4] - 3 * (nf - 1) * m[2] ** 2)
-                      / ((nf - 1) * (nf - 2) * (nf - 3)))
-    # influence functions as polynomials in d = x - mean (ascending coefficients)
-    zero = jnp.zeros_like(mu)
-    infl = [lambda: [zero, 1.0],
-            lambda: [-m[2], zero, 1.0],
-            lambda: [-m[3], -3 * m[2], zero, 1.0],
-            lambda: [6 * m[2] ** 2 - m[4], -4 * m[3], -6 * m[2], zero, 1.0]]
+    values = [ps.shift + mu] + _kstats_from_central(nf, m, order)
     se = []
-    for f in infl[:order]:
-        sq = _poly_mul(f(), f())
+    for f in _influence(m, order):
+        sq = _poly_mul(f, f)
         mean_sq = sum(c * m[k] for k, c in enumerate(sq))
         se.append(jnp.sqrt(jnp.clip(mean_sq, 0.0) / (nf - 1)))
-    return KStats(jnp.stack(values[:order], -1), jnp.stack(se, -1), ps.n)
+    return KStats(jnp.stack(values, -1), jnp.stack(se, -1), ps.n)
