@@ -316,9 +316,10 @@ def make_train(cfg, validate: bool = True) -> Trainer:
     def hparams(**overrides) -> HParams:
         d = dict(lr=o.lr, alpha=cfg.model.alpha, init_scale=cfg.model.init_scale,
                  symmetry_strength=cfg.model.symmetry_strength)
-        for name in overrides.keys() - d.keys():
-            raise ValueError(f"hparams got {name}={overrides[name]!r}: not a vectorisable "
-                             f"hyper-parameter; valid: {', '.join(HParams._fields)}")
+        unknown = sorted(overrides.keys() - d.keys())
+        if unknown:
+            raise ValueError(f"hparams got {unknown[0]}={overrides[unknown[0]]!r}: not a "
+                             f"vectorisable hyper-parameter; valid: {', '.join(HParams._fields)}")
         d.update(overrides)
         vals = [jnp.asarray(v, dtype) for v in d.values()]
         shape = jnp.broadcast_shapes(*(v.shape for v in vals))
@@ -455,9 +456,11 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
     """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
     if chunk_size is not None:
         validation.integer("chunk_size", chunk_size, 1)
-    trainer = make_train(cfg, validate)
+    if validate:
+        validate_config(cfg)
     size = chunk_size or cfg.chunk_size or cfg.num_seeds
-    devices = _devices(cfg, devices, size)
+    devices = _devices(cfg, devices, size)  # (refused here, before the trainer is built)
+    trainer = make_train(cfg, validate=False)
     # Auto axes: the seed axis is sharded by the jit shardings, not by array types.
     mesh = jax.make_mesh((len(devices),), ("seeds",), (jax.sharding.AxisType.Auto,),
                          devices=devices)
@@ -500,13 +503,15 @@ def sweep(cfg, seeds: Sequence[int] | None = None, hparams: HParams | None = Non
           devices: Sequence | None = None, chunk_size: int | None = None):
     """Trains every seed (default: the config's) of one variant; returns numpy
     ``(params, metrics)`` stacked over seeds [S, ...].  ``hparams`` fields may be [S]."""
+    validate_config(cfg)
     seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else _checked_seeds(seeds)
     if not len(seeds):
         raise ValueError("seeds=[] is not valid: give at least one seed")
-    sw = make_sweep(cfg, devices, chunk_size)
+    if hparams is not None:  # checked and broadcast once, before anything is built
+        hparams = _per_seed(hparams, len(seeds), cfg.dtype)
+    sw = make_sweep(cfg, devices, chunk_size, validate=False)
     outs = []
     for i in range(0, len(seeds), sw.chunk_size):
-        hp = None if hparams is None else HParams(*(
-            v[i: i + sw.chunk_size] for v in _per_seed(hparams, len(seeds), cfg.dtype)))
+        hp = None if hparams is None else HParams(*(v[i: i + sw.chunk_size] for v in hparams))
         outs.append(sw.run_chunk(seeds[i: i + sw.chunk_size], hp))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
