@@ -8,7 +8,8 @@ splits a CPU host), for ablations of the step: as it is (in-graph data, MSE, Ada
 one fixed batch instead of in-graph sampling; the forward pass and loss alone (no
 gradients); plain SGD instead of Adam.  --trace adds XLA's per-op times of one run of the
 full step, from the JAX profiler, with each op's line of the compiled program (a dot's
-contracting dimensions tell the forward product from the weight gradient).  Best of --repeats runs each.  Not a test: nothing here asserts.
+contracting dimensions tell the forward product from the weight gradient).  Best of
+--repeats runs each.  Not a test: nothing here asserts.
 """
 import collections
 import glob
@@ -41,10 +42,10 @@ ABLATIONS = {
 
 
 def _step(variant: str):
-    """``(step, init_state)`` of one ablation, in the shape sweep_throughput.bare_run takes."""
+    """``(model, step, init_state)`` of one ablation, as sweep_throughput.bare_run takes."""
     model, adam, full = bench._bare_step()
     if variant == "full":
-        return full, lambda p, _: adam.init(p)
+        return model, full, lambda p, _: adam.init(p)
     sgd = optax.sgd(bench.LR)
     uniform = distributions.get("uniform", standardised=True)
     sample = lambda k: data.sample_pairs(k, uniform, bench.BATCH, bench.N, bench.B)  # noqa
@@ -59,7 +60,7 @@ def _step(variant: str):
         return optax.apply_updates(params, updates), (state, fixed)
 
     # The fixed batch is the seed's own (drawn once from its data key), held in the state.
-    return step, lambda p, k: (sgd.init(p), sample(k))
+    return model, step, lambda p, k: (sgd.init(p), sample(k))
 
 
 def _trace(fn, keys) -> list:
@@ -90,10 +91,10 @@ def main(argv):
           f"{split})  jax {jax.__version__}  S={s}  best of {FLAGS.repeats} runs")
     mesh = jax.make_mesh((min(s, jax.device_count()),), ("seeds",),
                          (jax.sharding.AxisType.Auto,))
-    full = None
     for name, variant in ABLATIONS.items():
         run, compiled = bench.scan_rate(bench.bare_run(*_step(variant)), s, mesh)
-        full = full or compiled
+        if variant == "full":
+            full = compiled  # (fn, keys) of the full step, for --trace
         print(f"{name:<46} {max(run() for _ in range(FLAGS.repeats)):>10,.0f} seed-steps/s",
               flush=True)
     if FLAGS.trace:

@@ -96,12 +96,10 @@ def _bare_step():
     return model, tx, step
 
 
-def bare_run(step, init_state):
-    """``key -> params``: the reference init, then FLAGS.steps of ``step(params, state,
+def bare_run(model, step, init_state):
+    """``key -> params``: ``model``'s init, then FLAGS.steps of ``step(params, state,
     key_t)`` in one lax.scan (``init_state``: (params, the seed's data key) -> the step's
     initial state)."""
-    model = models.build(train.model_config(reference_config(1)))
-
     def run(key):
         k_init, k_data = jax.random.split(key)
         params = model.init(k_init, jnp.zeros((1, N)))
@@ -129,8 +127,8 @@ def jax_bare_scan(seeds: int):
     """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, on
     one device, so what rgsym adds (evaluation, divergence guard, final metrics, sharding)
     shows as the difference."""
-    _, tx, step = _bare_step()
-    return scan_rate(bare_run(step, lambda p, _: tx.init(p)), seeds)[0]
+    model, tx, step = _bare_step()
+    return scan_rate(bare_run(model, step, lambda p, _: tx.init(p)), seeds)[0]
 
 
 def jax_python_loop():
