@@ -62,7 +62,7 @@ def block_map(x, b: int, dim: int = 1):
     Any leading batch axes; jit- and vmap-able (``b`` and ``dim`` are static).
     """
     b, dim = validate_b(b), validate_dim(dim)
-    x = jnp.asarray(x)
+    x = validation.float_array("x", x)
     validate_lattice(x.shape, b, dim)
     lead = x.shape[: x.ndim - dim]
     if dim == 1:
@@ -76,7 +76,7 @@ def flow(x, b: int, steps: int, dim: int = 1) -> list:
     """Iterates :func:`block_map`; returns ``[x, RG(x), ..., RG^steps(x)]`` (shapes shrink)."""
     validation.integer("steps", steps, 0)
     b, dim = validate_b(b), validate_dim(dim)
-    x = jnp.asarray(x)
+    x = validation.float_array("x", x)
     sites = validate_lattice(x.shape, b, dim)
     need = b ** steps
     if any(s % need for s in sites):
@@ -89,8 +89,13 @@ def flow(x, b: int, steps: int, dim: int = 1) -> list:
     return out
 
 
-def rg_matrix(lattice_shape, b: int, dim: int, steps: int = 1, dtype=jnp.float64):
-    """The flattened block-sum map RG^steps as a matrix [N / B^steps, N] (row-major sites)."""
+def rg_matrix(lattice_shape, b: int, dim: int, steps: int = 1, dtype=None):
+    """The flattened block-sum map RG^steps as a matrix [N / B^steps, N] (row-major sites).
+
+    dtype: a floating dtype (default: JAX's default float, float64 under x64); float64
+    without x64 raises ValueError rather than coming back as float32.
+    """
+    dtype = validation.float_dtype("dtype", jnp.result_type(float) if dtype is None else dtype)
     n = int(np.prod(lattice_shape))
     basis = jnp.eye(n, dtype=dtype).reshape((n,) + tuple(lattice_shape))
     return flow(basis, b, steps, dim)[-1].reshape(n, -1).T
@@ -119,13 +124,11 @@ def cumulant_recursion(kappas, b: int, steps=1, dim: int = 1):
     broadcasts against ``kappas[..., 0]``; jit- and vmap-able.
     """
     b, dim = validate_b(b), validate_dim(dim)
-    kappas = jnp.asarray(kappas)
+    kappas = validation.float_array("kappas", kappas)
     if kappas.ndim == 0 or kappas.shape[-1] < 1:
         raise ValueError(f"kappas has shape {kappas.shape}: expected [..., K] with K >= 1")
     if isinstance(steps, numbers.Number) and (steps < 0 or steps != int(steps)):
         raise ValueError(f"steps={steps!r} is not valid: steps must be an integer >= 0")
-    if not jnp.issubdtype(kappas.dtype, jnp.floating):
-        kappas = kappas.astype(jnp.result_type(float))
     n = jnp.arange(1, kappas.shape[-1] + 1, dtype=kappas.dtype)
     steps = jnp.asarray(steps, kappas.dtype)[..., None]
     log_b = jnp.log(jnp.asarray(float(b ** dim), kappas.dtype))

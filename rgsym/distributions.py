@@ -60,6 +60,10 @@ class Distribution:
         ``n <= max_order``.
       max_order: highest order whose cumulant exists (``math.inf`` for all orders).
       discrete: whether samples take discrete values.
+      degenerate: whether the law is a constant (variance 0, e.g. Bernoulli with p = 0).
+      sample_check: ``dtype -> None``, raising a ValueError that names the parameter when the
+        family's own sampler cannot serve these parameters in ``dtype`` (e.g. large Poisson
+        rates); the range check of :func:`check_sampling_dtype` applies to every family.
     """
 
     name: str
@@ -68,13 +72,22 @@ class Distribution:
     cumulant_fn: Callable[[int], np.ndarray] = dataclasses.field(repr=False, compare=False)
     max_order: float = math.inf
     discrete: bool = False
+    degenerate: bool = False
+    sample_check: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_float64_range(self)
 
     def sample(self, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``."""
-        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-            raise ValueError(f"dtype={dtype!r} is not valid: samples need a floating dtype")
+        """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``.
+
+        Raises ValueError, before anything is traced, when ``dtype`` is not a floating type,
+        is float64 while ``jax_enable_x64`` is off (JAX would silently return float32), or
+        cannot hold this law's samples faithfully (see :func:`check_sampling_dtype`).
+        """
+        dtype = check_sampling_dtype(self, dtype)
         shape = tuple(validation.integer("shape entry", s, 0) for s in shape)
-        return self.sampler(key, shape, jnp.dtype(dtype))
+        return self.sampler(key, shape, dtype)
 
     def cumulants(self, n: int) -> np.ndarray:
         """Exact ``[kappa_1, ..., kappa_n]`` as float64; raises if any of them diverges."""
@@ -83,8 +96,16 @@ class Distribution:
             raise CumulantDoesNotExist(
                 f"cumulant kappa_{n} of {self} does not exist (moments diverge); valid orders "
                 f"are n <= {int(self.max_order)}")
-        out = np.asarray(self.cumulant_fn(n), dtype=np.float64)
+        try:
+            out = np.asarray(self.cumulant_fn(n), dtype=np.float64)
+        except (OverflowError, ZeroDivisionError) as e:  # Python floats raise, never inf
+            raise ValueError(f"{self}: kappa_1..kappa_{n} leave the float64 range ({e}); "
+                             "choose parameters with a smaller or larger spread") from None
         assert out.shape == (n,), out.shape
+        if not np.all(np.isfinite(out)):
+            bad = int(np.argmin(np.isfinite(out))) + 1
+            raise ValueError(f"{self}: kappa_{bad} overflows float64; choose parameters with a "
+                             "smaller spread or ask for fewer orders")
         return out
 
     def moments(self, n: int) -> np.ndarray:
@@ -108,6 +129,7 @@ class Distribution:
         base = self
 
         def sampler(key, shape, dtype):
+            check_sampling_dtype(base, dtype)  # the base law is what is rounded first
             return (base.sampler(key, shape, dtype) * scale + shift).astype(dtype)
 
         def cumulant_fn(n):
@@ -125,6 +147,9 @@ class Distribution:
         if self.max_order < 2:
             raise CumulantDoesNotExist(f"{self} has no finite variance and cannot be standardised")
         mu, var = self.cumulants(2)
+        if self.degenerate or var <= 0:
+            raise ValueError(f"{self} has variance 0 (a constant): a zero-variance law cannot "
+                             "be standardised; choose parameters with a positive variance")
         out = self.affine(1.0 / math.sqrt(var), -mu / math.sqrt(var))
         return dataclasses.replace(out, name=f"{self.name}[standardised]", params=self.params)
 
@@ -184,15 +209,98 @@ def _gaussian_moment(j: int, loc: Fraction, scale: Fraction) -> Fraction:
 
 
 # ----------------------------------------------------------------------------------------
+# The float ranges a law must fit: checked once, when the Distribution is built (float64
+# cumulants) and when it is sampled (the sampling dtype).
+
+#: Orders whose float64 values every law keeps normal: the standard errors of k-statistics
+#: up to order 4 need the cumulants up to order 8.
+RANGE_ORDER = 8
+_F64 = np.finfo(np.float64)
+#: The spread sqrt(kappa_2) a law may have: spread**n stays a normal float64 for n <= 8.
+SPREAD_RANGE = (float(_F64.tiny) ** (1 / RANGE_ORDER), float(_F64.max) ** (1 / RANGE_ORDER))
+#: Sampling needs ``|kappa_1| + SAMPLING_MARGIN * spread <= finfo(dtype).max`` (no overflow)
+#: and ``spread >= SAMPLING_MARGIN * max(finfo.tiny, finfo.eps * |kappa_1|)``: rounding a
+#: sample to the dtype then moves its variance by less than 2**-16 / 12 of itself.
+SAMPLING_MARGIN = 2.0 ** 8
+#: Largest Poisson rate sampled: measured faithful to kappa_4 with 2 x 16M samples.
+POISSON_MAX_SAMPLED_RATE = 1e4
+
+
+def _check_float64_range(dist: "Distribution") -> None:
+    """Refuses (ValueError naming the parameters) a law whose cumulants up to order 8
+    overflow, or whose spread makes them underflow, in float64."""
+    if dist.degenerate or dist.max_order < 2:
+        return
+    k = dist.cumulants(int(min(dist.max_order, RANGE_ORDER)))  # raises on overflow
+    spread = math.sqrt(k[1]) if k[1] > 0 else 0.0
+    lo, hi = SPREAD_RANGE
+    tiny = (k != 0) & (np.abs(k) < _F64.tiny)
+    if not lo <= spread <= hi or tiny.any():
+        raise ValueError(
+            f"{dist}: the spread sqrt(kappa_2)={spread:.3g} is not valid: it must lie in "
+            f"[{lo:.3g}, {hi:.3g}] so that kappa_1..kappa_{RANGE_ORDER} stay normal float64 "
+            "numbers; rescale the parameters")
+
+
+def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
+    """``dtype`` as a numpy dtype if ``dist`` can be sampled in it faithfully.
+
+    Raises ValueError naming ``dtype`` when it is not floating, or is float64 with
+    ``jax_enable_x64`` off; and naming the law's parameters when its samples would overflow
+    the dtype or be rounded so coarsely that their cumulants change (see SAMPLING_MARGIN):
+    e.g. float32 holds laws with ``|mean| / spread`` up to 2**15.
+    """
+    dtype = validation.float_dtype("dtype", dtype)
+    if dist.sample_check is not None:
+        dist.sample_check(dtype)
+    if dist.degenerate or dist.max_order < 2:
+        return dtype
+    mean, var = dist.cumulants(2)
+    spread, fi = math.sqrt(var), jnp.finfo(dtype)
+    top = abs(mean) + SAMPLING_MARGIN * spread
+    if top > float(fi.max):
+        raise ValueError(
+            f"{dist} cannot be sampled in dtype={dtype}: |kappa_1| + {SAMPLING_MARGIN:g} * "
+            f"spread = {top:.3g} exceeds its largest value {float(fi.max):.3g}; rescale the "
+            "parameters or sample in float64")
+    floor = SAMPLING_MARGIN * max(float(fi.tiny), float(fi.eps) * abs(mean))
+    if spread < floor:
+        raise ValueError(
+            f"{dist} cannot be sampled in dtype={dtype}: its spread {spread:.3g} is below "
+            f"{floor:.3g}, {SAMPLING_MARGIN:g} times the dtype's resolution at |kappa_1| = "
+            f"{abs(mean):.3g}, so rounding would change its cumulants; sample in float64 or "
+            "centre the law (e.g. standardised=True)")
+    return dtype
+
+
+# ----------------------------------------------------------------------------------------
 # Parameter validation with errors that name the argument.
 
 def _real(family: str, name: str, value, **bounds) -> float:
     return validation.real(f"{family}: {name}", value, **bounds)
 
 
-def _make(name, params, sampler, cumulant_fn, max_order=math.inf, discrete=False):
+def _make(name, params, sampler, cumulant_fn, max_order=math.inf, **flags):
     return Distribution(name=name, params=tuple(sorted(params.items())), sampler=sampler,
-                        cumulant_fn=cumulant_fn, max_order=max_order, discrete=discrete)
+                        cumulant_fn=cumulant_fn, max_order=max_order, **flags)
+
+
+def _bernoulli_draw(key, p: float, shape) -> jax.Array:
+    """Bool samples that are 1 with probability ``p``, exact to 2**-64 in every dtype.
+
+    jax.random.bernoulli compares one uniform of the default float with p, so it resolves
+    p only to 2**-23 without x64 (p = 1e-9 would come out 119 times too often); it is kept
+    where that is exact (p a multiple of 2**-23, e.g. 1/2), to keep those streams.  Else
+    two 32-bit words form a 64-bit uniform integer compared with round(p * 2**64).
+    """
+    if (p * 2 ** 23).is_integer():
+        return jax.random.bernoulli(key, p, shape)
+    flip = p > 0.5
+    t = round(Fraction(1 - p if flip else p) * 2 ** 64)  # 1 - p is exact for p > 1/2
+    hi, lo = jnp.uint32(t >> 32), jnp.uint32(t & 0xFFFFFFFF)
+    words = jax.random.bits(key, (2,) + tuple(shape), jnp.uint32)
+    below = (words[0] < hi) | ((words[0] == hi) & (words[1] < lo))
+    return ~below if flip else below
 
 
 # ----------------------------------------------------------------------------------------
@@ -277,11 +385,12 @@ def rademacher() -> Distribution:
 
 
 def bernoulli(p: float = 0.5) -> Distribution:
+    """1 with probability p, else 0; p in {0, 1} is a constant (refused by standardised)."""
     p = _real("bernoulli", "p", p, low=0.0, high=1.0)
     fp = Fraction(p)
     return _make("bernoulli", dict(p=p),
-                 lambda key, shape, dtype: jax.random.bernoulli(key, p, shape).astype(dtype),
-                 _from_moments(lambda j: fp), discrete=True)
+                 lambda key, shape, dtype: _bernoulli_draw(key, p, shape).astype(dtype),
+                 _from_moments(lambda j: fp), discrete=True, degenerate=p in (0.0, 1.0))
 
 
 def beta(a: float = 2.0, b: float = 2.0) -> Distribution:
@@ -327,7 +436,7 @@ def gaussian_mixture(weight: float = 0.5, loc1: float = -1.0, scale1: float = 0.
 
     def sampler(key, shape, dtype):
         kc, kz = jax.random.split(key)
-        first = jax.random.bernoulli(kc, w, shape)
+        first = _bernoulli_draw(kc, w, shape)
         z = jax.random.normal(kz, shape, dtype)
         return jnp.where(first, l1 + s1 * z, l2 + s2 * z).astype(dtype)
 
@@ -336,22 +445,99 @@ def gaussian_mixture(weight: float = 0.5, loc1: float = -1.0, scale1: float = 0.
 
 
 def poisson(rate: float = 1.0) -> Distribution:
-    """Poisson counts: every cumulant equals the rate."""
+    """Poisson counts: every cumulant equals the rate.
+
+    Sampling is refused above ``POISSON_MAX_SAMPLED_RATE`` in every dtype: jax.random.poisson
+    computes in float32, and its sampled kappa_2 and kappa_4 drift away from the rate by
+    several standard errors (4M samples) from rates of about 3e4 on.
+    """
     rate = _real("poisson", "rate", rate, positive=True)
-    return _make("poisson", dict(rate=rate),
-                 lambda key, shape, dtype: jax.random.poisson(key, rate, shape).astype(dtype),
-                 lambda n: np.full(n, rate), discrete=True)
+
+    def sample_check(dtype):
+        if rate > POISSON_MAX_SAMPLED_RATE:
+            raise ValueError(
+                f"poisson: rate={rate:g} is not valid for sampling in {dtype}: the largest rate "
+                f"its sampler supports is {POISSON_MAX_SAMPLED_RATE:g} (in every dtype); the "
+                "exact cumulants need no sampling")
+
+    def sampler(key, shape, dtype):
+        counts = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+        return jax.random.poisson(key, rate, shape, counts).astype(dtype)
+
+    return _make("poisson", dict(rate=rate), sampler, lambda n: np.full(n, rate),
+                 discrete=True, sample_check=sample_check)
+
+
+def _lognormal_tree_polynomials(n: int) -> list[list[int]]:
+    """Integer coefficients (ascending in q) of R_1..R_n with, for q = exp(sigma^2),
+    kappa_j = exp(j sigma^2 / 2) (q - 1)^(j-1) R_j(q).
+
+    The moments are exp(j sigma^2 / 2) q^(j(j-1)/2); the factor exp(j sigma^2 / 2) is common
+    to every term of kappa_j, so the moment-cumulant recursion runs on integer polynomials
+    in q, and kappa_j vanishes to order j - 1 at q = 1 (sigma -> 0), which is divided out
+    exactly.  R_j has non-negative coefficients (it counts labelled trees by inversions,
+    R_j(1) = j^(j-2)), so evaluating it loses no digits to cancellation: converting float
+    moments instead loses all of them at small sigma.
+    """
+    def shift(poly, k):
+        return [0] * k + poly
+
+    def add(a, b):
+        out = [0] * max(len(a), len(b))
+        for i, c in enumerate(a):
+            out[i] += c
+        for i, c in enumerate(b):
+            out[i] += c
+        return out
+
+    kappa = []
+    for j in range(1, n + 1):
+        k = shift([1], j * (j - 1) // 2)
+        for i in range(1, j):
+            term = [-math.comb(j - 1, i - 1) * c for c in shift(kappa[i - 1], (j - i) * (j - i - 1) // 2)]
+            k = add(k, term)
+        kappa.append(k)
+    out = []
+    for j, k in enumerate(kappa, 1):
+        r = k
+        for _ in range(j - 1):  # synthetic division by (q - 1), highest power first
+            quotient, carry = [], 0
+            for c in reversed(r):
+                carry += c
+                quotient.append(carry)
+            if quotient.pop() != 0:
+                raise AssertionError(f"kappa_{j} of the lognormal is not divisible by (q - 1)")
+            r = quotient[::-1]
+        while len(r) > 1 and r[-1] == 0:
+            r.pop()
+        assert min(r) >= 0, r
+        out.append(r)
+    return out
 
 
 def lognormal(sigma: float = 0.5) -> Distribution:
-    """exp(sigma Z); moments exp(j^2 sigma^2 / 2), converted exactly from their float values."""
+    """exp(sigma Z), Z standard normal; sigma > 0 up to where kappa_8 overflows float64.
+
+    kappa_j = exp(j sigma^2 / 2) expm1(sigma^2)^(j-1) R_j(exp(sigma^2)) with the integer
+    polynomials of :func:`_lognormal_tree_polynomials`: accurate to a few ulps at every sigma
+    (kappa_j ~ j^(j-2) sigma^(2j-2) as sigma -> 0).
+    """
     sigma = _real("lognormal", "sigma", sigma, positive=True)
-    if sigma > 1.0:
-        raise ValueError(f"lognormal: sigma={sigma!r} is not valid: sigma must be in (0, 1]; beyond"
-                         " it the cumulants up to order 8 lose all precision in float64")
+
+    def cumulant_fn(n):
+        s2 = sigma * sigma
+        q, qm1 = math.exp(s2), math.expm1(s2)
+        out = []
+        for j, r in enumerate(_lognormal_tree_polynomials(n), 1):
+            horner = 0.0
+            for c in reversed(r):
+                horner = horner * q + c
+            out.append(math.exp(0.5 * j * s2) * qm1 ** (j - 1) * horner)
+        return np.array(out)
+
     return _make("lognormal", dict(sigma=sigma),
                  lambda key, shape, dtype: jax.random.lognormal(key, sigma, shape, dtype),
-                 _from_moments(lambda j: Fraction(math.exp(0.5 * j * j * sigma * sigma))))
+                 cumulant_fn)
 
 
 # ----------------------------------------------------------------------------------------

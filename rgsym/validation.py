@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["integer", "real", "choice"]
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["integer", "real", "choice", "float_dtype", "float_array"]
 
 
 def integer(name: str, value, low: int, high: int | None = None) -> int:
@@ -39,3 +43,41 @@ def choice(name: str, value, valid):
         raise ValueError(f"{name}={value!r} is unknown: choose one of "
                          f"{', '.join(map(str, valid))}")
     return value
+
+
+def float_dtype(name: str, dtype):
+    """``dtype`` as a numpy floating dtype that JAX will honour.
+
+    Raises ValueError naming ``name`` when it is not a floating type, or is float64 while
+    ``jax_enable_x64`` is off (JAX would silently hand back float32).
+    """
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        out = None
+    if out is None or not np.issubdtype(out, np.floating) and out.name != "bfloat16":
+        raise ValueError(f"{name}={dtype!r} is not valid: it must be a floating dtype")
+    if jax.dtypes.canonicalize_dtype(out) != out:
+        raise ValueError(
+            f"{name}={out} is not available while jax_enable_x64 is off (JAX would return "
+            f"{jax.dtypes.canonicalize_dtype(out)} silently): call "
+            "jax.config.update('jax_enable_x64', True) first, or use float32")
+    return out
+
+
+def float_array(name: str, x):
+    """``x`` as a JAX array of a floating dtype.
+
+    Booleans and integers become the default float (block sums and rescalings of an integer
+    lattice must not truncate); complex and non-numeric input raises ValueError naming
+    ``name``.
+    """
+    try:
+        x = jnp.asarray(x)
+    except TypeError as e:
+        raise ValueError(f"{name} is not valid: it must be a real numeric array ({e})") from None
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise ValueError(f"{name} has dtype {x.dtype}: it must be real")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from rgsym import validation
@@ -28,15 +29,9 @@ class KStats(NamedTuple):
     n: int
 
 
-def _as_float(x):
-    """Samples as a float array (integer samples, e.g. counts, become the default float)."""
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
 def _prepare(x, axis, order):
     validation.integer("order", order, 1, MAX_KSTAT_ORDER)
-    x = _as_float(x)
+    x = validation.float_array("x", x)
     if x.ndim == 0:
         raise ValueError("x is a scalar: k-statistics need samples along an axis")
     x = jnp.moveaxis(x, axis, -1)
@@ -106,7 +101,7 @@ def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
     """Power sums of one chunk; ``shift`` (broadcasting against x without ``axis``) should be
     close to the mean (a pilot estimate) so that float64 keeps the central moments."""
     validation.integer("order", order, 1, MAX_KSTAT_ORDER)
-    x = jnp.moveaxis(_as_float(x), axis, -1)
+    x = jnp.moveaxis(validation.float_array("x", x), axis, -1)
     d = x - jnp.asarray(shift, x.dtype)[..., None]
     powers, p = [], d
     for _ in range(2 * order):
@@ -148,4 +143,32 @@ def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
         sq = _poly_mul(f, f)
         mean_sq = sum(c * m[k] for k, c in enumerate(sq))
         se.append(jnp.sqrt(jnp.clip(mean_sq, 0.0) / (nf - 1)))
-    return KStats(jnp.stack(values, -1), jnp.stack(se, -1), ps.n)
+    values, se = jnp.stack(values, -1), jnp.stack(se, -1)
+    lost = _digits_lost(ps.shift, mu, m[2], 2 * order)
+    p = jnp.arange(1, order + 1)
+    values = jnp.where(lost[..., p - 1] > VALUE_TOLERANCE, jnp.nan, values)
+    se = jnp.where(lost[..., 2 * p - 1] > SE_TOLERANCE, jnp.nan, se)
+    if not isinstance(values, jax.core.Tracer) and bool(jnp.isnan(values).any()):
+        worst = float(jnp.max(jnp.abs(mu) / jnp.sqrt(jnp.clip(m[2], 0.0))))
+        raise ValueError(
+            f"shift is about {worst:.3g} standard deviations from the sample mean: power sums "
+            "about it cancel and lose every digit of the higher k-statistics; pass a shift "
+            "close to the mean (e.g. a pilot estimate) to power_sums")
+    return KStats(values, se, ps.n)
+
+
+#: Largest relative error (in units of spread**p) accepted for the order-p k-statistic, and
+#: for its standard error, before they are returned as NaN (see :func:`_digits_lost`).
+VALUE_TOLERANCE, SE_TOLERANCE = 1e-6, 1e-3
+
+
+def _digits_lost(shift, mu, m2, top: int):
+    """[..., top]: bound on the relative error of the central moment m_k, k = 1..top, built
+    from power sums about ``shift`` when the mean sits ``mu`` away from it:
+    eps (2 (1 + |mu| / spread))^k.  The spread is floored at the dtype's resolution at the
+    data, so a constant sample is not flagged."""
+    eps = jnp.finfo(mu.dtype).eps
+    spread = jnp.maximum(jnp.sqrt(jnp.clip(m2, 0.0)), eps * (jnp.abs(shift) + jnp.abs(mu)))
+    ratio = jnp.where(mu == 0, 0.0, jnp.abs(mu) / jnp.where(spread > 0, spread, 1.0))
+    k = jnp.arange(1, top + 1, dtype=mu.dtype)
+    return eps * (2 * (1 + ratio[..., None])) ** k
