@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,13 +42,25 @@ import numpy as np
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez",
-           "load_npz", "environment", "run", "load_variant", "summary_table", "SUMMARY_COLUMNS"]
+__all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant", "summary_table", "SUMMARY_COLUMNS"]
 
 # Columns of the printed table (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
                    "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
                    "cum_err/k4")
+
+
+# Fault injection for the resume tests: with RGSYM_KILL_AT=<point> in the environment the
+# process SIGKILLs itself at that point of :func:`run` (deterministic kill points).  Points:
+# 'chunk:<variant>:<index>' (after the chunk file is written), 'finalise:<variant>' (after
+# the per-seed records, before params.npz, summary.json and DONE).
+KILL_AT_ENV = "RGSYM_KILL_AT"
+
+
+def kill_point(where: str) -> None:
+    if os.environ.get(KILL_AT_ENV) == where:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,6 +230,7 @@ def _finalise_variant(vdir: Path, name: str) -> dict:
     atomic_write_text(vdir / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(vdir / "metrics.csv", _csv(rows))
     atomic_write_text(vdir / "curves.csv", _csv(curve_rows))
+    kill_point(f"finalise:{name}")
     atomic_savez(vdir / "params.npz", {"seeds": seeds, **v["params"]})
     summary = metrics_lib.summarise(_with_derived(final), div)
     atomic_write_json(vdir / "summary.json", summary)
@@ -338,6 +352,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
                 if writer:
                     atomic_savez(vdir / "chunks" / f"{i:05d}.npz",
                                  _flatten(params, metrics, seeds))
+                    kill_point(f"chunk:{name}:{i:05d}")
                 bar.set_postfix_str(name)
                 bar.update()
         if writer:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rgsym import metrics, results, train
+from tests.test_sweep import assert_same_params
 from tests.test_train import tiny
 
 
@@ -81,3 +82,33 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
     cfg.optim.lr = 0.5
     with pytest.raises(ValueError, match="optim.lr"):
         results.run(cfg, work, progress=False)
+
+
+def test_a_kill_during_variant_finalisation_resumes_to_the_same_files(tmp_path, monkeypatch):
+    """The 'finalise:<variant>' kill point (per-seed records written; params.npz, summary
+    and DONE not yet): a rerun finishes the variant to the files of an uninterrupted run."""
+    cfg = tiny(num_seeds=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    clean = results.run(cfg, tmp_path / "clean", **quiet)
+
+    class Killed(BaseException):
+        pass
+
+    def kill_point(where):
+        if where == "finalise:mlp-none-tanh":
+            raise Killed(where)
+
+    monkeypatch.setattr(results, "kill_point", kill_point)
+    work = tmp_path / "killed"
+    with pytest.raises(Killed):
+        results.run(cfg, work, **quiet)
+    vdir = work / "variants" / "mlp-none-tanh"
+    assert (vdir / "metrics.jsonl").exists() and not (vdir / "params.npz").exists()
+    assert not (vdir / "DONE").exists() and not (work / "summary.txt").exists()
+    monkeypatch.undo()
+    assert results.run(cfg, work, **quiet) == clean
+    for f in ("metrics.jsonl", "metrics.csv", "curves.csv", "summary.json"):
+        assert (vdir / f).read_text() == (tmp_path / "clean" / vdir.relative_to(work) / f
+                                          ).read_text(), f
+    assert (work / "summary.txt").read_text() == (tmp_path / "clean" / "summary.txt").read_text()
+    assert_same_params(work, tmp_path / "clean")

@@ -4,8 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import numpy as np
+
+from rgsym import results
 
 ROOT = Path(__file__).resolve().parent.parent
 CMD = [sys.executable, str(ROOT / "experiments" / "sweep.py"),
@@ -13,9 +16,12 @@ CMD = [sys.executable, str(ROOT / "experiments" / "sweep.py"),
        "--config.model.width=6"]
 
 
-def _env():
+def _env(kill_at=None):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # the script runs on the plain host device
+    env.pop(results.KILL_AT_ENV, None)
+    if kill_at:
+        env[results.KILL_AT_ENV] = kill_at
     return env
 
 
@@ -34,16 +40,14 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert "test_rel_err" in done.stdout and "mlp-block_local-quadratic" in done.stdout
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
 
-    proc = subprocess.Popen(CMD + [f"--workdir={killed}"], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed deterministically right after the first chunk file is written.
     first_chunk = killed / "variants" / "mlp-none-tanh" / "chunks" / "00000.npz"
-    deadline = time.time() + 240
-    while not first_chunk.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert first_chunk.exists(), "killed before the first chunk was written: not mid-run"
+    proc = subprocess.run(CMD + [f"--workdir={killed}"],
+                          env=_env(kill_at="chunk:mlp-none-tanh:00000"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert first_chunk.exists()
+    assert not (killed / "variants" / "mlp-none-tanh" / "chunks" / "00001.npz").exists()
     assert not (killed / "summary.txt").exists()
 
     resumed = subprocess.run(CMD + [f"--workdir={killed}"], env=_env(), capture_output=True,
@@ -51,3 +55,15 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _records(killed) == _records(clean)
     assert (killed / "summary.txt").read_text() == (clean / "summary.txt").read_text()
+    assert_same_params(killed, clean)
+
+
+def assert_same_params(run_a: Path, run_b: Path) -> None:
+    """The final parameters of every variant are identical in the two run directories."""
+    names = sorted(p.name for p in (run_b / "variants").iterdir())
+    assert names and names == sorted(p.name for p in (run_a / "variants").iterdir())
+    for name in names:
+        a, b = (results.load_npz(r / "variants" / name / "params.npz") for r in (run_a, run_b))
+        assert a.keys() == b.keys() and len(a) > 1
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")

@@ -193,6 +193,23 @@ def _refused_before_compiling(match: str):
     assert not compiled, "compiled before refusing"
 
 
+def test_the_refusal_check_fails_when_something_compiles_first():
+    # Positive control: the listener sees XLA compile (a renamed event or a cache hit
+    # would make every 'refused before compiling' check pass vacuously).
+    def compile_then_refuse(match):
+        jax.jit(lambda x: x * 3.25 - 0.5)(np.arange(7.0))  # a fresh function: compiled
+        raise ValueError(match)
+
+    with pytest.raises(AssertionError, match="compiled before refusing"):
+        with _refused_before_compiling("field"):
+            compile_then_refuse("field")
+    with pytest.raises(AssertionError, match="compiled before refusing"):
+        with _refused_before_compiling("seeds"):
+            sw = train.make_sweep(tiny(num_seeds=1))
+            sw.run_chunk([0])
+            sw.run_chunk([0.5])  # refused, but only after the first chunk compiled
+
+
 @pytest.mark.parametrize("edit, field", [
     (lambda c: setattr(c, "bogus", 1), "bogus"),
     (lambda c: setattr(c.model, "widht", 3), "model.widht"),
