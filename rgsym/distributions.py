@@ -61,6 +61,10 @@ class Distribution:
       max_order: highest order whose cumulant exists (``math.inf`` for all orders).
       discrete: whether samples take discrete values.
       degenerate: whether the law is a constant (variance 0, e.g. Bernoulli with p = 0).
+      origin: what made the law (the registered factory, or the sampler and cumulant
+        function of a hand-built one): part of equality, so caches keyed by a Distribution
+        (compiled samplers, evaluation data) never serve a law registered under the same
+        name and parameters after ``register(..., overwrite=True)``.
       sample_check: ``dtype -> None``, raising a ValueError that names the parameter when the
         family's own sampler cannot serve these parameters in ``dtype`` (e.g. large Poisson
         rates); the range check of :func:`check_sampling_dtype` applies to every family.
@@ -74,8 +78,11 @@ class Distribution:
     discrete: bool = False
     degenerate: bool = False
     sample_check: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+    origin: object = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
+        if self.origin is None:  # built by hand: equal only to itself and its copies
+            object.__setattr__(self, "origin", (self.sampler, self.cumulant_fn))
         _check_float64_range(self)
 
     def sample(self, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
@@ -583,10 +590,12 @@ def get(name: str, *, standardised: bool = False, **params) -> Distribution:
     """The family ``name`` with ``params``; ``standardised=True`` rescales to mean 0, variance 1."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown family name={name!r}; known families: {', '.join(names())}")
+    factory = _REGISTRY[name]
     try:
-        dist = _REGISTRY[name](**params)
+        dist = factory(**params)
     except TypeError as e:
         raise ValueError(f"invalid parameters {params!r} for family {name!r}: {e}") from None
+    dist = dataclasses.replace(dist, origin=factory)
     return dist.standardised() if standardised else dist
 
 

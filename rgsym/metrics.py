@@ -111,8 +111,10 @@ def make_evaluator(cfg, model) -> Evaluator:
     def fixed_data():
         # Depends on no seed: sampled once per process and evaluation setup, so a sweep
         # does not compile a dozen samplers into every variant.
+        # Distributions compare by their origin too, so a family re-registered under the
+        # same name and parameters gets new data; the RNG stream depends on the flag.
         key = (tuple(sets.names), cfg.eval.batch, cfg.eval.seed, tuple(shape), lat.b,
-               str(dtype), tuple(map(str, sets.dists)))
+               str(dtype), tuple(sets.dists), jax.config.jax_threefry_partitionable)
         if key not in _DATA_CACHE:
             with jax.ensure_compile_time_eval():  # concrete even when called while tracing
                 _DATA_CACHE[key] = jax.device_get(jax.jit(sample)(jax.random.key(cfg.eval.seed)))

@@ -29,7 +29,7 @@ from rgsym import validation
 from rgsym.cumulants import rules
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    State, iid_lattice, independent_sites, marginals)
-from rgsym.models.activations import activation_fn, polynomial_coefficients
+from rgsym.models.activations import KINKS, activation_fn, polynomial_coefficients
 from rgsym.models.layer_ops import Affine
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
@@ -156,8 +156,27 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
             f"activations do): pass mode='quadratic' or mode='gaussian_closure' "
             f"(approximate modes: {', '.join(APPROXIMATE_MODES)})")
     fn = activation_fn(layer.activation, layer.alpha)
+    kinks = KINKS.get(layer.activation, ())
+    expanded = mode == "quadratic" or order > 2  # gaussian_closure expands orders >= 3
+    if kinks and expanded:
+        _refuse_kinks(state, layer.activation, kinks, mode, linear_units)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
-    return rule(state, fn, order, readout, memory_limit, linear_units), mode
+    return rule(state, fn, order, readout, memory_limit, linear_units, kinks=kinks), mode
+
+
+def _refuse_kinks(state: State, activation: str, kinks, mode: str, linear_units: int):
+    """ValueError when a concrete state puts a unit's pre-activation on a kink of the
+    activation, where the second-order expansion collapses (a traced state gets NaN from
+    the rule instead)."""
+    near = rules.near_kink(state, kinks, linear_units)
+    if isinstance(near, jax.core.Tracer) or not bool(near.any()):
+        return
+    raise ValueError(
+        f"mode={mode!r} expands activation={activation!r} to second order about each unit's "
+        f"mean, but {int(near.sum())} of {near.shape[0]} units have a kink ({kinks}) within "
+        f"{rules.KINK_SPREADS:g} standard deviations of their mean, where that expansion "
+        "collapses (at the kink itself it predicts zero variance); use "
+        "mode='gaussian_closure' with order <= 2 (Gauss-Hermite quadrature through the kink)")
 
 
 def _merge(label: str, new: str) -> str:

@@ -28,12 +28,16 @@ import opt_einsum
 
 from rgsym.cumulants.partitions import connected_partitions
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
-                                   FactorCumulants, State, check_memory, to_dense)
+                                   FactorCumulants, State, check_memory, marginals, to_dense)
 
 __all__ = ["affine", "add_bias", "polynomial", "centre_coefficients", "quadratic_expansion",
-           "gaussian_closure", "linear_mask", "GAUSS_HERMITE_NODES"]
+           "gaussian_closure", "linear_mask", "near_kink", "GAUSS_HERMITE_NODES",
+           "KINK_SPREADS"]
 
 GAUSS_HERMITE_NODES = 48
+#: A unit whose mean lies within this many spreads of a kink is not expanded: for a
+#: Gaussian pre-activation the mass beyond the kink is then above Phi(-6) ~ 1e-9.
+KINK_SPREADS = 6.0
 _UNIT, _OUT, _SITE = string.ascii_lowercase[:8], string.ascii_uppercase[:8], "nopqrstuvwxyz"
 
 
@@ -175,14 +179,28 @@ def linear_mask(width: int, linear_units: int):
     return jnp.arange(width) >= width - linear_units
 
 
+def near_kink(state: State, kinks, linear_units: int = 0):
+    """[H] bool: units (other than the trailing ``linear_units``) whose mean lies within
+    ``KINK_SPREADS`` standard deviations of one of ``kinks`` (or exactly on it)."""
+    g = marginals(state, 2)
+    mean, spread = g[:, 0], jnp.sqrt(jnp.clip(g[:, 1], 0.0))
+    near = jnp.zeros(mean.shape, bool)
+    for k in kinks:
+        near = near | (jnp.abs(mean - k) <= KINK_SPREADS * spread)
+    return near & ~linear_mask(mean.shape[0], linear_units)
+
+
 def quadratic_expansion(state: State, fn, order: int, readout=None,
-                        memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0
-                        ) -> DenseCumulants:
+                        memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
+                        kinks=()) -> DenseCumulants:
     """``phi`` expanded to second order about each unit's mean, then :func:`polynomial`.
 
     Approximate: exact for polynomials of degree <= 2, accurate when the pre-activation
     spread is small against the scale on which phi'' changes.  The trailing
     ``linear_units`` units are identities (used to carry the RG target alongside).
+    kinks: points where phi is not twice differentiable (``activations.KINKS``): a unit
+    whose pre-activation reaches one (:func:`near_kink`) has no valid expansion, and every
+    output cumulant it enters is NaN rather than the collapsed expansion's wrong number.
     """
     mean = state.mean()
     d1 = jax.vmap(jax.grad(fn))
@@ -190,24 +208,35 @@ def quadratic_expansion(state: State, fn, order: int, readout=None,
     coeffs = jnp.stack([fn(mean), d1(mean), 0.5 * d2(mean)], -1)
     ident = jnp.stack([mean, jnp.ones_like(mean), jnp.zeros_like(mean)], -1)
     coeffs = jnp.where(linear_mask(mean.shape[0], linear_units)[:, None], ident, coeffs)
+    if kinks:
+        coeffs = jnp.where(near_kink(state, kinks, linear_units)[:, None], jnp.nan, coeffs)
     return polynomial(state, coeffs, order, readout, memory_limit)
+
+
+def _safe_sqrt(x):
+    """sqrt(max(x, 0)) with gradient 0 (not inf) where x <= 0."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
 def gaussian_closure(state: State, fn, order: int, readout=None,
                      memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
-                     nodes: int = GAUSS_HERMITE_NODES) -> DenseCumulants:
+                     nodes: int = GAUSS_HERMITE_NODES, kinks=()) -> DenseCumulants:
     """Mean and covariance of ``phi(z)`` for Gaussian ``z`` with the state's G_1, G_2.
 
     Gauss-Hermite quadrature: 1-D for the mean, 2-D over each unit pair for the covariance.
-    Orders >= 3 (which a Gaussian closure cannot supply) come from the quadratic expansion.
-    The trailing ``linear_units`` units are identities.
+    Orders >= 3 (which a Gaussian closure cannot supply) come from the quadratic expansion
+    (``kinks`` as there).  The trailing ``linear_units`` units are identities.
+    Differentiable everywhere its value is finite: the square roots of variances and of
+    1 - rho^2 (zero on the diagonal and for fully correlated units) have their gradient
+    taken as 0 at 0 instead of inf * 0 = NaN.
     """
     g = to_dense(state, 2, memory_limit)
     mean, cov = g.tensors
     lin = linear_mask(mean.shape[0], linear_units)
     x, w = np.polynomial.hermite_e.hermegauss(nodes)
     x, w = jnp.asarray(x, mean.dtype), jnp.asarray(w / w.sum(), mean.dtype)
-    sd = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0))
+    sd = _safe_sqrt(jnp.diagonal(cov))
     rho = cov / jnp.maximum(sd[:, None] * sd[None, :], jnp.finfo(mean.dtype).tiny)
     rho = jnp.clip(rho, -1.0, 1.0)
     za = mean[:, None] + sd[:, None] * x                           # [H, Q]
@@ -215,13 +244,13 @@ def gaussian_closure(state: State, fn, order: int, readout=None,
     e1 = fa @ w                                                    # E phi(z_a)
     # z_b = m_b + s_b (rho xi_1 + sqrt(1 - rho^2) xi_2), xi_1 shared with z_a
     zb = (mean[None, :, None, None] + sd[None, :, None, None]
-          * (rho[:, :, None, None] * x[:, None] + jnp.sqrt(1 - rho ** 2)[:, :, None, None] * x))
+          * (rho[:, :, None, None] * x[:, None] + _safe_sqrt(1 - rho ** 2)[:, :, None, None] * x))
     fb = jnp.where(lin[None, :, None, None], zb, fn(zb))
     e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fb, w, w)
     cov_out = e2 - e1[:, None] * e1[None, :]
     if order > 2:
         tensors = quadratic_expansion(state, fn, order, None, memory_limit,
-                                      linear_units).tensors
+                                      linear_units, kinks).tensors
     else:
         tensors = ()
     tensors = (e1, cov_out) + tuple(tensors[2:order])

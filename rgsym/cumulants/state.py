@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -85,6 +86,10 @@ State = Union[FactorCumulants, DenseCumulants]
 
 
 def _finite(name: str, arr) -> np.ndarray:
+    """``arr`` as float64, refused if non-finite; traced arrays (under jit/grad/vmap) pass
+    unchecked, so states can be built inside differentiated functions."""
+    if isinstance(arr, jax.core.Tracer):
+        return arr
     arr = np.asarray(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} holds non-finite values: cumulants must be finite (a family "

@@ -13,13 +13,15 @@ import jax.numpy as jnp
 
 from rgsym import validation
 
-__all__ = ["ACTIVATIONS", "ODD_ACTIVATIONS", "activation_fn", "polynomial_coefficients",
+__all__ = ["ACTIVATIONS", "ODD_ACTIVATIONS", "KINKS", "activation_fn", "polynomial_coefficients",
            "validate_activation"]
 
 ACTIVATIONS: tuple[str, ...] = ("identity", "quadratic", "square", "cubic", "tanh", "relu",
                                 "gelu", "silu", "sigmoid", "softplus")
 # phi(-z) = -phi(z) for every alpha: with zero biases these make any plain MLP odd.
 ODD_ACTIVATIONS: tuple[str, ...] = ("identity", "cubic", "tanh")
+# Where each non-smooth activation has no second derivative: local expansions fail there.
+KINKS: dict[str, tuple[float, ...]] = {"relu": (0.0,)}
 
 
 def validate_activation(name) -> str:
