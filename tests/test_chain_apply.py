@@ -1,7 +1,7 @@
 """The layer chain that propagation and the Monte Carlo twin run equals ``model.apply``
 over the option grid: every MLP symmetry and GNN symmetry x pooling x boundary x
 block_edges, in 1-D and 2-D, with b = 2 and 3, at alpha values away from the default
-(including a traced alpha), every activation, and iterated (steps = 2) where the model is
+(a traced alpha too, for the activations alpha enters), every activation, and iterated (steps = 2) where the model is
 iterable.  The chain is ``propagate.model_chain`` (what ``propagate``, ``predict_mse`` and
 ``monte_carlo`` use), composed in float64."""
 import itertools
@@ -72,6 +72,8 @@ def test_model_chain_equals_apply(case):
         chain = model_chain(model, params, shape, alpha, steps)
         np.testing.assert_allclose(compose(chain, x.reshape(3, -1)), y.reshape(3, -1),
                                    rtol=1e-11, atol=1e-12, err_msg=f"alpha={alpha} steps={steps}")
+    if case["activation"] not in ("quadratic", "cubic"):
+        return   # alpha only enters these two
     # a traced alpha (vmapped) gives the same chain as the concrete one
     alphas = jnp.array([0.25, -1.1])
     traced = jax.vmap(lambda a: compose(model_chain(model, params, shape, a), x.reshape(3, -1)))
