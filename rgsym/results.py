@@ -43,7 +43,8 @@ from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant", "summary_table", "SUMMARY_COLUMNS"]
+           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
+           "summary_table", "SUMMARY_COLUMNS"]
 
 # Columns of the printed table (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",

@@ -1,11 +1,9 @@
 """The layer chain that propagation and the Monte Carlo twin run equals ``model.apply``
 over the option grid: every MLP symmetry and GNN symmetry x pooling x boundary x
 block_edges, in 1-D and 2-D, with b = 2 and 3, at alpha values away from the default
-(a traced alpha too, for the activations alpha enters), every activation, and iterated (steps = 2) where the model is
-iterable.  The chain is ``propagate.model_chain`` (what ``propagate``, ``predict_mse`` and
-``monte_carlo`` use), composed in float64."""
-import itertools
-
+(a traced alpha too, for the activations alpha enters), every activation, and iterated
+(steps = 2) where the model is iterable.  The chain is ``propagate.model_chain`` (what
+``propagate``, ``predict_mse`` and ``monte_carlo`` use), composed in float64."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from rgsym import models
 from rgsym.cumulants.propagate import model_chain
 from rgsym.models import compose
+from tests.test_paths_2d_b3 import random_params
 
 ACTS = models.ACTIVATIONS
 ALPHAS = (None, -0.7, 1.3)
@@ -51,18 +50,11 @@ def _ids(case):
     return "-".join(str(case[k]) for k in keys if k in case)
 
 
-def _moved(params, key):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(key), len(leaves))
-    return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                     for a, k in zip(leaves, keys)])
-
-
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_model_chain_equals_apply(case):
     model = models.build(dict(case, width=4, alpha=0.2, dtype="float64"))
     shape = model.spec.lattice_shape
-    params = _moved(model.init(jax.random.key(0), jnp.zeros(shape)), 1)
+    params = random_params(model, key=0, scale=0.3)
     x = jax.random.normal(jax.random.key(2), (3,) + shape, jnp.float64)
     iterable = model.describe()["iterable"]
     for alpha, steps in zip(ALPHAS, (1, 2, 1) if iterable else (1, 1, 1)):

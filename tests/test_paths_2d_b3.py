@@ -17,8 +17,8 @@ import pytest
 from rgsym import distributions, models
 from rgsym.cumulants import clt_recursion_check, predict_mse, propagate
 from rgsym.models import compose
-from tests.reference import (ACTIVATIONS, block_sum, enumerate_lattice, gaussian_moments_of, joint_cumulants,
-                             marginal_cumulants, site_cumulants, taylor2)
+from tests.reference import (ACTIVATIONS, block_sum, enumerate_lattice, gaussian_moments_of,
+                             joint_cumulants, marginal_cumulants, site_cumulants, taylor2)
 
 VALUES, PROBS = np.array([-0.5, 1.5]), np.array([0.7, 0.3])
 SITE = distributions.get("bernoulli", p=0.3).affine(2.0, -0.5)
@@ -40,7 +40,7 @@ def _model(dim, b, sites, arch, activation, width=3):
                              sites=sites, alpha=0.4, dtype="float64"))
 
 
-def _params(model, key=0, scale=0.6):
+def random_params(model, key=0, scale=0.6):
     """Random parameters with every leaf (biases too) moved off its init."""
     params = model.init(jax.random.key(key), jnp.zeros(model.spec.lattice_shape))
     leaves, tree = jax.tree.flatten(params)
@@ -62,7 +62,7 @@ def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
     """build, apply, layers() == apply, propagate (order 4, joint tensors),
     clt_recursion_check and predict_mse of a quadratic net, all against enumeration."""
     model = _model(*geo, tuple(arch.items()), "quadratic")
-    params = _params(model)
+    params = random_params(model)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     out, rg = _outputs(model, params, x)
     b, dim = model.spec.b, model.spec.dim
@@ -99,7 +99,7 @@ def test_two_rg_steps_of_an_iterable_net_equal_enumeration(geo=(1, 3, 9)):
     """steps=2: the chain of two applications (lattice shrinking by b) and the exact MSE
     against RG^2, with internal_order=4 (two quadratic layers: order 2 needs 4 inside)."""
     model = _model(*geo, (("family", "gnn"), ("symmetry", "shared")), "quadratic")
-    params = _params(model, key=3, scale=0.3)
+    params = random_params(model, key=3, scale=0.3)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     out, rg = _outputs(model, params, x, steps=2)
     mse = predict_mse(model, params, SITE, steps=2, internal_order=4)
@@ -127,7 +127,7 @@ def test_quadratic_mode_equals_the_enumerated_taylor_network(geo, arch, activati
     (closed-form derivatives) and compare orders 1-4 and the MSE (where the RG target rides
     through the activation as linear units, which must stay identities)."""
     model = _model(*geo, tuple(arch.items()), activation)
-    params = _params(model, key=1, scale=0.3)
+    params = random_params(model, key=1, scale=0.3)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     h, last = _hidden(model, params, x)
     out, rg = _outputs(model, params, x)
@@ -154,7 +154,7 @@ def test_gaussian_closure_equals_a_gaussian_quadrature_of_the_network(geo, arch,
     units) for Gaussian pre-activations with the exact mean and covariance; orders 3-4 come
     from the Taylor network.  Reference: a Cholesky tensor-grid quadrature."""
     model = _model(*geo, tuple(arch.items()), activation)
-    params = _params(model, key=2, scale=0.3)
+    params = random_params(model, key=2, scale=0.3)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     h, last = _hidden(model, params, x)
     _, rg = _outputs(model, params, x)
