@@ -253,17 +253,27 @@ def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
     """``dtype`` as a numpy dtype if ``dist`` can be sampled in it faithfully.
 
     Raises ValueError naming ``dtype`` when it is not floating, or is float64 with
-    ``jax_enable_x64`` off; and naming the law's parameters when its samples would overflow
-    the dtype or be rounded so coarsely that their cumulants change (see SAMPLING_MARGIN):
+    ``jax_enable_x64`` off; and naming the law's parameters when one of them is not a normal
+    number of the dtype (the sampler computes with it), when the samples would overflow the
+    dtype, or be rounded so coarsely that their cumulants change (see SAMPLING_MARGIN):
     e.g. float32 holds laws with ``|mean| / spread`` up to 2**15.
     """
     dtype = validation.float_dtype("dtype", dtype)
     if dist.sample_check is not None:
         dist.sample_check(dtype)
+    fi = jnp.finfo(dtype)
+    # the sampler computes with the parameters in dtype: keep them SAMPLING_MARGIN inside
+    # its normal numbers (jax.random.beta at a = b = finfo.tiny returns some NaN)
+    lo, hi = SAMPLING_MARGIN * float(fi.tiny), float(fi.max) / SAMPLING_MARGIN
+    for name, value in dist.params:
+        if value and not lo <= abs(value) <= hi:
+            raise ValueError(
+                f"{dist}: {name}={value:g} cannot be sampled in dtype={dtype}: parameters "
+                f"must lie in [{lo:.3g}, {hi:.3g}] in magnitude (or be 0); sample in float64")
     if dist.degenerate or dist.max_order < 2:
         return dtype
     mean, var = dist.cumulants(2)
-    spread, fi = math.sqrt(var), jnp.finfo(dtype)
+    spread = math.sqrt(var)
     top = abs(mean) + SAMPLING_MARGIN * spread
     if top > float(fi.max):
         raise ValueError(
