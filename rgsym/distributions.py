@@ -12,6 +12,44 @@ the exact cumulant of the float-parametrised family, rounded once.
 
 A cumulant that does not exist (Student-t with n >= df) raises; it is never returned as
 inf or nan.
+
+Accepted domains.  Every family checks its parameters when it is built, and refuses with a
+ValueError that names them:
+
+=================  ==========================================  =============================
+family             parameters (as accepted by ``get``)         notes
+=================  ==========================================  =============================
+gaussian           loc real, scale > 0
+uniform            low < high
+exponential        rate > 0
+gamma              shape > 0, rate > 0
+laplace            loc real, scale > 0
+rademacher         (none)                                      +-1 spins
+bernoulli          0 <= p <= 1                                 p in {0, 1} is a constant:
+                                                               ``standardised`` refuses it
+beta               a > 0, b > 0
+student_t          df > 0                                      kappa_n exists for n < df
+gaussian_mixture   0 <= weight <= 1, locs real, scales > 0
+poisson            rate > 0                                    sampled up to
+                                                               ``POISSON_MAX_SAMPLED_RATE``
+lognormal          sigma > 0                                   up to where kappa_8 overflows
+=================  ==========================================  =============================
+
+On top of these, one rule for every family (including hand-built and derived ones): the
+cumulants up to order ``RANGE_ORDER`` = 8 must be finite float64 numbers and the spread
+sqrt(kappa_2) must lie in ``SPREAD_RANGE`` = [tiny**(1/8), max**(1/8)] of float64, so
+that kappa_1..kappa_8 neither overflow nor underflow (a variance that underflows to 0
+would otherwise come back as an exact-looking zero).
+
+Sampling (``Distribution.sample``, :func:`check_sampling_dtype`) refuses, before anything
+is traced: a non-floating dtype; float64 while ``jax_enable_x64`` is off (JAX would return
+float32); parameters outside ``[2**8 tiny, max / 2**8]`` of the sampling dtype (the sampler
+computes with them); laws whose samples would overflow it (``|kappa_1| + 2**8 spread``
+above its largest value); and laws whose spread is below ``2**8`` times the dtype's
+resolution at their mean, where rounding the samples would change their cumulants.  In
+float32 that last rule means ``|mean| / spread <= 2**15`` (e.g. N(1e8, 1) must be sampled
+in float64 or standardised).  Bernoulli (and the mixture's component choice) are drawn
+exactly to 2**-64 in every dtype.
 """
 from __future__ import annotations
 

@@ -29,6 +29,10 @@ def test_integer_samples_and_kappas_are_promoted_everywhere():
                                [4.125, np.var(np.asarray(counts, float), ddof=1)])
     np.testing.assert_allclose(clt.cumulant_recursion(jnp.array([1, 2, 3]), 2),
                                [math.sqrt(2), 2.0, 3 / math.sqrt(2)])
+    # an integer mean once truncated alpha = 0.3 to 0 in the centred coefficients
+    np.testing.assert_allclose(rules.centre_coefficients(jnp.array([0.0, 1.0, 0.3]),
+                                                         jnp.array([1, 2])),
+                               [[1.3, 1.6, 0.3], [3.2, 2.2, 0.3]])
     with pytest.raises(ValueError, match="x has dtype complex"):
         clt.block_map(jnp.ones((2, 4), jnp.complex64), 2)
 

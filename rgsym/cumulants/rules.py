@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import opt_einsum
 
+from rgsym import validation
 from rgsym.cumulants.partitions import connected_partitions
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
                                    FactorCumulants, State, check_memory, marginals, to_dense)
@@ -68,7 +69,7 @@ def centre_coefficients(coeffs, mean):
 
     C[a, q] = sum_{p >= q} binom(p, q) c[a, p] mean_a^(p - q).  Returns [H, P+1].
     """
-    mean = jnp.asarray(mean)
+    mean = validation.float_array("mean", mean)  # an integer mean must not truncate coeffs
     coeffs = jnp.broadcast_to(jnp.asarray(coeffs, mean.dtype), mean.shape + (np.shape(coeffs)[-1],))
     deg = coeffs.shape[-1] - 1
     cols = [sum(math.comb(p, q) * coeffs[:, p] * mean ** (p - q) for p in range(q, deg + 1))
