@@ -115,7 +115,8 @@ def _reference(trainer, params, x, hp_alpha):
 def test_final_metrics_equal_an_independent_recomputation(overrides):
     cfg = tiny(**overrides)
     trainer = train.make_train(cfg)
-    params, m = jax.jit(trainer.train)(jax.random.key(4))
+    run = jax.jit(trainer.train)   # one compilation for both runs below
+    params, m = run(jax.random.key(4), trainer.hparams())
     final = jax.tree.map(np.asarray, m["final"])
     assert not bool(m["diverged"])
     x, _ = trainer.evaluator.fixed_data()
@@ -130,7 +131,7 @@ def test_final_metrics_equal_an_independent_recomputation(overrides):
         rtol, atol = (2e-4, 2e-5) if f32 else (1e-8, 1e-12)
         np.testing.assert_allclose(final[name], want, rtol=rtol, atol=atol, err_msg=name)
     # the run learned something: the values checked are not the untrained network's
-    _, m0 = jax.jit(trainer.train)(jax.random.key(4), trainer.hparams(lr=0.0))
+    _, m0 = run(jax.random.key(4), trainer.hparams(lr=0.0))
     assert final["test_rel_err"] < 0.9 * float(m0["final"]["test_rel_err"])
     # the last learning-curve point, on the first curve_batch samples
     b = cfg.eval.curve_batch

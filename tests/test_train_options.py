@@ -140,16 +140,15 @@ def test_float32_overflow_is_caught_where_float64_does_not_overflow():
     finite, and the other seeds equal a clean run."""
     seeds = np.array([0, 1, 2])
     lr = np.array([1e-2, 1e25, 1e-2])
-    out = {}
-    for dtype in ("float32", "float64"):
-        sw = train.make_sweep(tiny(dtype=dtype, optim__optimizer="sgd"))
-        out[dtype] = sw.run_chunk(seeds, sw.trainer.hparams(lr=lr))
+    sweeps = {d: train.make_sweep(tiny(dtype=d, optim__optimizer="sgd"))
+              for d in ("float32", "float64")}
+    out = {d: sw.run_chunk(seeds, sw.trainer.hparams(lr=lr)) for d, sw in sweeps.items()}
     params, m = out["float32"]
     assert m["diverged"].tolist() == [False, True, False] and m["diverged_step"][1] == 1
     assert all(np.isfinite(leaf[1]).all() for leaf in jax.tree.leaves(params))
     _, m64 = out["float64"]
     assert m64["diverged_step"][1] != 1          # positive control: float64 holds 1e50
-    sw = train.make_sweep(tiny(dtype="float32", optim__optimizer="sgd"))
+    sw = sweeps["float32"]
     clean_params, _ = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.full(3, 1e-2)))
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(clean_params)):
         np.testing.assert_array_equal(np.asarray(a)[[0, 2]], np.asarray(b)[[0, 2]])
