@@ -11,8 +11,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 
 
+def _check_01(ns):
+    """01_clt_flow_and_tied_networks: closed-form flow of the standardised Laplace law
+    (kappa_3 = 0, kappa_4 = 3 halving per b = 2 step), the sampled exponential flow after 3
+    steps (kappa_3 = 2 / sqrt(8)) within 5 SE, and the last exact MSE beside its Monte
+    Carlo twin within 5 SE."""
+    import numpy as np
+    np.testing.assert_allclose(ns["flow"][:, 2:], [[0, 3], [0, 1.5], [0, 0.75], [0, 0.375]],
+                               atol=1e-12)
+    assert abs(float(ns["ks"].value[2]) - 2 / 8 ** 0.5) < 5 * float(ns["ks"].se[2])
+    assert ns["pred"].label == "exact"
+    assert abs(float(ns["pred"].mse) - float(ns["mc"].mse)) < 5 * float(ns["mc"].mse_se)
+    assert ns["check"].standardised.shape == (4,)
+
+
+# What each notebook's output must show (every notebook needs an entry).
+CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01}
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS
+    assert {os.path.basename(p) for p in NOTEBOOKS} == set(CHECKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -25,3 +44,4 @@ def test_notebook_runs(path):
             exec(compile(src, f"{os.path.basename(path)}[cell {i}]", "exec"), namespace)
         except Exception as e:  # name the cell that failed
             raise AssertionError(f"{os.path.basename(path)} code cell {i} failed: {e!r}") from e
+    CHECKS[os.path.basename(path)](namespace)
