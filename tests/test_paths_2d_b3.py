@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rgsym import distributions, models
-from rgsym.cumulants import clt_recursion_check, predict_mse, propagate
+from rgsym.cumulants import clt_recursion_check, predict_mse, propagate, to_dense
 from rgsym.models import compose
 from tests.reference import (ACTIVATIONS, block_sum, enumerate_lattice, gaussian_moments_of,
                              joint_cumulants, marginal_cumulants, site_cumulants, taylor2)
@@ -28,6 +28,8 @@ GEOMETRIES = [(1, 2, 4), (2, 2, 2), (1, 3, 3), (2, 3, 3)]
 ARCHS = [dict(family="mlp", symmetry="none"), dict(family="gnn", symmetry="directional"),
          dict(family="gnn", symmetry="separate"), dict(family="mlp", symmetry="block_local")]
 CASES = list(zip(GEOMETRIES, ARCHS))
+# and a linear (identity) net: its states stay in compact factor form, another code path
+LINEAR = ((2, 3, 3), dict(family="mlp", symmetry="tied_hidden", activation="identity"))
 CASE_IDS = [f"{d}d-b{b}-{a['family']}-{a['symmetry']}" for (d, b, _), a in CASES]
 
 
@@ -57,11 +59,14 @@ def _outputs(model, params, x, steps=1):
     return np.asarray(y).reshape(len(x), -1), rg.reshape(len(x), -1)
 
 
-@pytest.mark.parametrize("geo, arch", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("geo, arch", CASES + [LINEAR], ids=CASE_IDS + ["2d-b3-mlp-linear"])
 def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
     """build, apply, layers() == apply, propagate (order 4, joint tensors),
-    clt_recursion_check and predict_mse of a quadratic net, all against enumeration."""
-    model = _model(*geo, tuple(arch.items()), "quadratic")
+    clt_recursion_check and predict_mse of a quadratic (or linear) net, all against
+    enumeration."""
+    arch = dict(arch)
+    activation = arch.pop("activation", "quadratic")
+    model = _model(*geo, tuple(arch.items()), activation)
     params = random_params(model)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     out, rg = _outputs(model, params, x)
@@ -74,7 +79,7 @@ def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
     want = joint_cumulants(out, w, 4)
     prop = propagate(model, params, SITE, order=4)
     assert prop.labels[-1] == "exact"
-    for n, (got, ref) in enumerate(zip(prop.output.tensors, want), 1):
+    for n, (got, ref) in enumerate(zip(to_dense(prop.output, 4).tensors, want), 1):
         np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9, err_msg=f"kappa_{n}")
 
     check = clt_recursion_check(model, params, SITE, order=4)
