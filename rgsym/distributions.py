@@ -46,9 +46,9 @@ is traced: a non-floating dtype; float64 while ``jax_enable_x64`` is off (JAX wo
 float32); parameters outside ``[2**8 tiny, max / 2**8]`` of the sampling dtype (the sampler
 computes with them); laws whose samples would overflow it (``|kappa_1| + 2**8 spread``
 above its largest value); and laws whose spread is below ``2**8`` times the dtype's
-resolution at their mean, where rounding the samples would change their cumulants.  In
-float32 that last rule means ``|mean| / spread <= 2**15`` (e.g. N(1e8, 1) must be sampled
-in float64 or standardised).  Bernoulli (and the mixture's component choice) are drawn
+resolution at their mean (``MEAN_MARGIN``), where rounding would change their cumulants.
+In float32 that last rule means ``|mean| / spread <= 2**11`` (e.g. N(1e4, 1) must be
+sampled in float64).  Half-precision dtypes are refused.  Bernoulli (and the mixture's component choice) are drawn
 exactly to 2**-64 in every dtype.
 """
 from __future__ import annotations
@@ -86,6 +86,22 @@ class Sampler(Protocol):
         """Draws i.i.d. samples of ``shape``; consumes ``key``."""
 
 
+class _Origin:
+    """What made a Distribution: ``tag`` (the registered factory and how the law was derived
+    from it) decides equality; the sampler and cumulant function it was made with are kept
+    so that replacing either (``dataclasses.replace``) is noticed and breaks the equality."""
+    __slots__ = ("tag", "sampler", "cumulant_fn")
+
+    def __init__(self, tag, sampler, cumulant_fn):
+        self.tag, self.sampler, self.cumulant_fn = tag, sampler, cumulant_fn
+
+    def __eq__(self, other):
+        return isinstance(other, _Origin) and self.tag == other.tag
+
+    def __hash__(self):
+        return hash(self.tag)
+
+
 @dataclasses.dataclass(frozen=True)
 class Distribution:
     """A base family with fixed parameters.
@@ -119,9 +135,22 @@ class Distribution:
     origin: object = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.origin is None:  # built by hand: equal only to itself and its copies
-            object.__setattr__(self, "origin", (self.sampler, self.cumulant_fn))
+        origin = self.origin
+        if isinstance(origin, _Origin):
+            if origin.sampler is not self.sampler or origin.cumulant_fn is not self.cumulant_fn:
+                origin = None  # sampler or cumulants replaced: no longer what made it
+        if not isinstance(origin, _Origin):
+            # a tag passed in (get() passes the factory), else built by hand: equal only to
+            # its copies
+            tag = (self.sampler, self.cumulant_fn) if origin is None else origin
+            object.__setattr__(self, "origin", _Origin(tag, self.sampler, self.cumulant_fn))
         _check_float64_range(self)
+
+    def _derived(self, name: str, params, tag, sampler, cumulant_fn) -> "Distribution":
+        """A law computed from this one, equal to every other derived the same way."""
+        return dataclasses.replace(self, name=name, params=params, sampler=sampler,
+                                   cumulant_fn=cumulant_fn,
+                                   origin=_Origin((self.origin, tag), sampler, cumulant_fn))
 
     def sample(self, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``.
@@ -131,6 +160,8 @@ class Distribution:
         cannot hold this law's samples faithfully (see :func:`check_sampling_dtype`).
         """
         dtype = check_sampling_dtype(self, dtype)
+        if not isinstance(shape, (tuple, list)):
+            raise ValueError(f"shape={shape!r} is not valid: it must be a tuple of integers")
         shape = tuple(validation.integer("shape entry", s, 0) for s in shape)
         return self.sampler(key, shape, dtype)
 
@@ -154,8 +185,13 @@ class Distribution:
         return out
 
     def moments(self, n: int) -> np.ndarray:
-        """Exact raw moments ``[E x, ..., E x**n]`` (float64)."""
-        return np.asarray(cumulants_to_moments(self.cumulants(n)), dtype=np.float64)
+        """Exact raw moments ``[E x, ..., E x**n]`` (float64); ValueError if one overflows."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.asarray(cumulants_to_moments(self.cumulants(n)), dtype=np.float64)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{self}: the raw moment of order {int(np.argmin(np.isfinite(out))) + 1}"
+                             " overflows float64; use cumulants, or centre the law")
+        return out
 
     @property
     def mean(self) -> float:
@@ -166,37 +202,48 @@ class Distribution:
         return float(self.cumulants(2)[1])
 
     def affine(self, scale: float, shift: float = 0.0) -> "Distribution":
-        """The family of ``scale * x + shift``."""
-        scale, shift = float(scale), float(shift)
-        if not math.isfinite(scale) or scale == 0 or not math.isfinite(shift):
-            raise ValueError(f"scale={scale!r}, shift={shift!r}: scale must be finite and non-zero"
-                             " and shift finite")
-        base = self
-
-        def sampler(key, shape, dtype):
-            check_sampling_dtype(base, dtype)  # the base law is what is rounded first
-            return (base.sampler(key, shape, dtype) * scale + shift).astype(dtype)
-
-        def cumulant_fn(n):
-            k = base.cumulant_fn(n) * scale ** np.arange(1, n + 1, dtype=np.float64)
-            k[0] += shift
-            return k
-
-        return dataclasses.replace(
-            self, name=f"{self.name}[affine]",
-            params=self.params + (("scale", scale), ("shift", shift)),
-            sampler=sampler, cumulant_fn=cumulant_fn)
+        """The family of ``scale * x + shift``; ValueError unless scale is finite and
+        non-zero and shift finite."""
+        scale = validation.real("scale", scale)
+        shift = validation.real("shift", shift)
+        if scale == 0:
+            raise ValueError("scale=0.0 is not valid: it must be non-zero (finite)")
+        return self._transformed(0.0, scale, shift, f"{self.name}[affine]",
+                                 self.params + (("affine_scale", scale), ("affine_shift", shift)))
 
     def standardised(self) -> "Distribution":
-        """The family rescaled to mean 0 and variance 1 (needs kappa_2 to exist)."""
+        """The family rescaled to mean 0 and variance 1, ``(x - mean) / sd``: centred
+        before it is scaled, so kappa_1 is exactly 0.  Raises CumulantDoesNotExist without a
+        finite variance, ValueError for a constant law."""
         if self.max_order < 2:
             raise CumulantDoesNotExist(f"{self} has no finite variance and cannot be standardised")
         mu, var = self.cumulants(2)
         if self.degenerate or var <= 0:
             raise ValueError(f"{self} has variance 0 (a constant): a zero-variance law cannot "
                              "be standardised; choose parameters with a positive variance")
-        out = self.affine(1.0 / math.sqrt(var), -mu / math.sqrt(var))
-        return dataclasses.replace(out, name=f"{self.name}[standardised]", params=self.params)
+        return self._transformed(-mu, 1.0 / math.sqrt(var), 0.0,
+                                 f"{self.name}[standardised]", self.params)
+
+    def _transformed(self, centre: float, scale: float, shift: float, name: str,
+                     params) -> "Distribution":
+        """The law of ``(x + centre) * scale + shift``."""
+        base = self
+
+        def sampler(key, shape, dtype):
+            check_sampling_dtype(base, dtype)  # the base law is what is rounded first
+            x = base.sampler(key, shape, dtype)
+            if centre:
+                x = x + centre
+            return (x * scale + shift).astype(dtype)
+
+        def cumulant_fn(n):
+            k = base.cumulant_fn(n).astype(np.float64)
+            with np.errstate(over="ignore"):  # overflow is refused by cumulants()
+                k[0] = (k[0] + centre) * scale + shift
+                k[1:] = k[1:] * scale ** np.arange(2, n + 1, dtype=np.float64)
+            return k
+
+        return self._derived(name, params, (centre, scale, shift), sampler, cumulant_fn)
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v:g}" for k, v in self.params)
@@ -263,10 +310,13 @@ RANGE_ORDER = 8
 _F64 = np.finfo(np.float64)
 #: The spread sqrt(kappa_2) a law may have: spread**n stays a normal float64 for n <= 8.
 SPREAD_RANGE = (float(_F64.tiny) ** (1 / RANGE_ORDER), float(_F64.max) ** (1 / RANGE_ORDER))
-#: Sampling needs ``|kappa_1| + SAMPLING_MARGIN * spread <= finfo(dtype).max`` (no overflow)
-#: and ``spread >= SAMPLING_MARGIN * max(finfo.tiny, finfo.eps * |kappa_1|)``: rounding a
-#: sample to the dtype then moves its variance by less than 2**-16 / 12 of itself.
+#: Sampling needs ``|kappa_1| + SAMPLING_MARGIN * spread <= finfo(dtype).max`` (no overflow),
+#: ``spread >= SAMPLING_MARGIN * finfo.tiny`` and ``spread >= MEAN_MARGIN * finfo.eps *
+#: |kappa_1|``: rounding the mean (a parameter, or where samples cluster) to the dtype then
+#: moves the sampled mean by at most 2**-13 spreads, below 5 standard errors up to ~1e9
+#: samples, and each sample's rounding its variance by less than 2**-24 of itself.
 SAMPLING_MARGIN = 2.0 ** 8
+MEAN_MARGIN = 2.0 ** 12
 #: Largest Poisson rate sampled: measured faithful to kappa_4 with 2 x 16M samples.
 POISSON_MAX_SAMPLED_RATE = 1e4
 
@@ -294,9 +344,13 @@ def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
     ``jax_enable_x64`` off; and naming the law's parameters when one of them is not a normal
     number of the dtype (the sampler computes with it), when the samples would overflow the
     dtype, or be rounded so coarsely that their cumulants change (see SAMPLING_MARGIN):
-    e.g. float32 holds laws with ``|mean| / spread`` up to 2**15.
+    e.g. float32 holds laws with ``|mean| / spread`` up to 2**11.
     """
     dtype = validation.float_dtype("dtype", dtype)
+    if jnp.finfo(dtype).nmant < 23:
+        raise ValueError(f"dtype={dtype} is not valid for sampling: half precision rounds the "
+                         "samples so coarsely that their cumulants change; sample in float32 or "
+                         "float64 and cast")
     if dist.sample_check is not None:
         dist.sample_check(dtype)
     fi = jnp.finfo(dtype)
@@ -318,11 +372,11 @@ def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
             f"{dist} cannot be sampled in dtype={dtype}: |kappa_1| + {SAMPLING_MARGIN:g} * "
             f"spread = {top:.3g} exceeds its largest value {float(fi.max):.3g}; rescale the "
             "parameters or sample in float64")
-    floor = SAMPLING_MARGIN * max(float(fi.tiny), float(fi.eps) * abs(mean))
+    floor = max(SAMPLING_MARGIN * float(fi.tiny), MEAN_MARGIN * float(fi.eps) * abs(mean))
     if spread < floor:
         raise ValueError(
             f"{dist} cannot be sampled in dtype={dtype}: its spread {spread:.3g} is below "
-            f"{floor:.3g}, {SAMPLING_MARGIN:g} times the dtype's resolution at |kappa_1| = "
+            f"{floor:.3g}, {MEAN_MARGIN:g} times the dtype's resolution at |kappa_1| = "
             f"{abs(mean):.3g}, so rounding would change its cumulants; sample in float64 or "
             "centre the law (e.g. standardised=True)")
     return dtype
@@ -399,7 +453,7 @@ def exponential(rate: float = 1.0) -> Distribution:
     rate = _real("exponential", "rate", rate, positive=True)
     return _make("exponential", dict(rate=rate),
                  lambda key, shape, dtype: jax.random.exponential(key, shape, dtype) / rate,
-                 lambda n: np.array([math.factorial(j - 1) / rate ** j for j in range(1, n + 1)]))
+                 lambda n: _gamma_cumulants(1.0, rate, n))
 
 
 def gamma(shape: float = 2.0, rate: float = 1.0) -> Distribution:
@@ -407,8 +461,14 @@ def gamma(shape: float = 2.0, rate: float = 1.0) -> Distribution:
     rate = _real("gamma", "rate", rate, positive=True)
     return _make("gamma", dict(shape=a, rate=rate),
                  lambda key, shp, dtype: jax.random.gamma(key, a, shp, dtype) / rate,
-                 lambda n: np.array([a * math.factorial(j - 1) / rate ** j
-                                     for j in range(1, n + 1)]))
+                 lambda n: _gamma_cumulants(a, rate, n))
+
+
+def _gamma_cumulants(shape: float, rate: float, n: int) -> np.ndarray:
+    """kappa_j = shape (j-1)! / rate^j, in exact arithmetic rounded once (rate^j alone may
+    leave float64 where kappa_j does not, e.g. shape = 1e100, rate = 1e50)."""
+    a, r = Fraction(shape), Fraction(rate)
+    return np.array([float(a * math.factorial(j - 1) / r ** j) for j in range(1, n + 1)])
 
 
 def laplace(loc: float = 0.0, scale: float = 1.0) -> Distribution:
@@ -452,9 +512,19 @@ def beta(a: float = 2.0, b: float = 2.0) -> Distribution:
     a = _real("beta", "a", a, positive=True)
     b = _real("beta", "b", b, positive=True)
     fa, fb = Fraction(a), Fraction(b)
+
+    def sample_check(dtype):
+        # jax.random.beta works in log space: its mean drifts by several SE (2M samples)
+        # at a + b ~ 2e8 in float32; measured clean up to 1e6 ~ 1 / (8 eps)
+        largest = 1.0 / (8 * float(jnp.finfo(dtype).eps))
+        if a + b > largest:
+            raise ValueError(f"beta: a={a:g}, b={b:g} are not valid for sampling in {dtype}: "
+                             f"a + b must be <= {largest:.3g}; sample in float64")
+
     return _make("beta", dict(a=a, b=b),
                  lambda key, shape, dtype: jax.random.beta(key, a, b, shape, dtype),
-                 _from_moments(lambda j: math.prod((fa + r) / (fa + fb + r) for r in range(j))))
+                 _from_moments(lambda j: math.prod((fa + r) / (fa + fb + r) for r in range(j))),
+                 sample_check=sample_check)
 
 
 def student_t(df: float = 5.0) -> Distribution:
@@ -468,11 +538,20 @@ def student_t(df: float = 5.0) -> Distribution:
         m = j // 2
         return fdf ** m * math.prod(Fraction(2 * i - 1) / (fdf - 2 * i) for i in range(1, m + 1))
 
+    def sample_check(dtype):
+        # t = Z / sqrt(G / df), G ~ 2 Gamma(df / 2): P(G < finfo.tiny) ~ tiny^(df/2) is the
+        # rate of inf samples; keep it below 1e-12
+        smallest = 2 * math.log(1e12) / -math.log(float(jnp.finfo(dtype).tiny))
+        if df < smallest:
+            raise ValueError(f"student_t: df={df:g} is not valid for sampling in {dtype}: the "
+                             f"sampler returns inf below df={smallest:.3g}; sample in float64 "
+                             "or raise df")
+
     # largest integer n with n < df
     max_order = int(math.ceil(df)) - 1
     return _make("student_t", dict(df=df),
                  lambda key, shape, dtype: jax.random.t(key, df, shape, dtype),
-                 _from_moments(moment), max_order=max_order)
+                 _from_moments(moment), max_order=max_order, sample_check=sample_check)
 
 
 def gaussian_mixture(weight: float = 0.5, loc1: float = -1.0, scale1: float = 0.5,
@@ -578,6 +657,12 @@ def lognormal(sigma: float = 0.5) -> Distribution:
     (kappa_j ~ j^(j-2) sigma^(2j-2) as sigma -> 0).
     """
     sigma = _real("lognormal", "sigma", sigma, positive=True)
+    # kappa_n ~ n^(n-2) sigma^(2n-2) grows faster than spread^n: check the top order itself
+    if ((2 * RANGE_ORDER - 2) * math.log(sigma) + (RANGE_ORDER - 2) * math.log(RANGE_ORDER)
+            < math.log(_F64.tiny)):
+        raise ValueError(f"lognormal: sigma={sigma!r} is not valid: kappa_{RANGE_ORDER} ~ "
+                         f"{RANGE_ORDER}^{RANGE_ORDER - 2} sigma^{2 * RANGE_ORDER - 2} would "
+                         "underflow float64; sigma must be larger")
 
     def cumulant_fn(n):
         s2 = sigma * sigma

@@ -112,9 +112,11 @@ def make_evaluator(cfg, model) -> Evaluator:
         # Depends on no seed: sampled once per process and evaluation setup, so a sweep
         # does not compile a dozen samplers into every variant.
         # Distributions compare by their origin too, so a family re-registered under the
-        # same name and parameters gets new data; the RNG stream depends on the flag.
+        # same name and parameters gets new data; the RNG stream depends on the flag and the
+        # PRNG implementation.
         key = (tuple(sets.names), cfg.eval.batch, cfg.eval.seed, tuple(shape), lat.b,
-               str(dtype), tuple(sets.dists), jax.config.jax_threefry_partitionable)
+               str(dtype), tuple(sets.dists), jax.config.jax_threefry_partitionable,
+               str(jax.config.jax_default_prng_impl))
         if key not in _DATA_CACHE:
             with jax.ensure_compile_time_eval():  # concrete even when called while tracing
                 _DATA_CACHE[key] = jax.device_get(jax.jit(sample)(jax.random.key(cfg.eval.seed)))

@@ -179,3 +179,52 @@ def test_constant_sample_is_not_flagged_as_a_far_shift():
     ks = cumulants.k_statistics_from_power_sums(
         cumulants.power_sums(jnp.full(7, 3.3), shift=3.3000000000000003))
     np.testing.assert_allclose(ks.value, [3.3, 0.0, 0.0, 0.0], atol=1e-12)
+
+
+# ---- found by review: more of the same kinds ------------------------------------------
+
+def test_combine_refuses_power_sums_about_different_shifts():
+    x = jax.random.normal(jax.random.key(0), (2000,))
+    a, b = cumulants.power_sums(x[:1000], 0.0), cumulants.power_sums(x[1000:] + 3, 3.0)
+    with pytest.raises(ValueError, match="different shifts"):
+        cumulants.combine(a, b)
+    traced = jax.jit(cumulants.combine)(a, b)
+    assert bool(jnp.all(jnp.isnan(traced.sums)))
+
+
+def test_float32_power_sums_about_their_mean_are_not_refused():
+    x = jax.random.normal(jax.random.key(1), (1 << 16,), jnp.float32) * 2 + 1
+    ks = cumulants.k_statistics_from_power_sums(cumulants.power_sums(x, x.mean()))
+    ref = cumulants.k_statistics_with_se(x.astype(jnp.float64))
+    assert bool(jnp.all(jnp.isfinite(ks.value))) and bool(jnp.all(jnp.isfinite(ks.se)))
+    np.testing.assert_allclose(ks.value, ref.value, atol=1e-3)
+
+
+def test_closure_gradient_with_a_unit_without_spread_is_finite():
+    net = models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+                            depth=1, b=2, dim=1, sites=4, dtype="float64"))
+    params = net.init(jax.random.key(0), jnp.zeros((1, 4)))
+    kernel = params["params"]["layer_0"]["kernel"]
+    params["params"]["layer_0"]["kernel"] = kernel.at[0, :].set(0.0)  # unit 0: constant
+
+    def loss(p):
+        out = cumulants.propagate(net, p, D.get("uniform"), order=2, mode="gaussian_closure")
+        return out.marginals()[-1][:, 1].sum()
+    grads = jax.grad(loss)(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    # against central differences in one weight of a unit that has spread
+    h, w = 1e-6, params["params"]["layer_0"]["kernel"]
+    shifted = [jax.tree_util.tree_map(lambda a: a, params) for _ in range(2)]
+    for sign, p in zip((1, -1), shifted):
+        p["params"]["layer_0"]["kernel"] = w.at[1, 2].add(sign * h)
+    fd = (float(loss(shifted[0])) - float(loss(shifted[1]))) / (2 * h)
+    np.testing.assert_allclose(grads["params"]["layer_0"]["kernel"][1, 2], fd, rtol=1e-5)
+
+
+def test_cumulant_states_and_float64_models_refuse_to_downcast_without_x64():
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            cumulants.iid_lattice(D.get("uniform"), 4, 4)
+        with pytest.raises(ValueError, match="dtype=float64 .*jax_enable_x64"):
+            models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+                              depth=1, b=2, dim=1, sites=4, dtype="float64"))

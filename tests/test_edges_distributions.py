@@ -270,11 +270,13 @@ def test_lognormal_cumulants_keep_their_digits_at_small_sigma():
     k = D.get("lognormal", sigma=0.01).cumulants(8)
     np.testing.assert_allclose(k[3], 1.60071016603e-11, rtol=1e-11)
     np.testing.assert_allclose(k[7], 2.62484499165e-23, rtol=1e-11)
-    for sigma in (1e-3, 1e-8, 1e-30):  # kappa_n -> n^(n-2) sigma^(2n-2)
+    for sigma in (1e-3, 1e-8, 1e-15):  # kappa_n -> n^(n-2) sigma^(2n-2)
         k = D.get("lognormal", sigma=sigma).cumulants(8)
         lead = np.array([n ** (n - 2) * sigma ** (2 * n - 2) for n in range(1, 9)], float)
         lead[0] = 1.0
         np.testing.assert_allclose(k, lead, rtol=40 * sigma ** 2 + 1e-14)
+    with pytest.raises(ValueError, match="sigma=1e-30 .*underflow"):  # kappa_8 ~ 1e-415
+        D.get("lognormal", sigma=1e-30)
 
 
 def test_float64_samples_without_x64_are_refused_naming_dtype():
@@ -341,3 +343,49 @@ def test_re_registered_family_is_never_served_from_a_cache():
     finally:
         D._REGISTRY.pop("shifted", None)
     assert abs(means[0]) < 0.1 and abs(means[1] - 7.0) < 0.1, means
+
+
+# ---- found by review ------------------------------------------------------------------
+
+def test_standardised_laws_are_centred_before_they_are_scaled():
+    for name, params in [("uniform", dict(low=1e15, high=1e15 + 3)), ("gamma", dict(shape=1e30)),
+                         ("poisson", dict(rate=1e29)), ("gaussian", dict(loc=-3e14, scale=0.7))]:
+        k = D.get(name, standardised=True, **params).cumulants(2)
+        assert k[0] == 0.0 and abs(k[1] - 1) < 1e-12, (name, k)
+
+
+def test_a_replaced_sampler_makes_a_different_law():
+    import dataclasses
+    g = D.get("gaussian")
+    g2 = dataclasses.replace(g, sampler=lambda k, s, dt: 7 + jax.random.normal(k, s, dt))
+    assert g2 != g and g == D.get("gaussian")
+    assert D.get("uniform", standardised=True) == D.get("uniform", standardised=True)
+    assert D.get("uniform").affine(2.0) != D.get("uniform").affine(3.0)
+
+
+def test_half_precision_sampling_is_refused():
+    for dtype in (jnp.float16, jnp.bfloat16):
+        with pytest.raises(ValueError, match="half precision"):
+            D.get("gaussian").sample(jax.random.key(0), (8,), dtype)
+
+
+def test_sampler_limits_of_beta_and_student_t_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"beta: a=1e\+08.*float32"):
+        D.get("beta", a=1e8, b=1e8).sample(jax.random.key(0), (8,), jnp.float32)
+    assert D.get("beta", a=1e8, b=1e8).sample(jax.random.key(0), (8,), jnp.float64).shape == (8,)
+    with pytest.raises(ValueError, match=r"df=0.1 .*float32"):
+        D.get("student_t", df=0.1).sample(jax.random.key(0), (8,), jnp.float32)
+    x = D.get("student_t", df=0.1).sample(jax.random.key(0), (1 << 16,), jnp.float64)
+    assert bool(jnp.all(jnp.isfinite(x)))
+
+
+def test_gamma_cumulants_whose_intermediates_overflow_are_exact():
+    k = D.get("gamma", shape=1e100, rate=1e50).cumulants(8)
+    np.testing.assert_allclose(k, [1e100 * math.factorial(j - 1) / 1e50 ** j for j in range(1, 6)]
+                               + [math.factorial(j - 1) * 10.0 ** (100 - 50 * j) for j in range(6, 9)],
+                               rtol=1e-14)
+
+
+def test_moments_that_overflow_are_refused():
+    with pytest.raises(ValueError, match="raw moment of order 2 overflows"):
+        D.get("gaussian", loc=1e300).moments(4)

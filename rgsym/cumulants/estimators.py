@@ -112,8 +112,18 @@ def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
 
 
 def combine(a: PowerSums, b: PowerSums) -> PowerSums:
-    """Power sums of the union of two samples taken about the same shift."""
-    return PowerSums(a.sums + b.sums, a.shift, a.n + b.n)
+    """Power sums of the union of two samples taken about the same shift.
+
+    Raises ValueError when the shifts differ (concrete values); under tracing the sums of
+    units whose shifts differ become NaN instead of silently mixing two origins.
+    """
+    same = a.shift == b.shift
+    if not isinstance(same, jax.core.Tracer) and not bool(jnp.all(same)):
+        raise ValueError("combine: the power sums were taken about different shifts "
+                         f"(a.shift={a.shift}, b.shift={b.shift}); take every chunk about one "
+                         "shift (e.g. a pilot mean)")
+    sums = jnp.where(jnp.asarray(same)[..., None], a.sums + b.sums, jnp.nan)
+    return PowerSums(sums, a.shift, a.n + b.n)
 
 
 def _poly_mul(a, b):
@@ -146,8 +156,12 @@ def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
     values, se = jnp.stack(values, -1), jnp.stack(se, -1)
     lost = _digits_lost(ps.shift, mu, m[2], 2 * order)
     p = jnp.arange(1, order + 1)
-    values = jnp.where(lost[..., p - 1] > VALUE_TOLERANCE, jnp.nan, values)
-    se = jnp.where(lost[..., 2 * p - 1] > SE_TOLERANCE, jnp.nan, se)
+    # a centred sample loses eps 2^k by itself: the tolerances never go below 2^10 times that
+    eps, k = jnp.finfo(mu.dtype).eps, jnp.arange(1, 2 * order + 1)
+    own = 2.0 ** 10 * eps * 2.0 ** k
+    values = jnp.where(lost[..., p - 1] > jnp.maximum(VALUE_TOLERANCE, own[p - 1]), jnp.nan,
+                       values)
+    se = jnp.where(lost[..., 2 * p - 1] > jnp.maximum(SE_TOLERANCE, own[2 * p - 1]), jnp.nan, se)
     if not isinstance(values, jax.core.Tracer) and bool(jnp.isnan(values).any()):
         worst = float(jnp.max(jnp.abs(mu) / jnp.sqrt(jnp.clip(m[2], 0.0))))
         raise ValueError(

@@ -90,6 +90,10 @@ def _finite(name: str, arr) -> np.ndarray:
     unchecked, so states can be built inside differentiated functions."""
     if isinstance(arr, jax.core.Tracer):
         return arr
+    if not jax.config.jax_enable_x64:
+        raise ValueError(f"{name}: cumulant states are float64, which needs "
+                         "jax.config.update('jax_enable_x64', True) first (without it JAX "
+                         "would compute them in float32 silently)")
     arr = np.asarray(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} holds non-finite values: cumulants must be finite (a family "

@@ -48,8 +48,13 @@ def build(cfg_or_spec) -> Model:
     - ``symmetry_diagnostics(params)``: distances (norms, not squared: differentiate
       ``penalty`` instead) from each meaningful symmetric subspace.
     - ``describe(params=None)``: parameter count, exact symmetries, iterability, spec.
+
+    Raises ValueError naming the field for an invalid config, and for dtype='float64'
+    while ``jax_enable_x64`` is off (JAX would build float32 parameters silently).
     """
-    return _build(spec_from_config(cfg_or_spec))
+    spec = spec_from_config(cfg_or_spec)
+    validation.float_dtype("dtype", spec.dtype)
+    return _build(spec)
 
 
 @functools.lru_cache(maxsize=256)
