@@ -7,9 +7,9 @@ variance marginal and every higher order irrelevant, so the Gaussian is the fixe
 """
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -127,8 +127,11 @@ def cumulant_recursion(kappas, b: int, steps=1, dim: int = 1):
     kappas = validation.float_array("kappas", kappas)
     if kappas.ndim == 0 or kappas.shape[-1] < 1:
         raise ValueError(f"kappas has shape {kappas.shape}: expected [..., K] with K >= 1")
-    if isinstance(steps, numbers.Number) and (steps < 0 or steps != int(steps)):
-        raise ValueError(f"steps={steps!r} is not valid: steps must be an integer >= 0")
+    if not isinstance(steps, jax.core.Tracer):  # concrete steps (scalars or arrays) checked
+        s = np.asarray(steps)
+        if s.dtype == bool or not np.issubdtype(s.dtype, np.number) or np.any(s < 0) or np.any(
+                s != np.floor(s)):
+            raise ValueError(f"steps={steps!r} is not valid: steps must be integers >= 0")
     n = jnp.arange(1, kappas.shape[-1] + 1, dtype=kappas.dtype)
     steps = jnp.asarray(steps, kappas.dtype)[..., None]
     log_b = jnp.log(jnp.asarray(float(b ** dim), kappas.dtype))
@@ -138,8 +141,7 @@ def cumulant_recursion(kappas, b: int, steps=1, dim: int = 1):
 def gaussian_fixed_point(variance, order: int = 4) -> np.ndarray:
     """Cumulants ``[0, variance, 0, ...]`` of the centred Gaussian fixed point."""
     _check_order(order)
-    if not np.isfinite(variance) or variance <= 0:
-        raise ValueError(f"variance={variance!r} is not valid: it must be finite and > 0")
+    variance = validation.real("variance", variance, positive=True)
     out = np.zeros(order)
     if order >= 2:
         out[1] = variance

@@ -228,3 +228,13 @@ def test_cumulant_states_and_float64_models_refuse_to_downcast_without_x64():
         with pytest.raises(ValueError, match="dtype=float64 .*jax_enable_x64"):
             models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
                               depth=1, b=2, dim=1, sites=4, dtype="float64"))
+
+
+def test_recursion_steps_and_fixed_point_variance_are_validated_by_name():
+    for steps in (jnp.array(-1), jnp.array(1.5), True, np.array([0, -2])):
+        with pytest.raises(ValueError, match="steps=.*integers >= 0"):
+            clt.cumulant_recursion([0.0, 1.0, 0.5], 2, steps)
+    traced = jax.jit(lambda s: clt.cumulant_recursion(jnp.array([0.0, 1.0, 0.5]), 2, s))(2)
+    np.testing.assert_allclose(traced, [0.0, 1.0, 0.25])
+    with pytest.raises(ValueError, match="variance=True"):
+        clt.gaussian_fixed_point(True)
