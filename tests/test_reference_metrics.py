@@ -105,9 +105,14 @@ def _reference(trainer, params, x, hp_alpha):
             pred, target = apply(pred), block_sum(target, b, dim)
             if j > 1:
                 out[f"flow_rel_err/k{j}"] = np.mean((pred - target) ** 2)
-    if cfg.model.family == "mlp" and cfg.model.symmetry == "none":
+    if cfg.model.family == "mlp" and cfg.model.symmetry == "none":   # (H! permutations)
         chain = model.layers(params, model.spec.lattice_shape)
         out.update(_mlp_symmetry_references(chain, cfg.lattice.sites, b))
+    elif cfg.model.symmetry == "separate":
+        # distance of (self, neighbour) kernels from 'all equal': |self - neighbour| / sqrt 2
+        mp = params["params"]["mp_0"]
+        out["sym/shared_residual"] = np.linalg.norm(np.asarray(mp["self"])
+                                                    - np.asarray(mp["neighbour"][0])) / 2 ** 0.5
     return out
 
 
