@@ -39,6 +39,7 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
+from rgsym import compile_cache
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
@@ -160,10 +161,18 @@ def _config_json(cfg) -> dict:
     return json.loads(cfg.to_json(sort_keys=True))
 
 
+# Config fields that choose how a run executes, never what it computes: a run may be
+# resumed with other values.
+EXECUTION_FIELDS = ("compile_cache",)
+
+
 def _check_resume(path: Path, cfg) -> None:
     if not path.exists():
         return
     old, new = json.loads(path.read_text()), _config_json(cfg)
+    for field in EXECUTION_FIELDS:
+        old.pop(field, None)
+        new.pop(field, None)
     if old != new:
         diff = sorted(_flat(old).items() ^ _flat(new).items())
         fields = sorted({k for k, _ in diff})
@@ -319,6 +328,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     from rgsym import plotting
 
     train_lib.validate_config(cfg)
+    cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = train_lib.variant_configs(cfg)
     chunks = {name: train_lib.seed_chunks(vcfg) for name, vcfg in variants}
     workdir = Path(workdir)
@@ -326,7 +336,8 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     _check_resume(workdir / "config.json", cfg)
     if writer:
         atomic_write_json(workdir / "config.json", _config_json(cfg))
-        atomic_write_json(workdir / "environment.json", environment(cfg))
+        atomic_write_json(workdir / "environment.json",
+                          dict(environment(cfg), compile_cache_dir=cache_dir))
 
     def todo(name):
         vdir = workdir / "variants" / name

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import data, distributions, models, validation
+from rgsym import compile_cache, data, distributions, models, validation
 from rgsym import metrics as metrics_lib
 
 __all__ = [
@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.multihost = False         # call jax.distributed.initialize() and shard over hosts
     c.dtype = "float32"
     c.matmul_precision = "default"   # 'highest' avoids TF32 on GPUs (exact-map science)
+    # JAX's persistent compilation cache (an execution setting: results never depend on it,
+    # so resuming with another value is allowed): 'auto' = ~/.cache/rgsym/jax, '' = off
+    c.compile_cache = "auto"
     c.lattice = ml_collections.ConfigDict(dict(dim=1, sites=16, b=2))
     c.data = ml_collections.ConfigDict(dict(family="uniform", batch=256))
     c.model = ml_collections.ConfigDict(dict(
@@ -142,6 +145,10 @@ def validate_config(cfg) -> None:
             _fail("num_devices", cfg.num_devices, f"only {available} devices are available")
     _choice(cfg, "dtype", models.spec.DTYPES)
     _choice(cfg, "matmul_precision", _PRECISIONS)
+    try:
+        compile_cache.resolve(cfg.compile_cache)
+    except ValueError as e:
+        _fail("compile_cache", cfg.compile_cache, str(e).split(": ", 1)[1])
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
     _choice(cfg, "lattice.dim", (1, 2))

@@ -1,4 +1,6 @@
-"""Test-wide JAX settings: float64 available (code passes explicit dtypes), pinned RNG stream."""
+"""Test-wide JAX settings: float64 available (code passes explicit dtypes), pinned RNG stream,
+and the persistent compilation cache (RGSYM_TEST_COMPILE_CACHE: a directory, or '' to turn
+it off; default the user's cache, so a rerun of the suite skips most compilation)."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -8,3 +10,7 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 # The RNG stream changed with this flag's default in JAX 0.5: pin it for reproducible keys.
 jax.config.update("jax_threefry_partitionable", True)
+
+from rgsym import compile_cache  # noqa: E402
+
+compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE", compile_cache.AUTO))

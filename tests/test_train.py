@@ -181,15 +181,20 @@ def test_nested_vmap_over_seeds_and_learning_rates():
 
 @contextlib.contextmanager
 def _refused_before_compiling(match: str):
-    """The block raises a ValueError matching ``match`` before XLA compiles anything."""
+    """The block raises a ValueError matching ``match`` before XLA compiles anything (or
+    reads a compiled program from the persistent cache)."""
     compiled = []
-    listen = lambda name, *a, **k: compiled.append(name) if "backend_compile" in name else None
+    compile_events = ("backend_compile", "/jax/compilation_cache/cache_hits")
+    listen = lambda name, *a, **k: compiled.append(name) if any(
+        e in name for e in compile_events) else None
     jax.monitoring.register_event_duration_secs_listener(listen)
+    jax.monitoring.register_event_listener(listen)
     try:
         with pytest.raises(ValueError, match=match):
             yield
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+        jax.monitoring.unregister_event_listener(listen)
     assert not compiled, "compiled before refusing"
 
 

@@ -1,0 +1,67 @@
+"""JAX's persistent compilation cache: compiled programs reused across processes.
+
+A sweep compiles one program per variant and the cumulant solver one per network shape;
+compilation is most of what a user waits for.  With the cache on, a second process that
+needs the same programs (the same config in a fresh workdir, a restarted notebook, the
+test suite run again) reads them from disk.
+
+It cannot serve a program for another config: JAX keys each entry by a hash of the whole
+lowered program together with the compile options, the device kind and the jax/jaxlib
+versions.  A config that differs in a static field (a width, a symmetry, a step count)
+lowers to another program and so to another key; values that differ between variants of
+the same shapes (learning rates, alpha, seeds) are traced arguments, never baked into a
+program.
+
+    >>> compile_cache.enable()          # 'auto': ~/.cache/rgsym/jax (or $XDG_CACHE_HOME)
+    >>> compile_cache.enable("")        # off
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache as _jax_cache
+
+__all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enable"]
+
+AUTO = "auto"
+OFF = ("", "off", "none")
+#: Programs that compile faster than this are not written (reading thousands of tiny
+#: entries would cost about what compiling them does).
+MIN_COMPILE_SECONDS = 0.1
+
+
+def default_dir() -> str:
+    """``$XDG_CACHE_HOME/rgsym/jax``, else ``~/.cache/rgsym/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rgsym", "jax")
+
+
+def resolve(setting: str) -> str | None:
+    """The cache directory a setting names: 'auto' -> :func:`default_dir`, '' / 'off' /
+    'none' -> None (off), anything else a path (``~`` expanded, made absolute).
+
+    Raises ValueError if ``setting`` is not a string.
+    """
+    if not isinstance(setting, str):
+        raise ValueError(f"compile_cache={setting!r} is not valid: it must be a directory, "
+                         f"'{AUTO}' ({default_dir()}) or '' (off)")
+    if setting.strip().lower() in OFF:
+        return None
+    if setting == AUTO:
+        return default_dir()
+    return os.path.abspath(os.path.expanduser(setting))
+
+
+def enable(setting: str = AUTO) -> str | None:
+    """Points JAX's persistent compilation cache at ``resolve(setting)`` (None: off) and
+    returns that directory.  Takes effect for programs compiled from now on, also when an
+    earlier call chose another directory."""
+    path = resolve(setting)
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
+    if jax.config.jax_compilation_cache_dir != path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+        _jax_cache.reset_cache()  # JAX reads the directory once; make it read it again
+    return path

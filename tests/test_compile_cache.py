@@ -1,0 +1,69 @@
+"""The persistent compilation cache: settings, and never a program for another config."""
+import jax
+import numpy as np
+import pytest
+
+from rgsym import compile_cache, train
+from test_train import assert_trees_close, tiny
+
+
+@pytest.fixture
+def cache_events():
+    """Counts of JAX's persistent-cache events while the test runs; restores the cache
+    directory the suite had."""
+    before = jax.config.jax_compilation_cache_dir
+    counts = {"hits": 0, "misses": 0}
+
+    def listen(name, *args, **kwargs):
+        for kind in counts:
+            if name == f"/jax/compilation_cache/cache_{kind}":
+                counts[kind] += 1
+    jax.monitoring.register_event_listener(listen)
+    try:
+        yield counts
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+        jax.config.update("jax_compilation_cache_dir", before)
+        compile_cache._jax_cache.reset_cache()
+
+
+def test_settings_resolve_to_a_directory_or_off(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache.resolve("auto") == str(tmp_path / "rgsym" / "jax")
+    for off in ("", "off", "None"):
+        assert compile_cache.resolve(off) is None
+    assert compile_cache.resolve("~/x") == str(compile_cache.os.path.expanduser("~/x"))
+    with pytest.raises(ValueError, match="compile_cache=3 is not valid"):
+        compile_cache.resolve(3)
+
+
+def _run(cfg, lr=None):
+    trainer = train.make_train(cfg)
+    hp = None if lr is None else trainer.hparams(lr=lr)
+    return jax.jit(trainer.train)(jax.random.key(7), hp)
+
+
+def test_cache_serves_the_same_program_from_disk_and_never_one_for_another_config(
+        tmp_path, cache_events):
+    base, wider = tiny(), tiny(model__width=12)
+    compile_cache.enable("")  # references without any cache
+    want = {"base": _run(base), "lr": _run(base, lr=3e-3), "wider": _run(wider)}
+    assert cache_events == {"hits": 0, "misses": 0}
+
+    assert compile_cache.enable(str(tmp_path)) == str(tmp_path)
+    jax.clear_caches()  # the in-memory caches: every program below goes through the disk
+    assert_trees_close(_run(base), want["base"])
+    assert cache_events["misses"] > 0 and any(tmp_path.iterdir())
+    jax.clear_caches()
+    hits = cache_events["hits"]
+    # the same program read back (positive control: the disk served it) ...
+    assert_trees_close(_run(base), want["base"])
+    assert cache_events["hits"] > hits
+    # ... a traced field (the learning rate) runs the same program on other values, and a
+    # static field (the width) compiles a program of its own
+    assert_trees_close(_run(base, lr=3e-3), want["lr"])
+    misses = cache_events["misses"]
+    assert_trees_close(_run(wider), want["wider"])
+    assert cache_events["misses"] > misses
+    assert not np.allclose(np.asarray(want["wider"][1]["final"]["test_rel_err"]),
+                           np.asarray(want["base"][1]["final"]["test_rel_err"]))
