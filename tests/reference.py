@@ -108,3 +108,34 @@ def gaussian_moments_of(fns, mean, cov, nodes=150):
             zb = mean[j] + ch[1, 0] * xa + ch[1, 1] * xb
             e2[i, j] = e2[j, i] = np.sum(ww * fns[i](za) * fns[j](zb))
     return e1, e2 - np.outer(e1, e1)
+
+
+def mlp_weights(params, symmetry, width, block_of=None):
+    """[(W [out, in], bias [out])] of an MLP written out from its raw parameter arrays
+    ``params['params']['layer_i']``, for each symmetry's parametrisation: nonnegative
+    W = softplus(raw); symmetric_weights hidden W = (A + A^T) / 2; tied_hidden a repeated
+    row, a I + c 11^T, a repeated column and shared biases; block_permutation first-layer
+    column i = block_kernel[:, block_of[i]]; otherwise the kernel itself.  block_local gives
+    the one per-block network, odd the network h of g(x) = (h(x) - h(-x)) / 2."""
+    layers = params["params"]
+    n = len(layers)
+    out = []
+    for i in range(n):
+        q = {k: np.asarray(v, float) for k, v in layers[f"layer_{i}"].items()}
+        hidden = 0 < i < n - 1
+        if symmetry == "nonnegative":
+            w = np.logaddexp(0.0, q["raw_kernel"])
+        elif symmetry == "symmetric_weights" and hidden:
+            w = (q["raw_kernel"] + q["raw_kernel"].T) / 2
+        elif symmetry == "tied_hidden" and i == 0:
+            w = np.repeat(q["row"], width, 0)
+        elif symmetry == "tied_hidden" and hidden:
+            w = q["diag"] * np.eye(width) + q["offdiag"] * np.ones((width, width))
+        elif symmetry == "tied_hidden":
+            w = np.repeat(q["column"], width, 1)
+        elif symmetry == "block_permutation" and i == 0:
+            w = q["block_kernel"][:, block_of]
+        else:
+            w = q["kernel"]
+        out.append((w, np.broadcast_to(q.get("bias", 0.0), w.shape[:1]).copy()))
+    return out

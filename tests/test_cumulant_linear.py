@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgsym import clt, distributions
+from rgsym import distributions
 from rgsym.cumulants import marginals, propagate, to_dense
 from rgsym.cumulants.predict import clt_recursion_check, predict_mse
 from rgsym.models import build, compose
+from tests.reference import block_sum, mlp_weights
+from tests.test_paths_2d_b3 import random_params
 
 SYMMETRIES = ["none", "block_local", "block_permutation", "tied_hidden", "odd", "nonnegative",
               "symmetric_weights"]
@@ -19,17 +21,28 @@ def _model(symmetry, depth, activation="identity", sites=4, width=4, **kw):
     cfg = dict(family="mlp", symmetry=symmetry, activation=activation, width=width,
                depth=depth, sites=sites, b=2, dtype="float64", **kw)
     model = build(cfg)
-    return model, model.init(jax.random.key(depth), jnp.zeros(sites))
+    return model, random_params(model, key=depth, scale=0.3)   # biases off zero too
 
 
-def _closed_form(chain):
-    """The chain as one affine map x -> A x + c (identity activations only)."""
-    a, c = None, None
-    for layer in chain:
-        if hasattr(layer, "weight"):
-            a = layer.weight if a is None else layer.weight @ a
-            c = layer.bias if c is None else layer.weight @ c + layer.bias
-    return np.asarray(a), np.asarray(c)
+def _closed_form(model, params):
+    """The identity net as one affine map x -> A x + c, written from the raw parameter
+    arrays (N = 4, b = 2, so sites 2 I, 2 I + 1 form block I)."""
+    sym, width = model.spec.symmetry, model.spec.width
+    a, c = np.eye(4 if sym != "block_local" else 2), np.zeros(4 if sym != "block_local" else 2)
+    for w, bias in mlp_weights(params, sym, width, block_of=[0, 0, 1, 1]):
+        a, c = w @ a, w @ c + bias
+    if sym == "odd":         # (h(x) - h(-x)) / 2 of an affine h = A x + c is A x
+        c = np.zeros_like(c)
+    if sym == "block_local":  # the block network [1, 2] on each block, by a loop
+        full, c = np.zeros((2, 4)), np.full(2, c[0])
+        for block in range(2):
+            full[block, 2 * block:2 * block + 2] = a[0]
+        a = full
+    return a, c
+
+
+# The block map as a matrix: the explicit block-sum loop applied to the unit vectors.
+RG_MATRIX = block_sum(np.eye(4), 2, 1).T
 
 
 @pytest.mark.parametrize("symmetry,depth", [(s, d) for s in SYMMETRIES for d in (1, 2)
@@ -39,7 +52,7 @@ def test_linear_nets_match_closed_form(symmetry, depth):
     model, params = _model(symmetry, depth)
     fam = distributions.get("gamma")
     out = propagate(model, params, fam, order=4)
-    a, c = _closed_form(model.layers(params, (4,)))
+    a, c = _closed_form(model, params)
     k = fam.cumulants(4)
     g = to_dense(out.output).tensors
     assert np.allclose(g[0], a.sum(1) * k[0] + c, rtol=0, atol=1e-10)
@@ -48,8 +61,7 @@ def test_linear_nets_match_closed_form(symmetry, depth):
     assert np.allclose(g[3], k[3] * np.einsum("as,bs,cs,ds->abcd", a, a, a, a), atol=1e-10)
     assert out.labels == ("input",) + ("exact",) * (len(out.states) - 1)
     # the exact MSE of a linear map: tr((A - R) Sigma (A - R)^T) + |mean error|^2
-    r = np.asarray(clt.rg_matrix((4,), 2, 1))
-    e = a - r
+    e = a - RG_MATRIX
     want = (k[1] * (e ** 2).sum(1) + (e.sum(1) * k[0] + c) ** 2).mean()
     assert abs(float(predict_mse(model, params, fam).mse) - want) < 1e-10
 
@@ -72,7 +84,7 @@ def test_exact_rg_weights_reproduce_the_recursion(symmetry):
     model, params = _model(symmetry, 1)
     params = _exact_rg_params(symmetry, params)
     x = jax.random.normal(jax.random.key(0), (3, 4), jnp.float64)
-    assert np.allclose(model.apply(params, x), clt.block_map(x, 2), atol=1e-14)
+    assert np.allclose(model.apply(params, x), block_sum(x, 2, 1), atol=1e-14)
     prop = jax.jit(lambda st: propagate(model, params, st, order=8).output)
     for name in distributions.finite_order_names(4):
         fam = distributions.get(name)
@@ -80,7 +92,8 @@ def test_exact_rg_weights_reproduce_the_recursion(symmetry):
         state = propagate(model, params, fam, order=order).states[0]
         got = marginals(prop(state) if order == 8 else
                         propagate(model, params, state, order=order).output, order)
-        want = clt.cumulant_recursion(fam.cumulants(order), 2)
+        # one RG step with B = 2: kappa_n -> 2^(1 - n/2) kappa_n
+        want = np.asarray(fam.cumulants(order)) * 2.0 ** (1 - np.arange(1, order + 1) / 2)
         assert np.allclose(got, np.broadcast_to(want, got.shape), rtol=1e-12, atol=1e-12), name
         assert float(predict_mse(model, params, fam).mse) < 1e-24
     if symmetry == "block_local":  # iterable: k steps on a larger lattice
@@ -107,4 +120,6 @@ def test_gaussian_input_stays_gaussian_through_identity_nets(symmetry, depth):
         assert np.all(np.asarray(dense[2]) == 0.0) and np.all(np.asarray(dense[3]) == 0.0)
     chain = model.layers(params, (4,))
     x = jnp.array([[0.3, -1.0, 2.0, 0.5]])
-    assert np.allclose(compose(chain, x), model.apply(params, x), atol=1e-12)
+    a, c = _closed_form(model, params)
+    assert np.allclose(model.apply(params, x), x @ a.T + c, atol=1e-12)
+    assert np.allclose(compose(chain, x), x @ a.T + c, atol=1e-12)

@@ -5,8 +5,10 @@ The evaluator's numbers (``rel_err``, ``mse``, ``cum_err``, ``fixed_point``,
 recomputed from the run's parameters and evaluation inputs with: an explicit block-sum loop
 for the RG target, scipy's k-statistics, scipy's skewness and excess kurtosis for the exact
 cumulants of each standardised family (``kappa_n' = B^(1 - n/2) s^n kappa_n`` at scale s),
-and group averages (orthogonal projections) for the symmetry distances.  The runs are 1-D
-b=2 (float64 and the float32 path ``make run`` uses), 2-D b=2 and 1-D b=3.
+and group averages (orthogonal projections, written from the raw parameter arrays) for
+every ``sym/*`` distance.  The runs are 1-D b=2 (float64 at depth 2 and the float32 path
+``make run`` uses), a 2-D b=2 GNN with learned pooling, a depth-2 block_local MLP with b=3
+and a 1-D b=3 directional GNN with block edges.
 """
 import itertools
 
@@ -16,19 +18,22 @@ import pytest
 from scipy import stats
 
 from rgsym import train
-from tests.reference import block_sum
+from tests.reference import block_sum, mlp_weights
 from tests.test_train import tiny
 
 SCIPY = {"uniform": stats.uniform, "gaussian": stats.norm, "exponential": stats.expon}
 RUNS = [
-    dict(model__activation="tanh", model__width=4),
+    dict(model__activation="tanh", model__width=4, model__depth=2),
     dict(model__activation="tanh", model__width=4, dtype="float32"),
     dict(lattice__dim=2, lattice__sites=4, eval__flow_steps=2, model__family="gnn",
-         model__symmetry="separate", model__activation="quadratic"),
+         model__symmetry="separate", model__activation="quadratic", model__pooling="learned"),
     dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__symmetry="block_local",
-         model__width=6, model__activation="tanh"),
+         model__width=6, model__depth=2, model__activation="tanh"),
+    dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__family="gnn",
+         model__symmetry="directional", model__block_edges=True, model__activation="softplus"),
 ]
-IDS = ["1d-b2-mlp-f64", "1d-b2-mlp-f32", "2d-b2-gnn", "1d-b3-mlp-block_local"]
+IDS = ["1d-b2-mlp-f64", "1d-b2-mlp-f32", "2d-b2-gnn", "1d-b3-mlp-block_local",
+       "1d-b3-gnn-directional"]
 
 
 def _exact_rg_cumulants(name, train_family, b, dim):
@@ -43,34 +48,93 @@ def _exact_rg_cumulants(name, train_family, b, dim):
 
 
 def _group_average_distance(theta, actions):
-    """Distance of theta (a tuple of arrays) from the fixed subspace of a finite group of
+    """Distance of theta (a pytree of arrays) from the fixed subspace of a finite group of
     orthogonal linear maps: |theta - mean_g g(theta)| (the orthogonal projection)."""
-    images = [g(theta) for g in actions]
-    avg = [np.mean([im[i] for im in images], 0) for i in range(len(theta))]
-    return np.sqrt(sum(np.sum((t - a) ** 2) for t, a in zip(theta, avg)))
+    images = [jax.tree.leaves(g(theta)) for g in actions]
+    avg = [np.mean(a, 0) for a in zip(*images)]
+    return np.sqrt(sum(np.sum((t - a) ** 2) for t, a in zip(jax.tree.leaves(theta), avg)))
 
 
-def _mlp_symmetry_references(chain, n_sites, b):
-    """sym/* of a one-hidden-layer MLP from its dense weights (W, c, V, d)."""
-    (w, c), (v, d) = [(np.asarray(l.weight, float), np.asarray(l.bias, float))
-                      for l in chain[::2]]
-    h = w.shape[0]
-    theta = (w, c, v, d)
-    perms = [np.eye(h)[list(p)] for p in itertools.permutations(range(h))]
-    tied = [lambda t, p=p: (p @ t[0], p @ t[1], t[2] @ p.T, t[3]) for p in perms]
-    # exchanges of sites inside each block (b! per block, all blocks independently)
-    blocks = [range(i, i + b) for i in range(0, n_sites, b)]
-    site_perms = []
-    for choice in itertools.product(*(itertools.permutations(blk) for blk in blocks)):
-        site_perms.append(np.eye(n_sites)[[s for blk in choice for s in blk]])
-    block_perm = [lambda t, p=p: (t[0] @ p, t[1], t[2], t[3]) for p in site_perms]
-    swap = np.roll(np.eye(h), h // 2, axis=0)   # unit k <-> unit k + h/2
-    odd = [lambda t: t, lambda t: (-swap @ t[0], swap @ t[1], -t[2] @ swap, -t[3])]
-    return {"sym/tied_hidden_spread": _group_average_distance(theta, tied),
-            "sym/block_permutation_spread": _group_average_distance(theta, block_perm),
-            "sym/oddness_residual": _group_average_distance(theta, odd),
-            "sym/negative_mass": np.sqrt(np.sum(np.minimum(w, 0) ** 2)
-                                         + np.sum(np.minimum(v, 0) ** 2))}
+def _perm_matrices(n):
+    return [np.eye(n)[list(p)] for p in itertools.permutations(range(n))]
+
+
+def _relabel(ws, sites, hidden, out, signs=None):
+    """An MLP [(W, b)] with inputs, every hidden layer's units and outputs mapped by the
+    orthogonal matrices sites, hidden, out (W_l -> G_out W_l G_in^T, b_l -> G_out b_l);
+    signs (one +-1 matrix per layer) multiply the weights entrywise first."""
+    maps = [sites] + [hidden] * (len(ws) - 1) + [out]
+    signs = signs or [1.0] * len(ws)
+    return [(maps[i + 1] @ (w * s) @ maps[i].T, maps[i + 1] @ c)
+            for i, ((w, c), s) in enumerate(zip(ws, signs))]
+
+
+def _mlp_symmetry_references(ws, blocks):
+    """sym/* of an MLP from its dense weights ws = [(W_1, c_1), ..., (V, d)], as group
+    averages (at most 720 elements).  blocks: the input sites of each RG block."""
+    n_in, h, n_out = ws[0][0].shape[1], ws[0][0].shape[0], ws[-1][0].shape[0]
+    i_in, i_h, i_out = np.eye(n_in), np.eye(h), np.eye(n_out)
+    out = {"sym/negative_mass": np.sqrt(sum(np.sum(np.minimum(w, 0) ** 2) for w, _ in ws)),
+           # the same permutation of the units of every hidden layer
+           "sym/tied_hidden_spread": _group_average_distance(
+               ws, [lambda t, p=p: _relabel(t, i_in, p, i_out) for p in _perm_matrices(h)])}
+    # exchanges of sites inside each block (all blocks independently)
+    site_perms = [np.eye(n_in)[[s for blk in choice for s in blk]]
+                  for choice in itertools.product(*map(itertools.permutations, blocks))]
+    out["sym/block_permutation_spread"] = _group_average_distance(
+        ws, [lambda t, p=p: _relabel(t, p, i_h, i_out) for p in site_perms])
+    if h % 2 == 0:   # mirror pairs: unit k <-> k + h/2, x -> -x, y -> -y
+        swap = np.roll(i_h, h // 2, axis=0)
+        out["sym/oddness_residual"] = _group_average_distance(
+            ws, [lambda t: t, lambda t: _relabel(t, -i_in, swap, -i_out)])
+    if len(ws) > 2:   # W -> W^T on the hidden-to-hidden maps
+        transpose = lambda t: [t[0]] + [(w.T, c) for w, c in t[1:-1]] + [t[-1]]  # noqa: E731
+        out["sym/asymmetry_norm"] = _group_average_distance(ws, [lambda t: t, transpose])
+    n = len(blocks)
+    if h % n == 0 and n_out == n:
+        # one shared network per block: permutations pi of the blocks (acting on sites,
+        # block-major hidden units and outputs) and sign flips s of the blocks that multiply
+        # each weight between blocks I and J by s_I s_J (biases untouched): the fixed
+        # points are equal diagonal blocks, zero off-diagonal blocks, equal per-block biases
+        block_of = [np.zeros(n_in, int), np.repeat(np.arange(n), h // n), np.arange(n)]
+        for i, blk in enumerate(blocks):
+            block_of[0][list(blk)] = i
+        layer_blocks = [(block_of[1], block_of[0])] + [(block_of[1], block_of[1])] * (
+            len(ws) - 2) + [(block_of[2], block_of[1])]
+        site_of = np.array([s for blk in blocks for s in blk])    # block-major site order
+        group = []
+        for p, s in itertools.product(_perm_matrices(n),
+                                      itertools.product((1.0, -1.0), repeat=n)):
+            s = np.array(s)
+            signs = [np.outer(s[r], s[c]) for r, c in layer_blocks]
+            # site site_of[I*B + q] -> site_of[pi(I)*B + q]
+            sites = np.zeros((n_in, n_in))
+            sites[site_of, :] = np.kron(p, np.eye(n_in // n))[:, np.argsort(site_of)]
+            group.append(lambda t, p=p, sites=sites, signs=signs: _relabel(
+                t, sites, np.kron(p, np.eye(h // n)), p, signs))
+        out["sym/block_local_residual"] = _group_average_distance(ws, group)
+    return out
+
+
+def _gnn_symmetry_references(params, pooling):
+    """sym/* of a GNN from its raw kernels: permutations of the (self, neighbour_t) kernels,
+    of the neighbour kernels and of the pooling weights."""
+    p = params["params"]
+    layers = [{k: np.asarray(v, float) for k, v in q.items()}
+              for name, q in sorted(p.items()) if name.startswith("mp_")]
+    n_types = len(layers[0]["neighbour"])
+    permute = lambda stacks, n: _group_average_distance(   # noqa: E731
+        stacks, [lambda t, q=q: [np.einsum("ij,j...->i...", q, a) for a in t]
+                 for q in _perm_matrices(n)])
+    out = {}
+    if "self" in layers[0]:
+        out["sym/shared_residual"] = permute(
+            [np.concatenate([q["self"][None], q["neighbour"]]) for q in layers], n_types + 1)
+    if n_types > 1:
+        out["sym/edge_type_spread"] = permute([q["neighbour"] for q in layers], n_types)
+    if pooling == "learned":
+        out["sym/pool_spread"] = permute([np.asarray(p["pool"], float)], len(p["pool"]))
+    return out
 
 
 def _reference(trainer, params, x, hp_alpha):
@@ -105,14 +169,13 @@ def _reference(trainer, params, x, hp_alpha):
             pred, target = apply(pred), block_sum(target, b, dim)
             if j > 1:
                 out[f"flow_rel_err/k{j}"] = np.mean((pred - target) ** 2)
-    if cfg.model.family == "mlp" and cfg.model.symmetry == "none":   # (H! permutations)
-        chain = model.layers(params, model.spec.lattice_shape)
-        out.update(_mlp_symmetry_references(chain, cfg.lattice.sites, b))
-    elif cfg.model.symmetry == "separate":
-        # distance of (self, neighbour) kernels from 'all equal': |self - neighbour| / sqrt 2
-        mp = params["params"]["mp_0"]
-        out["sym/shared_residual"] = np.linalg.norm(np.asarray(mp["self"])
-                                                    - np.asarray(mp["neighbour"][0])) / 2 ** 0.5
+    m = cfg.model
+    if m.family == "gnn":
+        out.update(_gnn_symmetry_references(params, m.pooling))
+    else:   # 1-D: block I holds sites b I .. b I + b - 1; block_local: the one block network
+        n = b if m.symmetry == "block_local" else cfg.lattice.sites
+        out.update(_mlp_symmetry_references(mlp_weights(params, m.symmetry, m.width),
+                                            [range(i, i + b) for i in range(0, n, b)]))
     return out
 
 
@@ -128,7 +191,7 @@ def test_final_metrics_equal_an_independent_recomputation(overrides):
     ref = _reference(trainer, params, x, cfg.model.alpha)
     # every metric the run reports has a reference (train_loss aside), and vice versa
     assert not ref.keys() - final.keys(), ref.keys() - final.keys()
-    missing = {k for k in final if not k.startswith("sym/")} - set(ref) - {"train_loss"}
+    missing = set(final) - set(ref) - {"train_loss"}
     assert not missing, missing
     f32 = cfg.dtype == "float32"
     for name, want in ref.items():
