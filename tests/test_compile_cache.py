@@ -67,3 +67,24 @@ def test_cache_serves_the_same_program_from_disk_and_never_one_for_another_confi
     assert cache_events["misses"] > misses
     assert not np.allclose(np.asarray(want["wider"][1]["final"]["test_rel_err"]),
                            np.asarray(want["base"][1]["final"]["test_rel_err"]))
+
+
+def test_the_refusal_check_also_sees_a_program_served_by_the_cache(tmp_path, cache_events):
+    """Positive control: a program read from the persistent cache (no backend compile) still
+    counts as compiled in test_train's 'refused before compiling' check."""
+    from test_train import _refused_before_compiling
+    compile_cache.enable(str(tmp_path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    try:
+        f = lambda x: x * 2.75 + 1.25  # noqa: E731
+        jax.jit(f)(np.arange(5.0))
+        jax.clear_caches()
+        hits = cache_events["hits"]
+        with pytest.raises(AssertionError, match="compiled before refusing"):
+            with _refused_before_compiling("field"):
+                jax.jit(f)(np.arange(5.0))
+                raise ValueError("field")
+        assert cache_events["hits"] > hits  # it was the cache that served it
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          compile_cache.MIN_COMPILE_SECONDS)
