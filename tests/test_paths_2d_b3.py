@@ -2,10 +2,10 @@
 against brute-force enumeration of a discrete i.i.d. lattice (no sampling noise).
 
 Site law: a shifted, scaled Bernoulli (values -0.5 and 1.5 with P(1.5) = 0.3): nonzero
-mean and odd cumulants, so index or coefficient errors show.  The lattice has 4, 8 or 9
-sites, so 16, 8 or 512 configurations.  References come from ``tests/reference.py``
-(explicit block sums, joint cumulants from exact moments, closed-form activations), and
-the model output from ``model.apply``, never from the layer chain under test.
+mean and odd cumulants, so index or coefficient errors show.  The lattice has 3, 4, 9 or
+(the 2-D case with several coarse sites) 16 sites, so 8, 16, 512 or 65536 configurations.
+References come from ``tests/reference.py`` (explicit block sums, joint cumulants from
+exact moments, closed-form activations), and the model output from ``model.apply``, never from the layer chain under test.
 """
 import functools
 
@@ -31,6 +31,11 @@ CASES = list(zip(GEOMETRIES, ARCHS))
 # and a linear (identity) net: its states stay in compact factor form, another code path
 LINEAR = ((2, 3, 3), dict(family="mlp", symmetry="tied_hidden", activation="identity"))
 CASE_IDS = [f"{d}d-b{b}-{a['family']}-{a['symmetry']}" for (d, b, _), a in CASES]
+# a 4x4 lattice (2^16 configurations) with 2x2 coarse sites: the only 2-D lattice with more
+# than one block, so the site order of the RG target and of the outputs matters
+SEVERAL = [((2, 2, 4), dict(family="mlp", symmetry="none")),
+           ((2, 2, 4), dict(family="gnn", symmetry="directional"))]
+SEVERAL_IDS = ["2d-b2-4x4-mlp-none", "2d-b2-4x4-gnn-directional"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,7 +64,8 @@ def _outputs(model, params, x, steps=1):
     return np.asarray(y).reshape(len(x), -1), rg.reshape(len(x), -1)
 
 
-@pytest.mark.parametrize("geo, arch", CASES + [LINEAR], ids=CASE_IDS + ["2d-b3-mlp-linear"])
+@pytest.mark.parametrize("geo, arch", CASES + [LINEAR] + SEVERAL,
+                         ids=CASE_IDS + ["2d-b3-mlp-linear"] + SEVERAL_IDS)
 def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
     """build, apply, layers() == apply, propagate (order 4, joint tensors),
     clt_recursion_check and predict_mse of a quadratic (or linear) net, all against
@@ -101,6 +107,16 @@ def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
     assert mse.label == "exact"
     np.testing.assert_allclose(mse.per_site, per_site, rtol=1e-10)
     np.testing.assert_allclose(mse.mse, per_site.mean(), rtol=1e-10)
+    if out.shape[1] > 1:   # positive control: another coarse-site order gives another MSE
+        side = model.spec.sites // b   # 2-D: the transposed coarse lattice; 1-D: reversed
+        swapped = (rg.reshape(len(x), side, side).swapaxes(1, 2).reshape(len(x), -1)
+                   if dim == 2 else rg[:, ::-1])
+        wrong = w @ (out - swapped) ** 2
+        assert np.abs(wrong - per_site).max() > 1e-2 * per_site.max(), (wrong, per_site)
+        # and the per-site cumulants differ between coarse sites (the MLP is not symmetric)
+        if model.spec.family == "mlp":
+            k = marginal_cumulants(want)
+            assert np.ptp(k[:, 1]) > 1e-2 * k[:, 1].max()
 
 
 def test_two_rg_steps_of_an_iterable_net_equal_enumeration(geo=(1, 3, 9)):

@@ -7,10 +7,12 @@ for the RG target, scipy's k-statistics, scipy's skewness and excess kurtosis fo
 cumulants of each standardised family (``kappa_n' = B^(1 - n/2) s^n kappa_n`` at scale s),
 and group averages (orthogonal projections, written from the raw parameter arrays) for
 every ``sym/*`` distance.  The runs are 1-D b=2 (float64 at depth 2 and the float32 path
-``make run`` uses), a 2-D b=2 GNN with learned pooling, a depth-2 block_local MLP with b=3
-and a 1-D b=3 directional GNN with block edges.
+``make run`` uses), a 2-D b=2 GNN with learned pooling, a depth-2 block_local MLP with b=3,
+a 1-D b=3 directional GNN with block edges and a 2-D b=2 block_permutation MLP (4x4 lattice,
+2x2 blocks, three OOD families so that their median is not their mean).
 """
 import itertools
+import math
 
 import jax
 import numpy as np
@@ -18,10 +20,13 @@ import pytest
 from scipy import stats
 
 from rgsym import train
-from tests.reference import block_sum, mlp_weights
+from tests.reference import ACTIVATIONS, block_sum, mlp_weights
 from tests.test_train import tiny
 
-SCIPY = {"uniform": stats.uniform, "gaussian": stats.norm, "exponential": stats.expon}
+SCIPY = {"uniform": stats.uniform, "gaussian": stats.norm, "exponential": stats.expon,
+         "laplace": stats.laplace}
+# three OOD families (an odd count: their median is not their mean)
+FOUR_FAMILIES = ("uniform", "gaussian", "exponential", "laplace")
 RUNS = [
     dict(model__activation="tanh", model__width=4, model__depth=2),
     dict(model__activation="tanh", model__width=4, dtype="float32"),
@@ -31,9 +36,11 @@ RUNS = [
          model__width=6, model__depth=2, model__activation="tanh"),
     dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__family="gnn",
          model__symmetry="directional", model__block_edges=True, model__activation="softplus"),
+    dict(lattice__dim=2, lattice__sites=4, model__symmetry="block_permutation", model__width=4,
+         model__activation="tanh", eval__families=FOUR_FAMILIES),
 ]
 IDS = ["1d-b2-mlp-f64", "1d-b2-mlp-f32", "2d-b2-gnn", "1d-b3-mlp-block_local",
-       "1d-b3-gnn-directional"]
+       "1d-b3-gnn-directional", "2d-b2-mlp-block_permutation"]
 
 
 def _exact_rg_cumulants(name, train_family, b, dim):
@@ -53,6 +60,18 @@ def _group_average_distance(theta, actions):
     images = [jax.tree.leaves(g(theta)) for g in actions]
     avg = [np.mean(a, 0) for a in zip(*images)]
     return np.sqrt(sum(np.sum((t - a) ** 2) for t, a in zip(jax.tree.leaves(theta), avg)))
+
+
+def _product_group_average_distance(theta, factors):
+    """The same distance for the product of commuting groups (factors: lists of actions):
+    the projection onto the joint fixed subspace is the product of the factors' projections,
+    so average over one factor after another."""
+    avg = theta
+    for actions in factors:
+        images = [jax.tree.leaves(g(avg)) for g in actions]
+        avg = jax.tree.unflatten(jax.tree.structure(theta), [np.mean(a, 0) for a in zip(*images)])
+    return np.sqrt(sum(np.sum((t - a) ** 2)
+                       for t, a in zip(jax.tree.leaves(theta), jax.tree.leaves(avg))))
 
 
 def _perm_matrices(n):
@@ -78,11 +97,21 @@ def _mlp_symmetry_references(ws, blocks):
            # the same permutation of the units of every hidden layer
            "sym/tied_hidden_spread": _group_average_distance(
                ws, [lambda t, p=p: _relabel(t, i_in, p, i_out) for p in _perm_matrices(h)])}
-    # exchanges of sites inside each block (all blocks independently)
-    site_perms = [np.eye(n_in)[[s for blk in choice for s in blk]]
-                  for choice in itertools.product(*map(itertools.permutations, blocks))]
-    out["sym/block_permutation_spread"] = _group_average_distance(
-        ws, [lambda t, p=p: _relabel(t, p, i_h, i_out) for p in site_perms])
+    # exchanges of sites inside each block (all blocks independently): the whole product
+    # group when small, else block after block ((4!)^4 elements for 2x2 blocks of a 4x4)
+    def exchange(choice):
+        order = np.arange(n_in)
+        for blk, perm in zip(blocks, choice):
+            order[list(blk)] = list(perm)
+        p = np.eye(n_in)[order]
+        return lambda t: _relabel(t, p, i_h, i_out)
+    if math.prod(math.factorial(len(blk)) for blk in blocks) <= 720:
+        out["sym/block_permutation_spread"] = _group_average_distance(
+            ws, [exchange(c) for c in itertools.product(*map(itertools.permutations, blocks))])
+    else:
+        out["sym/block_permutation_spread"] = _product_group_average_distance(
+            ws, [[exchange([perm if j == i else blk for j, blk in enumerate(blocks)])
+                  for perm in itertools.permutations(blk)] for i, blk in enumerate(blocks)])
     if h % 2 == 0:   # mirror pairs: unit k <-> k + h/2, x -> -x, y -> -y
         swap = np.roll(i_h, h // 2, axis=0)
         out["sym/oddness_residual"] = _group_average_distance(
@@ -160,6 +189,8 @@ def _reference(trainer, params, x, hp_alpha):
     out["test_rel_err"], out["test_mse"] = rel[train_name], mse[train_name]
     ood = [rel[f] for f in cfg.eval.families if f != train_name]
     out["ood_rel_err_median"], out["ood_rel_err_max"] = np.median(ood), np.max(ood)
+    if len(ood) % 2:   # an odd count: the median is one of the sets, not their mean
+        assert abs(np.median(ood) - np.mean(ood)) > 1e-3 * np.mean(ood), ood
     pred_k, rg_k = kst["gaussian"]
     out["fixed_point/k3"], out["fixed_point/k4"] = pred_k[2] - rg_k[2], pred_k[3] - rg_k[3]
     out["fixed_point_violation"] = np.hypot(out["fixed_point/k3"], out["fixed_point/k4"])
@@ -172,10 +203,45 @@ def _reference(trainer, params, x, hp_alpha):
     m = cfg.model
     if m.family == "gnn":
         out.update(_gnn_symmetry_references(params, m.pooling))
-    else:   # 1-D: block I holds sites b I .. b I + b - 1; block_local: the one block network
-        n = b if m.symmetry == "block_local" else cfg.lattice.sites
-        out.update(_mlp_symmetry_references(mlp_weights(params, m.symmetry, m.width),
-                                            [range(i, i + b) for i in range(0, n, b)]))
+    else:   # block_local: the one block network, whose b^dim inputs are one block
+        blocks = ([list(range(b ** dim))] if m.symmetry == "block_local"
+                  else _blocks(cfg.lattice.sites, b, dim))
+        block_of = np.zeros(cfg.lattice.sites ** dim, int)
+        for i, blk in enumerate(blocks):
+            block_of[blk] = i
+        ws = mlp_weights(params, m.symmetry, m.width, block_of=block_of)
+        if m.activation in ACTIVATIONS:   # the weights (and blocks) are the model's
+            flat = x64[0].reshape(len(x64[0]), -1)
+            net = lambda z: _dense_forward(ws, ACTIVATIONS[m.activation][0], z)  # noqa: E731
+            got = (np.concatenate([net(flat[:, blk]) for blk in _blocks(cfg.lattice.sites, b, dim)],
+                                  1) if m.symmetry == "block_local" else net(flat))
+            np.testing.assert_allclose(got, apply(x[0]).reshape(len(flat), -1),
+                                       rtol=1e-4 if cfg.dtype == "float32" else 1e-10, atol=1e-5)
+        out.update(_mlp_symmetry_references(ws, blocks))
+    return out
+
+
+def _dense_forward(ws, phi, z):
+    """The MLP [(W, c)] on inputs z [M, n_in]: phi after every layer but the last."""
+    for i, (w, c) in enumerate(ws):
+        z = z @ w.T + c
+        z = phi(z) if i < len(ws) - 1 else z
+    return z
+
+
+def _blocks(sites, b, dim):
+    """The flat (row-major) indices of the fine sites of each coarse site, coarse sites in
+    row-major order, from the coordinates: block (I_1..I_d) holds the sites with
+    b I_k <= x_k < b I_k + b, listed row-major inside the block."""
+    out = []
+    for coarse in itertools.product(range(sites // b), repeat=dim):
+        blk = []
+        for offset in itertools.product(range(b), repeat=dim):
+            flat = 0
+            for c, o in zip(coarse, offset):
+                flat = flat * sites + b * c + o
+            blk.append(flat)
+        out.append(blk)
     return out
 
 
