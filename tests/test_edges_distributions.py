@@ -222,7 +222,10 @@ def test_sampled_k_statistics_match_exact_cumulants_across_the_domain(name, dtyp
         # order m needs kappa_2m for its standard error
         order = int(min(4, dist.max_order // 2))
         exact = dist.cumulants(2 * order)
-        se = np.sqrt(kstat_variances(np.pad(exact, (0, 8 - 2 * order)), N_SAMPLES)[:order])
+        with np.errstate(over="ignore", invalid="ignore"):  # kappa_2^4 beyond float64: untestable
+            se = np.sqrt(kstat_variances(np.pad(exact, (0, 8 - 2 * order)), N_SAMPLES)[:order])
+        order = int(np.argmin(np.append(np.isfinite(se), False)))  # orders with a finite SE
+        se, exact = se[:order], exact[:2 * order]
         got = np.asarray(k_statistics(x.astype(jnp.float64), order=order))
         # Fisher's variances are exact.  Where the standardised cumulants are small against
         # n the k-statistics are close to normal: 5 SE, plus (5 SE of the mean)^2-sized
