@@ -34,7 +34,7 @@ def _reference_params(trainer, key, tx, alpha=None, strength=None, init_scale=No
     def step(params, state, x, y):
         def loss(p):
             mse = jnp.mean((model.apply(p, x, alpha=alpha) - y) ** 2)
-            return mse + model.penalty(p, strength=strength)
+            return mse + strength * _squared_distance(cfg.model.soft_symmetry, p)
         updates, state = tx.update(jax.grad(loss)(params), state, params)
         return optax.apply_updates(params, updates), state
 
@@ -45,6 +45,28 @@ def _reference_params(trainer, key, tx, alpha=None, strength=None, init_scale=No
                         dtype)
         params, state = step(params, state, x, y)
     return params
+
+
+def _squared_distance(symmetry, params):
+    """Squared distance of a plain one-hidden-layer MLP's raw parameters (W [H, N], c [H],
+    V [O, H], d [O]) from a symmetric subspace, as |theta - P theta|^2 with P the average
+    over the symmetry group, written out from the group action (not the library's code):
+    tied_hidden, the hidden-unit permutations: P replaces rows of W, entries of c and
+    columns of V by their means; odd, {1, g} with g = (-S W, S c, -V S, -d), S the mirror
+    pairing of units a and a + H/2: P = (1 + g) / 2."""
+    if symmetry is None:
+        return 0.0
+    (w, c), (v, d) = [(params["params"][f"layer_{i}"]["kernel"],
+                       params["params"][f"layer_{i}"]["bias"]) for i in range(2)]
+    if symmetry == "tied_hidden":
+        return (jnp.sum((w - w.mean(0)) ** 2) + jnp.sum((c - c.mean()) ** 2)
+                + jnp.sum((v - v.mean(1, keepdims=True)) ** 2))
+    if symmetry == "odd":
+        h = w.shape[0]
+        s = jnp.roll(jnp.eye(h, dtype=w.dtype), h // 2, axis=0)
+        theta, g = (w, c, v, d), (-s @ w, s @ c, -v @ s, -d)
+        return sum(jnp.sum(((a - b) / 2) ** 2) for a, b in zip(theta, g))
+    raise NotImplementedError(symmetry)
 
 
 def _config(**overrides):
