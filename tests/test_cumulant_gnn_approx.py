@@ -67,7 +67,10 @@ def test_approximate_modes_within_stated_bound_for_small_spread(activation, mode
         rel = np.abs(got - ks.value[:, :2]) / np.abs(ks.value[:, :2])
         noise = 4 * ks.se[:, :2] / np.abs(ks.value[:, :2])
         print(f"{activation} {mode} s={s.max():.3f}: relative error {rel.max(0)}")
-        assert np.all(rel < 2 * s[:, None] ** 2 + noise), (scale, rel)
+        # relu beyond 6 spreads from its kink (and, for uniform inputs, off it entirely) is
+        # the identity there: both modes must then be exact up to the sampling noise
+        bound = 1e-6 if activation == "relu" else 2 * s[:, None] ** 2
+        assert np.all(rel < bound + noise), (scale, rel)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "softplus", "relu"])
