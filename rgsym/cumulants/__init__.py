@@ -5,14 +5,15 @@
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
     propagate   propagate(model, params, input, order, mode), propagate_many
     monte_carlo monte_carlo(model, params, family, key, n_samples, batch)
-    predict     predict_mse (exact for polynomial nets), clt_recursion_check
+    predict     predict_mse (exact for polynomial nets), clt_recursion_check, rg_eigenvalues
 """
 from rgsym.cumulants.estimators import (KStats, PowerSums, combine, k_statistics,
                                         k_statistics_from_power_sums, k_statistics_with_se,
                                         power_sums)
 from rgsym.cumulants.monte_carlo import MonteCarlo, monte_carlo
-from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, clt_recursion_check,
-                                     error_chain, predict_mse)
+from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, RGEigenvalues,
+                                     clt_recursion_check, error_chain, predict_mse,
+                                     rg_eigenvalues)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
 from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
@@ -23,7 +24,8 @@ __all__ = [
     "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
     "k_statistics_with_se", "power_sums",
     "MonteCarlo", "monte_carlo",
-    "MSEPrediction", "RecursionCheck", "clt_recursion_check", "error_chain", "predict_mse",
+    "MSEPrediction", "RecursionCheck", "RGEigenvalues", "clt_recursion_check", "error_chain",
+    "predict_mse", "rg_eigenvalues",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
     "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "from_tensors", "iid_lattice",

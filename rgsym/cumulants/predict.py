@@ -11,13 +11,21 @@ any depth are exact; other networks get the approximate modes, labelled.
 **Recursion check.**  For i.i.d. inputs with cumulants kappa_n the exact RG gives
 ``kappa_n^(k) = B^(k (1 - n/2)) kappa_n`` at every coarse site; we report, order by order,
 how far the propagated output cumulants of the model (iterated ``steps`` times) are.
+
+**RG eigenvalues.**  The learned map, read as a map from one site's input cumulants
+(kappa_1..kappa_K, every site i.i.d.) to the cumulants of its output sites (averaged over
+coarse sites), linearised at the Gaussian fixed point with ``jax.jacfwd`` through the
+propagator.  The exact block-sum map has the diagonal Jacobian ``B^(1 - n/2)``: kappa_1
+relevant, kappa_2 marginal, kappa_n>=3 irrelevant.
 """
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import block_diag
 
 from rgsym import clt
@@ -27,8 +35,8 @@ from rgsym.cumulants.propagate import (check_orders, geometry, input_state, mode
 from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
 from rgsym.models.layer_ops import Affine
 
-__all__ = ["MSEPrediction", "RecursionCheck", "error_chain", "predict_mse",
-           "clt_recursion_check"]
+__all__ = ["MSEPrediction", "RecursionCheck", "RGEigenvalues", "error_chain", "predict_mse",
+           "clt_recursion_check", "rg_eigenvalues"]
 
 
 class MSEPrediction(NamedTuple):
@@ -112,3 +120,52 @@ def clt_recursion_check(model, params, family, order: int = 4, mode: str = "exac
     distance = jnp.abs(predicted - target).max(0)
     scale = jnp.abs(target[1]) ** (jnp.arange(1, order + 1) / 2) if order > 1 else 1.0
     return RecursionCheck(predicted, target, distance, distance / scale, out.labels[-1])
+
+
+class RGEigenvalues(NamedTuple):
+    """jacobian: [K, K] d(output kappa_n, mean over coarse sites) / d(input kappa_m) at the
+    Gaussian fixed point; eigenvalues: [K] (complex in general) sorted by decreasing real
+    part; exact: [K] B^(1 - n/2); classes: 'relevant' / 'marginal' / 'irrelevant' of the
+    exact eigenvalue in the same position; label: as in :class:`RecursionCheck`."""
+    jacobian: jnp.ndarray
+    eigenvalues: np.ndarray
+    exact: np.ndarray
+    classes: list
+    label: str
+
+
+def rg_eigenvalues(model, params, order: int = 4, mode: str = "exact", *,
+                   variance: float = 1.0, lattice_shape=None, alpha=None,
+                   internal_order: int | None = None,
+                   memory_limit: float = DEFAULT_MEMORY_LIMIT) -> RGEigenvalues:
+    """The scaling eigenvalues of one application of ``model`` read as an RG map.
+
+    The model's map from one site's input cumulants kappa_1..kappa_order (all sites i.i.d.)
+    to its output cumulants (mean over coarse sites) is differentiated with ``jax.jacfwd``
+    at the Gaussian fixed point ``[0, variance, 0, ...]`` (higher input cumulants held at
+    0), and its eigenvalues are returned beside the exact ``B^(1 - n/2)``, n = 1..order
+    (:func:`rgsym.clt.scaling_eigenvalues`, the block-sum RG of ``rgsym.clt``).
+    Exact for polynomial networks in mode 'exact' (raise ``internal_order`` for deeper
+    ones); the approximate modes are labelled.  Raises ValueError on order < 1, a
+    non-positive variance, or an activation the mode cannot handle.
+    """
+    order, internal_order = check_orders(order, internal_order)
+    star_variance = clt.gaussian_fixed_point(variance, 2)[1]
+    shape, b, dim = geometry(model, lattice_shape)
+    chain = model_chain(model, params, shape, alpha)
+    n_in = max(order_schedule(chain, order, internal_order)[0], order)
+    star = jnp.zeros(n_in, jnp.float64).at[1].set(star_variance)
+    labels = []
+
+    def output_cumulants(kappa):
+        state = input_state(star.at[:order].set(kappa), math.prod(shape), n_in)
+        out = propagate_chain(chain, state, order, mode, every_layer=False,
+                              memory_limit=memory_limit, internal_order=internal_order)
+        labels.append(out.labels[-1])
+        return marginals(out.output, order).mean(0)
+
+    jacobian = jax.jacfwd(output_cumulants)(star[:order])
+    eig = np.linalg.eigvals(np.asarray(jacobian))
+    eig = eig[np.argsort(-eig.real, kind="stable")]
+    return RGEigenvalues(jacobian, eig, clt.scaling_eigenvalues(order, b, dim),
+                         clt.classify_orders(order), labels[-1])
