@@ -1,10 +1,10 @@
-"""Does the matmul precision decide whether an exact map is learned?  (DESIGN.md §3)
+"""Does the matmul precision decide whether an exact map is learned?  (the precision note in benchmarks/RESULTS.md)
 
     python benchmarks/matmul_precision.py [--seeds=256] [--steps=2000]
 
 Trains the two maps a network can represent exactly, at config ``matmul_precision``
 'default' and 'highest', float32: an identity-activation MLP (16 sites, width 16, depth 1)
-and the DESIGN probe (one block, a free quadratic MLP of width 16), Adam lr 1e-2, cosine
+and the probe of docs/science.md (one block, a free quadratic MLP of width 16), Adam lr 1e-2, cosine
 schedule, uniform inputs.  Prints, per precision, the median over seeds of the test and
 worst out-of-distribution relative errors and the seed-steps/s of the sweep (compile
 excluded).  On a GPU, 'default' may use TF32 (about 1e-3 relative error per product); on a

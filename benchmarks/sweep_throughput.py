@@ -4,7 +4,7 @@
     python benchmarks/sweep_throughput.py --matmul_precision=highest
     python benchmarks/sweep_throughput.py --seeds=1,64,1024,8192 --ratio_seeds=8192  # a GPU
 
-Reference config (DESIGN.md §3): 1-D lattice N=16, b=2, MLP 2 x 64 tanh, batch 256, Adam
+Reference config: 1-D lattice N=16, b=2, MLP 2 x 64 tanh, batch 256, Adam
 1e-3, 500 steps, float32.  rgsym runs its full sweep program (in-graph data, divergence
 guard, evaluation every 100 steps on every family, final metrics) sharded over the local
 devices, as `experiments/sweep.py` does: on a CPU-only machine the host is split into

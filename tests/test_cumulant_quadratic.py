@@ -86,7 +86,7 @@ def test_propagate_many_vmaps_over_seeds():
 
 
 def test_tied_quadratic_net_breaks_the_fixed_point():
-    """DESIGN s1: a tied quadratic net gives a Gaussian input skewness; the exact map does not."""
+    """docs/science.md: a tied quadratic net gives a Gaussian input skewness; the exact map does not."""
     from rgsym.cumulants.predict import clt_recursion_check
     model = _model("tied_hidden")
     params = _trained(model, model.init(jax.random.key(3), jnp.zeros(4)))

@@ -170,7 +170,7 @@ def test_identity_mlp_represents_exact_rg(dim, b):
 
 
 def test_tied_quadratic_trains_to_a_floor_free_quadratic_does_not():
-    """One block, 16 units, Adam on uniform data (DESIGN.md §1, "Why constraints can hurt").
+    """One block, 16 units, Adam on uniform data (docs/science.md, "Why weight symmetries can hurt").
 
     A free quadratic net cancels Q = sum_h v_h w_h w_h^T with mirror pairs at finite weights;
     a tied one has Q = alpha (H v w) w^T, which vanishes only as |w| -> 0, |v| -> inf, so

@@ -118,7 +118,7 @@ def test_identity_mlp_learns_the_exact_map_on_every_family():
 
 
 def test_tied_quadratic_mlp_is_worse_out_of_distribution():
-    # One block (the DESIGN probe): tied units cannot cancel their quadratic form.
+    # One block (the probe of docs/science.md): tied units cannot cancel their quadratic form.
     cfg = tiny(num_seeds=2, lattice__sites=2, eval__flow_steps=1, model__width=16,
                model__symmetry="tied_hidden", model__activation="quadratic",
                optim__steps=1000, optim__schedule="cosine", eval__every=500, eval__batch=512)

@@ -31,7 +31,7 @@ def get_config():
     # GNNs message-pass over every site: narrower, to cost about what an MLP does on CPU.
     c.variants = tuple(dict(family="mlp", symmetry=s, activation=a) for s, a in _MLP) + tuple(
         dict(family="gnn", symmetry=s, activation="tanh", width=8) for s in _GNN) + tuple(
-        # DESIGN.md's minimal probe: one block, 16 hidden units, trained longer.  Free units
+        # The minimal probe of docs/science.md: one block, 16 hidden units, trained longer.  Free units
         # cancel the quadratic term and learn the exact map; tied units cannot (at bounded
         # weights), so they stall and are worse out of distribution and at larger scales.
         {"symmetry": s, "activation": "quadratic", "width": 16, "depth": 1, "lattice.sites": 2,

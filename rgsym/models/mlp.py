@@ -12,7 +12,7 @@ pass and the explicit layer chain are pure functions of those weights:
 
 tied_hidden makes every hidden unit compute the same value, so the output is an affine
 function of ONE scalar feature: on a lattice with several blocks that cannot even be the
-linear RG map.  The study's probe (DESIGN.md §1) uses one block (sites = b); use
+linear RG map.  The study's probe (docs/science.md) uses one block (sites = b); use
 block_local for a translation-symmetric network whose units are free.
 """
 from __future__ import annotations
