@@ -45,11 +45,11 @@ Sampling (``Distribution.sample``, :func:`check_sampling_dtype`) refuses, before
 is traced: a non-floating dtype; float64 while ``jax_enable_x64`` is off (JAX would return
 float32); parameters outside ``[2**8 tiny, max / 2**8]`` of the sampling dtype (the sampler
 computes with them); laws whose samples would overflow it (``|kappa_1| + 2**8 spread``
-above its largest value); and laws whose spread is below ``2**8`` times the dtype's
-resolution at their mean (``MEAN_MARGIN``), where rounding would change their cumulants.
-In float32 that last rule means ``|mean| / spread <= 2**11`` (e.g. N(1e4, 1) must be
-sampled in float64).  Half-precision dtypes are refused.  Bernoulli (and the mixture's component choice) are drawn
-exactly to 2**-64 in every dtype.
+above its largest value); and laws whose spread is below ``MEAN_MARGIN`` = 2**12 times
+the dtype's resolution at their mean, where rounding would change their cumulants.  In
+float32 that last rule means ``|mean| / spread <= 2**11`` (e.g. N(1e4, 1) must be sampled
+in float64).  Half-precision dtypes are refused.  Bernoulli (and the mixture's component
+choice) are drawn exactly to 2**-64 in every dtype.
 """
 from __future__ import annotations
 
@@ -329,12 +329,15 @@ def _check_float64_range(dist: "Distribution") -> None:
     k = dist.cumulants(int(min(dist.max_order, RANGE_ORDER)))  # raises on overflow
     spread = math.sqrt(k[1]) if k[1] > 0 else 0.0
     lo, hi = SPREAD_RANGE
-    tiny = (k != 0) & (np.abs(k) < _F64.tiny)
-    if not lo <= spread <= hi or tiny.any():
+    subnormal = np.flatnonzero((k != 0) & (np.abs(k) < _F64.tiny))
+    if not lo <= spread <= hi:
         raise ValueError(
             f"{dist}: the spread sqrt(kappa_2)={spread:.3g} is not valid: it must lie in "
             f"[{lo:.3g}, {hi:.3g}] so that kappa_1..kappa_{RANGE_ORDER} stay normal float64 "
             "numbers; rescale the parameters")
+    if subnormal.size:
+        raise ValueError(f"{dist}: kappa_{subnormal[0] + 1} underflows float64 (below "
+                         f"{_F64.tiny:.3g}); rescale the parameters")
 
 
 def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
@@ -343,17 +346,17 @@ def check_sampling_dtype(dist: "Distribution", dtype) -> np.dtype:
     Raises ValueError naming ``dtype`` when it is not floating, or is float64 with
     ``jax_enable_x64`` off; and naming the law's parameters when one of them is not a normal
     number of the dtype (the sampler computes with it), when the samples would overflow the
-    dtype, or be rounded so coarsely that their cumulants change (see SAMPLING_MARGIN):
+    dtype, or be rounded so coarsely that their cumulants change (see MEAN_MARGIN):
     e.g. float32 holds laws with ``|mean| / spread`` up to 2**11.
     """
     dtype = validation.float_dtype("dtype", dtype)
-    if jnp.finfo(dtype).nmant < 23:
+    fi = jnp.finfo(dtype)
+    if fi.nmant < 23:
         raise ValueError(f"dtype={dtype} is not valid for sampling: half precision rounds the "
                          "samples so coarsely that their cumulants change; sample in float32 or "
                          "float64 and cast")
     if dist.sample_check is not None:
         dist.sample_check(dtype)
-    fi = jnp.finfo(dtype)
     # the sampler computes with the parameters in dtype: keep them SAMPLING_MARGIN inside
     # its normal numbers (jax.random.beta at a = b = finfo.tiny returns some NaN)
     lo, hi = SAMPLING_MARGIN * float(fi.tiny), float(fi.max) / SAMPLING_MARGIN

@@ -175,6 +175,12 @@ def test_power_sums_about_a_far_shift_are_refused_eagerly_and_nan_under_jit():
     np.testing.assert_allclose(good.value, [1000003.0, 2.5, 0.0, -7.5], rtol=1e-12, atol=1e-9)
 
 
+def test_nan_data_give_nan_statistics_not_a_shift_error():
+    x = jnp.array([1.0, 2.0, jnp.nan, 4.0, 5.0, 6.0])
+    ks = cumulants.k_statistics_from_power_sums(cumulants.power_sums(x, shift=3.0))
+    assert bool(jnp.all(jnp.isnan(ks.value)))
+
+
 def test_constant_sample_is_not_flagged_as_a_far_shift():
     ks = cumulants.k_statistics_from_power_sums(
         cumulants.power_sums(jnp.full(7, 3.3), shift=3.3000000000000003))

@@ -21,6 +21,10 @@ __all__ = ["KStats", "k_statistics", "k_statistics_with_se", "MAX_KSTAT_ORDER", 
 
 MAX_KSTAT_ORDER = 4
 
+#: Largest relative error (in units of spread**p) accepted for the order-p k-statistic, and
+#: for its standard error, before they are returned as NaN (see :func:`_digits_lost`).
+VALUE_TOLERANCE, SE_TOLERANCE = 1e-6, 1e-3
+
 
 class KStats(NamedTuple):
     """value, se: [..., order] estimates of kappa_1..kappa_order and their standard errors."""
@@ -159,21 +163,16 @@ def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
     # a centred sample loses eps 2^k by itself: the tolerances never go below 2^10 times that
     eps, k = jnp.finfo(mu.dtype).eps, jnp.arange(1, 2 * order + 1)
     own = 2.0 ** 10 * eps * 2.0 ** k
-    values = jnp.where(lost[..., p - 1] > jnp.maximum(VALUE_TOLERANCE, own[p - 1]), jnp.nan,
-                       values)
+    far = lost[..., p - 1] > jnp.maximum(VALUE_TOLERANCE, own[p - 1])
+    values = jnp.where(far, jnp.nan, values)
     se = jnp.where(lost[..., 2 * p - 1] > jnp.maximum(SE_TOLERANCE, own[2 * p - 1]), jnp.nan, se)
-    if not isinstance(values, jax.core.Tracer) and bool(jnp.isnan(values).any()):
+    if not isinstance(far, jax.core.Tracer) and bool(far.any()):  # NaN data stay NaN
         worst = float(jnp.max(jnp.abs(mu) / jnp.sqrt(jnp.clip(m[2], 0.0))))
         raise ValueError(
             f"shift is about {worst:.3g} standard deviations from the sample mean: power sums "
             "about it cancel and lose every digit of the higher k-statistics; pass a shift "
             "close to the mean (e.g. a pilot estimate) to power_sums")
     return KStats(values, se, ps.n)
-
-
-#: Largest relative error (in units of spread**p) accepted for the order-p k-statistic, and
-#: for its standard error, before they are returned as NaN (see :func:`_digits_lost`).
-VALUE_TOLERANCE, SE_TOLERANCE = 1e-6, 1e-3
 
 
 def _digits_lost(shift, mu, m2, top: int):
