@@ -731,7 +731,8 @@ def get(name: str, *, standardised: bool = False, **params) -> Distribution:
         dist = factory(**params)
     except TypeError as e:
         raise ValueError(f"invalid parameters {params!r} for family {name!r}: {e}") from None
-    dist = dataclasses.replace(dist, origin=factory)
+    # stamp the factory as the law's origin (only equality changes: no second range check)
+    object.__setattr__(dist, "origin", _Origin(factory, dist.sampler, dist.cumulant_fn))
     return dist.standardised() if standardised else dist
 
 
