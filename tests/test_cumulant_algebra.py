@@ -192,13 +192,17 @@ def test_bad_inputs_are_refused():
     wide = build(dict(family="mlp", symmetry="none", activation="quadratic", width=512,
                       sites=4, dtype="float64"))
     pw = wide.init(jax.random.key(0), jnp.zeros(4))
+    # the hidden layer's joint tensors, when asked for (by default only its marginals)
     with pytest.raises(CumulantMemoryError, match=r"order=4 at width=512 need about 513 GiB"):
-        propagate(wide, pw, distributions.get("uniform"), order=4)
+        propagate(wide, pw, distributions.get("uniform"), order=4, joint=True)
     with pytest.raises(CumulantMemoryError, match="order=3 at width=512"):
-        propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20)
+        propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20,
+                  joint=True)
+    with pytest.raises(ValueError, match="order 7 through a degree-2 polynomial.*14 legs"):
+        propagate(quad, p, distributions.get("uniform"), order=7)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
     mid = build(dict(family="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))
     with pytest.raises(CumulantMemoryError, match="order=2 at width=64.*intermediate"):
         propagate(mid, mid.init(jax.random.key(0), jnp.zeros(16)),
-                  distributions.get("uniform"), order=2, memory_limit=100_000)
+                  distributions.get("uniform"), order=2, memory_limit=100_000, joint=True)

@@ -1,6 +1,6 @@
 """Cumulant estimators, algebra and propagation through networks.
 
-    state       FactorCumulants / DenseCumulants pytrees, iid_lattice, from_tensors
+    state       FactorCumulants / DenseCumulants / MarginalCumulants pytrees, iid_lattice
     partitions  Leonov-Shiryaev connected partitions (trace time)
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
     propagate   propagate(model, params, input, order, mode), propagate_many
@@ -17,6 +17,7 @@ from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, RGEigenvalue
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
 from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
+                                   MarginalCumulants,
                                    from_tensors, iid_lattice, independent_sites, marginals,
                                    to_dense)
 
@@ -28,6 +29,7 @@ __all__ = [
     "predict_mse", "rg_eigenvalues",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
-    "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "from_tensors", "iid_lattice",
+    "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "MarginalCumulants",
+    "from_tensors", "iid_lattice",
     "independent_sites", "marginals", "to_dense",
 ]
