@@ -6,11 +6,11 @@ Layout of a run directory::
     environment.json        jax/jaxlib versions, devices, git revision, matmul precision
     variants/<name>/
         config.json         the variant's resolved config
-        chunks/00000.npz    seeds, metrics and final params of one chunk (the unit of resume)
+        chunks/00000.msgpack  seeds, metrics and final params of one chunk (the unit of
+                            resume): one pytree in flax.serialization's msgpack format
         metrics.jsonl       one record per seed: final metrics and curves
         metrics.csv         one row per seed: final metrics
         curves.csv          one row per seed and evaluation step
-        params.npz          final params of every seed, stacked [S, ...]
         summary.json        aggregates over seeds (metrics.summarise)
         DONE                written last: the variant is finished
     summary.json, summary.csv, summary.txt   the table over variants
@@ -18,11 +18,15 @@ Layout of a run directory::
 
 Every file is written atomically (a temporary file in the same folder, then os.replace), so
 a SIGKILL loses at most the chunk in flight; rerunning with the same directory skips
-finished variants and chunks.
+finished variants and chunks.  :func:`load_variant` and :func:`load_params` read a variant
+back (parameters as the model's own pytree, stacked over seeds).  Directories written
+before chunks became msgpack (``chunks/*.npz`` with parameters flattened under their key
+paths, and a ``params.npz``) are still read and resumed.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -34,18 +38,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
-from rgsym import compile_cache
+from rgsym import compile_cache, models
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
-           "summary_table", "SUMMARY_COLUMNS"]
+           "load_params", "VariantRecord", "summary_table", "SUMMARY_COLUMNS"]
 
 # Columns of the printed table (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
@@ -56,7 +62,7 @@ SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_
 # Fault injection for the resume tests: with RGSYM_KILL_AT=<point> in the environment the
 # process SIGKILLs itself at that point of :func:`run` (deterministic kill points).  Points:
 # 'chunk:<variant>:<index>' (after the chunk file is written), 'finalise:<variant>' (after
-# the per-seed records, before params.npz, summary.json and DONE).
+# the per-seed records, before summary.json and DONE).
 KILL_AT_ENV = "RGSYM_KILL_AT"
 
 
@@ -191,58 +197,223 @@ def _flat(d, prefix=""):
 
 
 # ------------------------------------------------------------------------------------------
-# Chunks <-> flat arrays.
+# Chunks: one msgpack pytree per chunk of seeds; variants read back as typed records.
 
-def _flatten(params, metrics, seeds) -> dict[str, np.ndarray]:
-    out = {"seeds": np.asarray(seeds), "diverged": metrics["diverged"],
-           "diverged_step": metrics["diverged_step"]}
-    for kind in ("final", "curves"):
-        out.update({f"{kind}/{k}": v for k, v in metrics[kind].items()})
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    out.update({"params/" + jax.tree_util.keystr(p): v for p, v in leaves})
-    return out
+CHUNK_SUFFIX = ".msgpack"
+_LEGACY_SUFFIX = ".npz"  # chunks written before parameters kept their tree
+
+
+def _chunk_bytes(params, metrics, seeds) -> bytes:
+    """A chunk as flax.serialization's msgpack: parameters keep the model's tree."""
+    return serialization.msgpack_serialize(dict(
+        seeds=np.asarray(seeds), diverged=np.asarray(metrics["diverged"]),
+        diverged_step=np.asarray(metrics["diverged_step"]), final=dict(metrics["final"]),
+        curves=dict(metrics["curves"]), params=serialization.to_state_dict(params)))
+
+
+def _chunk_files(vdir: Path) -> list[Path]:
+    """The chunk files of a variant folder in seed order (msgpack, or legacy npz)."""
+    files = [p for p in (vdir / "chunks").glob("*")
+             if p.suffix in (CHUNK_SUFFIX, _LEGACY_SUFFIX) and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.stem)
+
+
+def _chunk_exists(vdir: Path, index: int) -> bool:
+    return any((vdir / "chunks" / f"{index:05d}{suffix}").exists()
+               for suffix in (CHUNK_SUFFIX, _LEGACY_SUFFIX))
+
+
+def _params_template(cfg: Mapping):
+    """Shapes and dtypes of one seed's parameters of the model a variant config builds."""
+    model = models.build(cfg)
+    x = jnp.zeros(model.spec.lattice_shape, model.spec.dtype)
+    return jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
+
+
+def _read_chunk(path: Path, template) -> dict:
+    """One chunk as ``{seeds, diverged, diverged_step, final, curves, params}``, parameters
+    restored into the model's pytree (``template``) with a leading seed axis."""
+    if path.suffix == CHUNK_SUFFIX:
+        chunk = serialization.msgpack_restore(path.read_bytes())
+        state = chunk["params"]
+    else:  # legacy: flat arrays, parameters under 'params/' + jax.tree_util.keystr(path)
+        flat = load_npz(path)
+        chunk = dict(seeds=flat["seeds"], diverged=flat["diverged"],
+                     diverged_step=flat["diverged_step"], final=_group(flat, "final"),
+                     curves=_group(flat, "curves"))
+        stored = _group(flat, "params")
+        leaves = jax.tree_util.tree_flatten_with_path(template)[0]
+        missing = [jax.tree_util.keystr(p) for p, _ in leaves
+                   if jax.tree_util.keystr(p) not in stored]
+        if missing or len(stored) != len(leaves):
+            raise ValueError(f"{path} holds parameters {sorted(stored)}, but the model built "
+                             f"from its variant's config.json has {len(leaves)} leaves "
+                             f"(missing: {missing}); the run directory does not match its "
+                             "config")
+        state = serialization.to_state_dict(jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(template),
+            [stored[jax.tree_util.keystr(p)] for p, _ in leaves]))
+    try:
+        params = serialization.from_state_dict(template, state)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: its parameters do not have the tree of the model built from "
+                         f"its variant's config.json ({e})") from None
+    n = len(chunk["seeds"])
+    for (p, want), got in zip(jax.tree_util.tree_flatten_with_path(template)[0],
+                              jax.tree.leaves(params)):
+        if np.shape(got) != (n, *want.shape):
+            raise ValueError(f"{path}: parameter {jax.tree_util.keystr(p)} has shape "
+                             f"{np.shape(got)}, but {n} seeds of the model built from its "
+                             f"variant's config.json need {(n, *want.shape)}")
+    chunk["params"] = jax.tree.map(np.asarray, params)
+    return chunk
 
 
 def _group(arrays: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     return {k[len(kind) + 1:]: v for k, v in arrays.items() if k.startswith(kind + "/")}
 
 
-def load_variant(vdir) -> dict:
-    """The stacked chunks of a variant: seeds, diverged, diverged_step, final, curves,
-    params (flat ``{path: [S, ...]}``) and eval steps."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class VariantRecord:
+    """One variant of a run directory, every array stacked over its S seeds (run order).
+
+    Attributes:
+      name: the variant's name (its folder under ``variants/``).
+      config: its resolved run config (the saved ``config.json``, a dict);
+        ``rgsym.models.build(config)`` builds its model.
+      seeds: [S] integer seeds.
+      diverged: [S] bool; diverged_step: [S] the step a seed diverged at (-1: never).
+      final: ``{metric: [S]}`` metrics at the end of training.
+      curves: ``{metric: [S, E]}`` metrics at the E evaluation ``steps`` [E].
+      params: the model's own parameter pytree, every leaf [S, ...] (numpy);
+        ``jax.tree.map(lambda a: a[i], params)`` is seed ``seeds[i]``'s, for ``model.apply``.
+    """
+    name: str
+    config: dict
+    seeds: np.ndarray
+    diverged: np.ndarray
+    diverged_step: np.ndarray
+    final: dict
+    curves: dict
+    steps: np.ndarray
+    params: Any
+
+    def __repr__(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        per_seed = sum(int(np.prod(np.shape(a)[1:])) for a in leaves)
+        return (f"VariantRecord({self.name!r}, seeds={_seed_span(self.seeds)}, "
+                f"diverged={int(np.sum(self.diverged))}, final=<{len(self.final)} metrics>, "
+                f"curves=<{len(self.curves)} metrics x {len(self.steps)} steps>, "
+                f"params=<{len(leaves)} leaves, {per_seed} values per seed>)")
+
+
+def _seed_span(seeds) -> str:
+    seeds = np.asarray(seeds)
+    if len(seeds) and np.array_equal(seeds, np.arange(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return np.array2string(seeds, threshold=8, separator=",")
+
+
+def load_variant(vdir) -> VariantRecord:
+    """Reads one variant folder of a run directory (finished or not) back.
+
+    Args:
+      vdir: ``<run_dir>/variants/<name>``.
+
+    Returns:
+      A :class:`VariantRecord` of every seed whose chunk is on disk.
+
+    Raises:
+      ValueError: no config.json or no chunk in ``vdir``, or parameters that do not fit the
+        model its config builds.
+    """
     vdir = Path(vdir)
-    chunks = [load_npz(p) for p in sorted((vdir / "chunks").glob("*.npz"))]
-    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    if not (vdir / "config.json").exists():
+        raise ValueError(f"vdir={str(vdir)!r} is not a variant of a run directory: it has no "
+                         "config.json")
+    files = _chunk_files(vdir)
+    if not files:
+        raise ValueError(f"vdir={str(vdir)!r} holds no finished chunk of seeds yet")
     cfg = json.loads((vdir / "config.json").read_text())
+    template = _params_template(cfg)
+    chunks = [_read_chunk(p, template) for p in files]
+    cat = lambda *a: np.concatenate(a)
     every, steps = cfg["eval"]["every"], cfg["optim"]["steps"]
-    return dict(seeds=arrays["seeds"], diverged=arrays["diverged"].astype(bool),
-                diverged_step=arrays["diverged_step"], final=_group(arrays, "final"),
-                curves=_group(arrays, "curves"), params=_group(arrays, "params"),
-                steps=np.arange(every, steps + 1, every), config=cfg)
+    return VariantRecord(
+        name=vdir.name, config=cfg, seeds=cat(*(c["seeds"] for c in chunks)),
+        diverged=cat(*(c["diverged"] for c in chunks)).astype(bool),
+        diverged_step=cat(*(c["diverged_step"] for c in chunks)),
+        final=jax.tree.map(cat, *(c["final"] for c in chunks)),
+        curves=jax.tree.map(cat, *(c["curves"] for c in chunks)),
+        steps=np.arange(every, steps + 1, every),
+        params=jax.tree.map(cat, *(c["params"] for c in chunks)))
+
+
+def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
+    """The trained parameters of one variant, as the model's own pytree stacked over seeds.
+
+    Example (seed 3 of a finished run)::
+
+        rec = results.load_variant(f"{run_dir}/variants/{name}")
+        model = models.build(rec.config)
+        params = results.load_params(run_dir, name, seeds=[3])        # leaves [1, ...]
+        y = model.apply(jax.tree.map(lambda a: a[0], params), x)      # x [B, N] -> [B, N/b]
+        prop = cumulants.propagate_many(model, params, family)        # states gain [1, ...]
+
+    Args:
+      run_dir: a run directory written by :func:`run`.
+      variant: the variant's name (a folder of ``run_dir/variants``).
+      seeds: the seeds wanted, in the order wanted; None: every seed on disk, in run order.
+
+    Returns:
+      The parameter pytree of ``models.build(config)``, every leaf [S, ...] numpy, S =
+      ``len(seeds)``.
+
+    Raises:
+      ValueError: an unknown variant (the known ones are listed), a seed that is not on
+        disk (the seeds held are named), or a directory whose parameters do not fit its
+        config.
+    """
+    vdir = Path(run_dir) / "variants" / str(variant)
+    if not (vdir / "config.json").exists():
+        known = sorted(p.name for p in (Path(run_dir) / "variants").glob("*") if p.is_dir())
+        raise ValueError(f"variant={variant!r} is not in run_dir={str(run_dir)!r}: its "
+                         f"variants are {', '.join(known) or '(none)'}")
+    rec = load_variant(vdir)
+    if seeds is None:
+        return rec.params
+    wanted = np.asarray(seeds)
+    if wanted.ndim != 1 or not np.issubdtype(wanted.dtype, np.integer):
+        raise ValueError(f"seeds={seeds!r} is not valid: give a 1-D sequence of integer seeds "
+                         "or None for all")
+    where = {int(s): i for i, s in enumerate(rec.seeds)}
+    missing = [int(s) for s in wanted if int(s) not in where]
+    if missing:
+        raise ValueError(f"seeds {missing} are not in {vdir}: it holds seeds "
+                         f"{_seed_span(rec.seeds)}")
+    index = np.array([where[int(s)] for s in wanted], dtype=np.int64)
+    return jax.tree.map(lambda a: a[index], rec.params)
 
 
 def _finalise_variant(vdir: Path, name: str) -> dict:
     v = load_variant(vdir)
-    final, curves = v["final"], v["curves"]
-    seeds, div = v["seeds"], v["diverged"]
     lines, rows, curve_rows = [], [], []
-    for i, s in enumerate(seeds):
-        rec = dict(variant=name, seed=int(s), diverged=bool(div[i]),
-                   diverged_step=int(v["diverged_step"][i]))
-        fin = {k: _finite_or_none(a[i]) for k, a in sorted(final.items())}
-        curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(curves.items())}
-        lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v["steps"].tolist(),
+    for i, s in enumerate(v.seeds):
+        rec = dict(variant=name, seed=int(s), diverged=bool(v.diverged[i]),
+                   diverged_step=int(v.diverged_step[i]))
+        fin = {k: _finite_or_none(a[i]) for k, a in sorted(v.final.items())}
+        curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(v.curves.items())}
+        lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v.steps.tolist(),
                                                                   **curve))))
         rows.append(rec | fin)
-        for e, step in enumerate(v["steps"]):
+        for e, step in enumerate(v.steps):
             curve_rows.append(dict(variant=name, seed=int(s), step=int(step),
-                                   **{k: float(a[i, e]) for k, a in sorted(curves.items())}))
+                                   **{k: float(a[i, e]) for k, a in sorted(v.curves.items())}))
     atomic_write_text(vdir / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(vdir / "metrics.csv", _csv(rows))
     atomic_write_text(vdir / "curves.csv", _csv(curve_rows))
     kill_point(f"finalise:{name}")
-    atomic_savez(vdir / "params.npz", {"seeds": seeds, **v["params"]})
-    summary = metrics_lib.summarise(_with_derived(final), div)
+    summary = metrics_lib.summarise(_with_derived(v.final), v.diverged)
     atomic_write_json(vdir / "summary.json", summary)
     atomic_write_text(vdir / "DONE", "")
     return summary
@@ -342,8 +513,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     def todo(name):
         vdir = workdir / "variants" / name
         done = (vdir / "DONE").exists()
-        return [not done and not (vdir / "chunks" / f"{i:05d}.npz").exists()
-                for i in range(len(chunks[name]))]
+        return [not done and not _chunk_exists(vdir, i) for i in range(len(chunks[name]))]
 
     pending = _from_writer({name: todo(name) for name, _ in variants})
     total = sum(map(len, chunks.values()))
@@ -362,8 +532,8 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
                     continue
                 params, metrics = sweep.run_chunk(seeds)
                 if writer:
-                    atomic_savez(vdir / "chunks" / f"{i:05d}.npz",
-                                 _flatten(params, metrics, seeds))
+                    atomic_write_bytes(vdir / "chunks" / f"{i:05d}{CHUNK_SUFFIX}",
+                                       _chunk_bytes(params, metrics, seeds))
                     kill_point(f"chunk:{name}:{i:05d}")
                 bar.set_postfix_str(name)
                 bar.update()

@@ -2,10 +2,13 @@
 import json
 import os
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
+from flax import serialization
 
-from rgsym import metrics, results, train
+from rgsym import cumulants, distributions, metrics, models, results, train
 from tests.test_sweep import assert_same_params
 from tests.test_train import tiny
 
@@ -58,11 +61,11 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
         assert (work / f).exists(), f
     env = json.loads((work / "environment.json").read_text())
     assert env["matmul_precision"] == "default" and env["jax"]
-    assert results.load_npz(vdir / "params.npz")["seeds"].tolist() == [0, 1, 2, 3]
+    assert results.load_variant(vdir).seeds.tolist() == [0, 1, 2, 3]
 
     # Lose the last chunk (as a SIGKILL in flight would): only that chunk is rerun.
     (vdir / "DONE").unlink()
-    (vdir / "chunks" / "00001.npz").unlink()
+    (vdir / "chunks" / "00001.msgpack").unlink()
     calls = []
     make_sweep = train.make_sweep
 
@@ -85,8 +88,8 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
 
 
 def test_a_kill_during_variant_finalisation_resumes_to_the_same_files(tmp_path, monkeypatch):
-    """The 'finalise:<variant>' kill point (per-seed records written; params.npz, summary
-    and DONE not yet): a rerun finishes the variant to the files of an uninterrupted run."""
+    """The 'finalise:<variant>' kill point (per-seed records written; summary and DONE not
+    yet): a rerun finishes the variant to the files of an uninterrupted run."""
     cfg = tiny(num_seeds=2)
     quiet = dict(progress=False, log=lambda s: None)
     clean = results.run(cfg, tmp_path / "clean", **quiet)
@@ -103,7 +106,7 @@ def test_a_kill_during_variant_finalisation_resumes_to_the_same_files(tmp_path, 
     with pytest.raises(Killed):
         results.run(cfg, work, **quiet)
     vdir = work / "variants" / "mlp-none-tanh"
-    assert (vdir / "metrics.jsonl").exists() and not (vdir / "params.npz").exists()
+    assert (vdir / "metrics.jsonl").exists() and not (vdir / "summary.json").exists()
     assert not (vdir / "DONE").exists() and not (work / "summary.txt").exists()
     monkeypatch.undo()
     assert results.run(cfg, work, **quiet) == clean
@@ -112,3 +115,102 @@ def test_a_kill_during_variant_finalisation_resumes_to_the_same_files(tmp_path, 
                                           ).read_text(), f
     assert (work / "summary.txt").read_text() == (tmp_path / "clean" / "summary.txt").read_text()
     assert_same_params(work, tmp_path / "clean")
+
+
+def _captured_run(cfg, work, monkeypatch):
+    """results.run, returning also what every run_chunk call gave back {variant: [(params)]}."""
+    seen = {}
+    make_sweep = train.make_sweep
+
+    def capturing(vcfg, *a, **k):
+        sw = make_sweep(vcfg, *a, **k)
+        name = train.variant_name(vcfg, {"family": 0})  # family-symmetry-activation
+
+        def run_chunk(seeds, *r):
+            out = sw.run_chunk(seeds, *r)
+            seen.setdefault(name, []).append(out[0])
+            return out
+        return sw._replace(run_chunk=run_chunk)
+
+    monkeypatch.setattr(train, "make_sweep", capturing)
+    summaries = results.run(cfg, work, progress=False, log=lambda s: None)
+    monkeypatch.undo()
+    return summaries, {n: jax.tree.map(lambda *a: np.concatenate(a), *p) for n, p in seen.items()}
+
+
+def test_load_params_round_trip_for_an_mlp_and_a_gnn(tmp_path, monkeypatch):
+    """The params come back as the model's own pytree [S, ...], equal to what training
+    returned; model.apply on one seed reproduces its recorded test MSE; propagate_many
+    takes the stack as it is."""
+    cfg = tiny(num_seeds=3, chunk_size=2, variants=(
+        dict(family="mlp", symmetry="none", activation="quadratic"),
+        dict(family="gnn", symmetry="shared", activation="quadratic", width=4)))
+    work = tmp_path / "run"
+    _, trained = _captured_run(cfg, work, monkeypatch)
+    uniform = distributions.get("uniform", standardised=True)
+    for name in ("mlp-none-quadratic", "gnn-shared-quadratic-width=4"):
+        rec = results.load_variant(work / "variants" / name)
+        model = models.build(rec.config)   # a saved variant config builds its model
+        params = results.load_params(work, name)
+        template = model.init(jax.random.key(0), np.zeros(model.spec.lattice_shape))
+        assert jax.tree.structure(params) == jax.tree.structure(template)
+        jax.tree.map(np.testing.assert_array_equal, params,
+                     trained[name.removesuffix("-width=4")])
+        jax.tree.map(lambda a, t: np.testing.assert_equal(a.shape, (3, *t.shape)), params,
+                     template)
+
+        # Seed 1 (index 1): its test MSE recomputed with model.apply from the loaded params.
+        ev = train.make_train(ml_collections.ConfigDict(rec.config)).evaluator
+        x, y = ev.fixed_data()
+        one = jax.tree.map(lambda a: a[1], params)
+        mse = np.mean((np.asarray(model.apply(one, x[ev.sets.train])) - y[ev.sets.train]) ** 2)
+        np.testing.assert_allclose(mse, rec.final["test_mse"][1], rtol=1e-9)
+
+        # Seeds picked and reordered; propagate_many vmaps over their leading axis.
+        picked = results.load_params(work, name, seeds=[2, 0])
+        jax.tree.map(lambda a, p: np.testing.assert_array_equal(a, p[[2, 0]]), picked, params)
+        many = cumulants.propagate_many(model, picked, uniform, order=2)
+        for i, s in enumerate([2, 0]):
+            single = cumulants.propagate(model, jax.tree.map(lambda a: a[s], params), uniform,
+                                         order=2)
+            jax.tree.map(lambda m, o: np.testing.assert_allclose(m[i], o, rtol=1e-10,
+                                                                 atol=1e-12),
+                         many.output, single.output)
+
+    with pytest.raises(ValueError, match=r"variant='mlp-none-tanh' is not in .*mlp-none-quad"):
+        results.load_params(work, "mlp-none-tanh")
+    with pytest.raises(ValueError, match=r"seeds \[7\] are not in .* holds seeds 0..2"):
+        results.load_params(work, "mlp-none-quadratic", seeds=[0, 7])
+
+
+def test_run_directories_with_legacy_npz_chunks_are_read_and_resumed(tmp_path):
+    """Chunks written before parameters kept their tree (flat npz, parameters under their
+    key paths) load to the same records, and a resume mixes them with msgpack chunks."""
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    work = tmp_path / "run"
+    quiet = dict(progress=False, log=lambda s: None)
+    first = results.run(cfg, work, **quiet)
+    vdir = work / "variants" / "mlp-none-tanh"
+    new = results.load_variant(vdir)
+    for path in sorted((vdir / "chunks").glob("*.msgpack")):  # rewrite as the old code did
+        chunk = serialization.msgpack_restore(path.read_bytes())
+        flat = {"seeds": chunk["seeds"], "diverged": chunk["diverged"],
+                "diverged_step": chunk["diverged_step"]}
+        for kind in ("final", "curves"):
+            flat.update({f"{kind}/{k}": v for k, v in chunk[kind].items()})
+        leaves = jax.tree_util.tree_flatten_with_path(chunk["params"])[0]
+        flat.update({"params/" + jax.tree_util.keystr(p): v for p, v in leaves})
+        results.atomic_savez(path.with_suffix(".npz"), flat)
+        path.unlink()
+    old = results.load_variant(vdir)
+    jax.tree.map(np.testing.assert_array_equal, old.params, new.params)
+    jax.tree.map(np.testing.assert_array_equal, (old.final, old.curves, old.seeds),
+                 (new.final, new.curves, new.seeds))
+
+    (vdir / "DONE").unlink()
+    (vdir / "chunks" / "00001.npz").unlink()
+    assert results.run(cfg, work, **quiet) == first
+    assert sorted(p.name for p in (vdir / "chunks").iterdir()) == ["00000.npz", "00001.msgpack"]
+    jax.tree.map(np.testing.assert_array_equal, results.load_params(work, "mlp-none-tanh"),
+                 new.params)
+    assert "seeds=0..3" in repr(old) and len(repr(old)) < 200

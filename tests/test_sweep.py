@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from rgsym import results
@@ -41,13 +42,13 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
 
     # Killed deterministically right after the first chunk file is written.
-    first_chunk = killed / "variants" / "mlp-none-tanh" / "chunks" / "00000.npz"
+    first_chunk = killed / "variants" / "mlp-none-tanh" / "chunks" / "00000.msgpack"
     proc = subprocess.run(CMD + [f"--workdir={killed}"],
                           env=_env(kill_at="chunk:mlp-none-tanh:00000"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert first_chunk.exists()
-    assert not (killed / "variants" / "mlp-none-tanh" / "chunks" / "00001.npz").exists()
+    assert not (killed / "variants" / "mlp-none-tanh" / "chunks" / "00001.msgpack").exists()
     assert not (killed / "summary.txt").exists()
 
     resumed = subprocess.run(CMD + [f"--workdir={killed}"], env=_env(), capture_output=True,
@@ -63,7 +64,8 @@ def assert_same_params(run_a: Path, run_b: Path) -> None:
     names = sorted(p.name for p in (run_b / "variants").iterdir())
     assert names and names == sorted(p.name for p in (run_a / "variants").iterdir())
     for name in names:
-        a, b = (results.load_npz(r / "variants" / name / "params.npz") for r in (run_a, run_b))
-        assert a.keys() == b.keys() and len(a) > 1
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")
+        a, b = (results.load_variant(r / "variants" / name) for r in (run_a, run_b))
+        np.testing.assert_array_equal(a.seeds, b.seeds)
+        assert jax.tree.structure(a.params) == jax.tree.structure(b.params)
+        assert len(jax.tree.leaves(a.params)) > 1
+        jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
