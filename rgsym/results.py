@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -51,12 +52,17 @@ from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
-           "load_params", "VariantRecord", "summary_table", "SUMMARY_COLUMNS"]
+           "load_params", "VariantRecord", "check", "summary_table", "printed_table", "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
 
-# Columns of the printed table (those a variant lacks are shown as '-').
+# Columns of summary.txt (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
                    "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
                    "cum_err/k4")
+# The key columns printed at the end of a run, (metric, short header): medians at 2
+# significant digits, so the table fits a terminal; summary.txt/.csv/.json hold the rest.
+PRINTED_COLUMNS = (("train_loss", "train"), ("test_rel_err", "test"),
+                   ("ood_rel_err_median", "ood_med"), ("ood_rel_err_max", "ood_max"),
+                   ("scale_rel_err_max", "scale_max"), ("flow_rel_err_max", "flow_max"))
 
 
 # Fault injection for the resume tests: with RGSYM_KILL_AT=<point> in the environment the
@@ -473,6 +479,38 @@ def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str
     return "\n".join([fmt(header), rule] + [fmt(r) for r in rows]) + "\n"
 
 
+def printed_table(summaries: Mapping[str, dict], columns=PRINTED_COLUMNS,
+                  width: int = 100) -> str:
+    """The summary a run prints: key columns, medians over seeds at 2 significant digits.
+
+    Args:
+      summaries: ``{variant: metrics.summarise(...)}``, as :func:`run` returns.
+      columns: ``(metric, header)`` pairs; a header names its metric in the legend.
+      width: the widest line; variant names that would exceed it are cut, ending in '~'.
+
+    Returns:
+      The table, then a legend and where the full table is, every line <= ``width``.
+    """
+    head = ["variant", "seeds", "div", *(h for _, h in columns)]
+    rows = []
+    for name, s in summaries.items():
+        cells = [name, str(s["num_seeds"]), str(s["num_diverged"])]
+        for metric, _ in columns:
+            a = s.get(metric)
+            cells.append("-" if a is None or not a["n"] else f"{a['median']:.1e}")
+        rows.append(cells)
+    sizes = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    sizes[0] = max(len(head[0]), min(sizes[0], width - sum(sizes[1:]) - 2 * (len(head) - 1)))
+    cut = lambda c, n: c if len(c) <= n else c[: n - 1] + "~"
+    fmt = lambda r: "  ".join([cut(r[0], sizes[0]).ljust(sizes[0])] + [
+        c.rjust(n) for c, n in zip(r[1:], sizes[1:])]).rstrip()
+    legend = textwrap.wrap(
+        "Medians over seeds; div: diverged seeds. " + ", ".join(
+            f"{h}: {m}" for m, h in columns) + ". Quartiles and every metric: summary.txt, "
+        "summary.csv, summary.json.", width)
+    return "\n".join([fmt(head), "-" * len(fmt(head))] + [fmt(r) for r in rows] + legend) + "\n"
+
+
 def _summary_csv(summaries: Mapping[str, dict]) -> str:
     rows = []
     for name, s in summaries.items():
@@ -486,25 +524,40 @@ def _summary_csv(summaries: Mapping[str, dict]) -> str:
 # ------------------------------------------------------------------------------------------
 # The resumable sweep.
 
+def check(cfg, workdir) -> None:
+    """Everything that refuses a run before anything is compiled.
+
+    Args:
+      cfg: a whole run config (``rgsym.train.base_config`` with overrides and variants).
+      workdir: the run directory; where it already holds a run, that run's config.
+
+    Raises:
+      ValueError: naming the field, for a config that ``rgsym.train.validate_config``
+        refuses, or a ``workdir`` holding a run of another config.
+    """
+    train_lib.validate_config(cfg)
+    _check_resume(Path(workdir) / "config.json", cfg)
+
+
 def run(cfg, workdir, *, progress: bool = True, devices=None,
         log: Callable[[str], None] = print) -> dict:
     """Runs (or resumes) every variant x seed chunk of ``cfg`` under ``workdir``.
 
     Validates the whole config first (nothing is compiled before that), skips finished
     variants and chunks, writes per-variant records as each variant completes, then the
-    summary table (printed via ``log``) and figures.  Returns ``{variant: summary}``.
+    summary tables and figures; ``log`` gets :func:`printed_table` (key columns, 100 wide).
+    Returns ``{variant: summary}``.
     """
     from tqdm.auto import tqdm
 
     from rgsym import plotting
 
-    train_lib.validate_config(cfg)
+    check(cfg, workdir)
     cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = train_lib.variant_configs(cfg)
     chunks = {name: train_lib.seed_chunks(vcfg) for name, vcfg in variants}
     workdir = Path(workdir)
     writer = jax.process_index() == 0
-    _check_resume(workdir / "config.json", cfg)
     if writer:
         atomic_write_json(workdir / "config.json", _config_json(cfg))
         atomic_write_json(workdir / "environment.json",
@@ -549,5 +602,5 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         atomic_write_json(workdir / "summary.json", summaries)
         plotting.sweep_figures(workdir, {n: load_variant(workdir / "variants" / n)
                                          for n, _ in variants})
-        log(table)
+        log(printed_table(summaries))
     return summaries

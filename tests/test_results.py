@@ -214,3 +214,20 @@ def test_run_directories_with_legacy_npz_chunks_are_read_and_resumed(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, results.load_params(work, "mlp-none-tanh"),
                  new.params)
     assert "seeds=0..3" in repr(old) and len(repr(old)) < 200
+
+
+def test_the_printed_table_fits_100_columns_with_two_significant_digits():
+    agg = metrics.aggregate([1.234e-3, 1.5e-3, 9e-3])
+    long = "mlp-tied_hidden-quadratic-width=16-depth=1-sites=2-flow_steps=1-steps=4000-lr=0.01"
+    summaries = {name: {"num_seeds": 8, "num_diverged": 0, **{m: agg for m in
+                                                              results.SUMMARY_COLUMNS}}
+                 for name in ("mlp-none-tanh", long)}
+    printed = results.printed_table(summaries)
+    lines = printed.splitlines()
+    assert max(map(len, lines)) <= 100 < max(map(len, results.summary_table(summaries)
+                                                 .splitlines()))
+    assert lines[0].split() == ["variant", "seeds", "div", "train", "test", "ood_med",
+                                "ood_max", "scale_max", "flow_max"]
+    assert lines[2].split() == ["mlp-none-tanh", "8", "0"] + ["1.5e-03"] * 6
+    assert lines[3].startswith(long[:20]) and lines[3].split()[0].endswith("~")
+    assert "test: test_rel_err" in printed and "summary.txt" in printed

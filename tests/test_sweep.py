@@ -1,29 +1,23 @@
 """End to end: experiments/sweep.py with the test config, killed mid-way and resumed."""
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from rgsym import results
+from tests.scripts import MISSING_BACKEND_LOG, ROOT, script, script_env
 
-ROOT = Path(__file__).resolve().parent.parent
-CMD = [sys.executable, str(ROOT / "experiments" / "sweep.py"),
-       f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}", "--progress=false",
-       "--config.model.width=6"]
+CMD = script("experiments", "sweep.py") + [
+    f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}", "--progress=false",
+    "--config.model.width=6"]
 
 
 def _env(kill_at=None):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the script runs on the plain host device
-    env.pop(results.KILL_AT_ENV, None)
-    if kill_at:
-        env[results.KILL_AT_ENV] = kill_at
-    return env
+    # XLA_FLAGS removed: the script runs on the plain host device
+    return script_env(XLA_FLAGS=None, **{results.KILL_AT_ENV: kill_at})
 
 
 def _records(workdir: Path) -> dict:
@@ -38,6 +32,7 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     done = subprocess.run(CMD + [f"--workdir={clean}"], env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert MISSING_BACKEND_LOG not in done.stderr
     assert "test_rel_err" in done.stdout and "mlp-block_local-quadratic" in done.stdout
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
 
