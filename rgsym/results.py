@@ -18,7 +18,8 @@ Layout of a run directory::
 
 Every file is written atomically (a temporary file in the same folder, then os.replace), so
 a SIGKILL loses at most the chunk in flight; rerunning with the same directory skips
-finished variants and chunks.  :func:`load_variant` and :func:`load_params` read a variant
+finished variants and chunks.  Rerunning with a larger ``num_seeds`` (and nothing else
+changed) extends a run: only the new seeds are trained, in new chunks.  :func:`load_variant` and :func:`load_params` read a variant
 back (parameters as the model's own pytree, stacked over seeds).  Directories written
 before chunks became msgpack (``chunks/*.npz`` with parameters flattened under their key
 paths, and a ``params.npz``) are still read and resumed.
@@ -185,6 +186,11 @@ def _check_resume(path: Path, cfg) -> None:
     for field in EXECUTION_FIELDS:
         old.pop(field, None)
         new.pop(field, None)
+    had, wants = old.pop("num_seeds", None), new.pop("num_seeds")
+    if had is not None and wants < had:
+        raise ValueError(f"config field 'num_seeds'={wants} is fewer than the {had} seeds of "
+                         f"the run in {path.parent}: a run can be extended with more seeds, "
+                         f"not cut; use num_seeds >= {had} or a new --workdir")
     if old != new:
         diff = sorted(_flat(old).items() ^ _flat(new).items())
         fields = sorted({k for k, _ in diff})
@@ -222,11 +228,6 @@ def _chunk_files(vdir: Path) -> list[Path]:
     files = [p for p in (vdir / "chunks").glob("*")
              if p.suffix in (CHUNK_SUFFIX, _LEGACY_SUFFIX) and not p.name.startswith(".")]
     return sorted(files, key=lambda p: p.stem)
-
-
-def _chunk_exists(vdir: Path, index: int) -> bool:
-    return any((vdir / "chunks" / f"{index:05d}{suffix}").exists()
-               for suffix in (CHUNK_SUFFIX, _LEGACY_SUFFIX))
 
 
 def _params_template(cfg: Mapping):
@@ -436,17 +437,61 @@ def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
-def _from_writer(pending: dict[str, list[bool]]) -> dict[str, list[bool]]:
-    """Process 0's view of what is left to do, on every host (only it reads and writes
-    the run directory, which need not be shared)."""
+Plan = list[tuple[int, np.ndarray]]  # chunks still to train: (file index, seeds [C])
+
+
+def _pending(vdir: Path, vcfg) -> Plan:
+    """The chunks of a variant still to train.
+
+    A variant with no chunk on disk gets the config's seed chunks.  Otherwise the seeds
+    not yet on disk (those of a chunk lost in flight, or the new seeds of a run extended
+    with a larger num_seeds) are chunked by chunk_size (0: all at once) and numbered after
+    the chunk files there.  A finished variant whose num_seeds did not grow has none.
+    """
+    files = _chunk_files(vdir)
+    if not files:
+        return list(enumerate(train_lib.seed_chunks(vcfg)))
+    if ((vdir / "DONE").exists()
+            and json.loads((vdir / "config.json").read_text())["num_seeds"] == vcfg.num_seeds):
+        return []
+    held = np.concatenate([_chunk_seeds(p) for p in files])
+    wanted = vcfg.seed + np.arange(vcfg.num_seeds)
+    rest = wanted[~np.isin(wanted, held)]
+    size = vcfg.chunk_size or vcfg.num_seeds
+    first = max(int(p.stem) for p in files) + 1
+    return [(first + j, rest[i: i + size]) for j, i in enumerate(range(0, len(rest), size))]
+
+
+def _chunk_seeds(path: Path) -> np.ndarray:
+    if path.suffix == CHUNK_SUFFIX:
+        return np.asarray(serialization.msgpack_restore(path.read_bytes())["seeds"])
+    with np.load(path) as z:
+        return z["seeds"]
+
+
+def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
+    """Process 0's plans on every host (only it reads and writes the run directory, which
+    need not be shared): flattened to [index, C, seeds...] per chunk and broadcast."""
     if jax.process_count() == 1:
-        return pending
+        return plans
     from jax.experimental import multihost_utils
-    flat = np.array([p for v in pending.values() for p in v], dtype=np.int32)
-    flat = np.asarray(multihost_utils.broadcast_one_to_all(flat)).astype(bool).tolist()
+    flat = []
+    for plan in plans.values():  # the same variants, in the same order, on every host
+        flat.append(len(plan))
+        for index, seeds in plan:
+            flat += [index, len(seeds), *np.asarray(seeds).tolist()]
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(flat))))
+    buf = np.zeros(n, np.int32)
+    if jax.process_index() == 0:
+        buf[:] = flat
+    flat = np.asarray(multihost_utils.broadcast_one_to_all(buf)).tolist()
     out, i = {}, 0
-    for name, v in pending.items():
-        out[name], i = flat[i: i + len(v)], i + len(v)
+    for name in plans:
+        out[name], count, i = [], flat[i], i + 1
+        for _ in range(count):
+            index, size = flat[i], flat[i + 1]
+            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int32)))
+            i += 2 + size
     return out
 
 
@@ -544,7 +589,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     """Runs (or resumes) every variant x seed chunk of ``cfg`` under ``workdir``.
 
     Validates the whole config first (nothing is compiled before that), skips finished
-    variants and chunks, writes per-variant records as each variant completes, then the
+    variants and chunks (a larger ``num_seeds`` than the run's trains the new seeds only), writes per-variant records as each variant completes, then the
     summary tables and figures; ``log`` gets :func:`printed_table` (key columns, 100 wide).
     Returns ``{variant: summary}``.
     """
@@ -555,7 +600,6 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     check(cfg, workdir)
     cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = train_lib.variant_configs(cfg)
-    chunks = {name: train_lib.seed_chunks(vcfg) for name, vcfg in variants}
     workdir = Path(workdir)
     writer = jax.process_index() == 0
     if writer:
@@ -563,26 +607,20 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         atomic_write_json(workdir / "environment.json",
                           dict(environment(cfg), compile_cache_dir=cache_dir))
 
-    def todo(name):
-        vdir = workdir / "variants" / name
-        done = (vdir / "DONE").exists()
-        return [not done and not _chunk_exists(vdir, i) for i in range(len(chunks[name]))]
-
-    pending = _from_writer({name: todo(name) for name, _ in variants})
-    total = sum(map(len, chunks.values()))
-    bar = tqdm(total=total, initial=total - sum(map(sum, pending.values())), unit="chunk",
-               desc="sweep", disable=not progress, dynamic_ncols=True)
+    pending = _from_writer({name: _pending(workdir / "variants" / name, vcfg) if writer
+                            else [] for name, vcfg in variants})
+    bar = tqdm(total=sum(map(len, pending.values())), unit="chunk", desc="sweep",
+               disable=not progress, dynamic_ncols=True)
     summaries = {}
     for name, vcfg in variants:
         vdir = workdir / "variants" / name
-        if any(pending[name]):
+        if pending[name]:
             bar.set_postfix_str(f"{name} (compiling)")
             sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
             if writer:
+                (vdir / "DONE").unlink(missing_ok=True)  # extended: to be finalised again
                 atomic_write_json(vdir / "config.json", _config_json(vcfg))
-            for i, seeds in enumerate(chunks[name]):
-                if not pending[name][i]:
-                    continue
+            for i, seeds in pending[name]:
                 params, metrics = sweep.run_chunk(seeds)
                 if writer:
                     atomic_write_bytes(vdir / "chunks" / f"{i:05d}{CHUNK_SUFFIX}",

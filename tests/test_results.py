@@ -49,6 +49,19 @@ def test_summary_table_lists_variants_and_diverged_counts():
     assert "1.50e-03" in row
 
 
+def _count_chunks(monkeypatch) -> list:
+    """Patches train.make_sweep: every chunk trained appends its seeds to the list returned."""
+    calls = []
+    make_sweep = train.make_sweep
+
+    def counting(*a, **k):
+        sw = make_sweep(*a, **k)
+        return sw._replace(run_chunk=lambda s, *r: calls.append(list(s)) or sw.run_chunk(s, *r))
+
+    monkeypatch.setattr(train, "make_sweep", counting)
+    return calls
+
+
 def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
     cfg = tiny(num_seeds=4, chunk_size=2)
     work = tmp_path / "run"
@@ -66,14 +79,7 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
     # Lose the last chunk (as a SIGKILL in flight would): only that chunk is rerun.
     (vdir / "DONE").unlink()
     (vdir / "chunks" / "00001.msgpack").unlink()
-    calls = []
-    make_sweep = train.make_sweep
-
-    def counting(*a, **k):
-        sw = make_sweep(*a, **k)
-        return sw._replace(run_chunk=lambda s, *r: calls.append(list(s)) or sw.run_chunk(s, *r))
-
-    monkeypatch.setattr(train, "make_sweep", counting)
+    calls = _count_chunks(monkeypatch)
     assert results.run(cfg, work, progress=False, log=lambda s: None) == first
     assert calls == [[2, 3]]
     assert (vdir / "metrics.csv").read_text() == csv
@@ -231,3 +237,25 @@ def test_the_printed_table_fits_100_columns_with_two_significant_digits():
     assert lines[2].split() == ["mlp-none-tanh", "8", "0"] + ["1.5e-03"] * 6
     assert lines[3].startswith(long[:20]) and lines[3].split()[0].endswith("~")
     assert "test: test_rel_err" in printed and "summary.txt" in printed
+
+
+def test_a_finished_run_extended_with_more_seeds_trains_only_the_new_ones(tmp_path,
+                                                                          monkeypatch):
+    quiet = dict(progress=False, log=lambda s: None)
+    clean = results.run(tiny(num_seeds=4, chunk_size=2), tmp_path / "clean", **quiet)
+    work = tmp_path / "run"
+    results.run(tiny(num_seeds=2, chunk_size=2), work, **quiet)
+    calls = _count_chunks(monkeypatch)
+    assert results.run(tiny(num_seeds=4, chunk_size=2), work, **quiet) == clean
+    assert calls == [[2, 3]]
+    vdir = work / "variants" / "mlp-none-tanh"
+    assert sorted(p.name for p in (vdir / "chunks").iterdir()) == ["00000.msgpack",
+                                                                   "00001.msgpack"]
+    for f in ("metrics.jsonl", "summary.json"):
+        assert (vdir / f).read_text() == (tmp_path / "clean" / "variants" / vdir.name / f
+                                          ).read_text(), f
+    assert_same_params(work, tmp_path / "clean")
+    assert results.run(tiny(num_seeds=4, chunk_size=2), work, **quiet) == clean
+    assert calls == [[2, 3]]  # finished again: nothing trained
+    with pytest.raises(ValueError, match=r"'num_seeds'=3 is fewer than the 4 seeds"):
+        results.check(tiny(num_seeds=3, chunk_size=2), work)
