@@ -262,6 +262,9 @@ def _read_chunk(path: Path, template) -> dict:
             [stored[jax.tree_util.keystr(p)] for p, _ in leaves]))
     try:
         params = serialization.from_state_dict(template, state)
+        if len(jax.tree.leaves(state)) != len(jax.tree.leaves(template)):  # (extra keys pass)
+            raise ValueError(f"{len(jax.tree.leaves(state))} stored leaves, "
+                             f"{len(jax.tree.leaves(template))} in the model")
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: its parameters do not have the tree of the model built from "
                          f"its variant's config.json ({e})") from None

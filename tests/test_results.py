@@ -187,6 +187,14 @@ def test_load_params_round_trip_for_an_mlp_and_a_gnn(tmp_path, monkeypatch):
         results.load_params(work, "mlp-none-tanh")
     with pytest.raises(ValueError, match=r"seeds \[7\] are not in .* holds seeds 0..2"):
         results.load_params(work, "mlp-none-quadratic", seeds=[0, 7])
+    # A variant whose config no longer builds the stored tree is refused, naming the leaf.
+    saved = work / "variants" / "mlp-none-quadratic" / "config.json"
+    cfg_json = json.loads(saved.read_text())
+    cfg_json["model"]["width"] = 5
+    saved.write_text(json.dumps(cfg_json))
+    with pytest.raises(ValueError, match=r"00000.msgpack: parameter \['params'\]\['layer_0'\]"
+                                         r"\['bias'\] has shape \(2, 8\), but 2 seeds .* \(2, 5\)"):
+        results.load_params(work, "mlp-none-quadratic")
 
 
 def test_run_directories_with_legacy_npz_chunks_are_read_and_resumed(tmp_path):
