@@ -19,8 +19,9 @@ Layout of a run directory::
 Every file is written atomically (a temporary file in the same folder, then os.replace), so
 a SIGKILL loses at most the chunk in flight; rerunning with the same directory skips
 finished variants and chunks.  Rerunning with a larger ``num_seeds`` (and nothing else
-changed) extends a run: only the new seeds are trained, in new chunks.  :func:`load_variant` and :func:`load_params` read a variant
-back (parameters as the model's own pytree, stacked over seeds).  Directories written
+changed) extends a run: only the new seeds are trained, in new chunks.
+:func:`load_variant` and :func:`load_params` read a variant back (parameters as the model's
+own pytree, stacked over seeds).  Directories written
 before chunks became msgpack (``chunks/*.npz`` with parameters flattened under their key
 paths, and a ``params.npz``) are still read and resumed.
 """
@@ -53,7 +54,8 @@ from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
-           "load_params", "VariantRecord", "check", "summary_table", "printed_table", "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
+           "load_params", "VariantRecord", "check", "summary_table", "printed_table",
+           "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
 
 # Columns of summary.txt (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
@@ -589,12 +591,25 @@ def check(cfg, workdir) -> None:
 
 def run(cfg, workdir, *, progress: bool = True, devices=None,
         log: Callable[[str], None] = print) -> dict:
-    """Runs (or resumes) every variant x seed chunk of ``cfg`` under ``workdir``.
+    """Runs (or resumes, or extends) every variant x seed chunk of ``cfg`` under ``workdir``.
 
-    Validates the whole config first (nothing is compiled before that), skips finished
-    variants and chunks (a larger ``num_seeds`` than the run's trains the new seeds only), writes per-variant records as each variant completes, then the
-    summary tables and figures; ``log`` gets :func:`printed_table` (key columns, 100 wide).
-    Returns ``{variant: summary}``.
+    Validates the whole config first (nothing is compiled before that, see :func:`check`),
+    skips finished variants and chunks (a ``num_seeds`` larger than the run's trains the new
+    seeds only), writes per-variant records as each variant completes, then the summary
+    tables and figures.
+
+    Args:
+      cfg: a whole run config (variants included).
+      workdir: the run directory (created, resumed or extended).
+      progress: a progress bar over the chunks left to train.
+      devices: the devices the seed axis is sharded over (default: the config's).
+      log: gets :func:`printed_table` (key columns, at most 100 characters wide).
+
+    Returns:
+      ``{variant: summary}``: ``metrics.summarise`` of each variant over its seeds.
+
+    Raises:
+      ValueError: before any work, as :func:`check`.
     """
     from tqdm.auto import tqdm
 
