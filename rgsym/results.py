@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import serialization
 
@@ -53,8 +54,8 @@ from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
-           "load_params", "VariantRecord", "check", "summary_table", "printed_table",
+           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_run",
+           "load_variant", "load_params", "RunRecord", "VariantRecord", "check", "summary_table", "printed_table",
            "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
 
 # Columns of summary.txt (those a variant lacks are shown as '-').
@@ -361,6 +362,59 @@ def load_variant(vdir) -> VariantRecord:
         params=jax.tree.map(cat, *(c["params"] for c in chunks)))
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
+class RunRecord:
+    """A run directory's top level.
+
+    Attributes:
+      path: the run directory.
+      config: the whole run config (``config.json``, a dict).
+      environment: what produced it (``environment.json``: versions, devices, git revision).
+      variants: the names of its variants, in the config's order.
+      summaries: ``{variant: summary}`` of the finished variants (``metrics.summarise``).
+    """
+    path: Path
+    config: dict
+    environment: dict
+    variants: tuple
+    summaries: dict
+
+    def __repr__(self) -> str:
+        return (f"RunRecord({str(self.path)!r}, {len(self.variants)} variants, "
+                f"{len(self.summaries)} finished, num_seeds={self.config.get('num_seeds')})")
+
+    def variant(self, name: str) -> VariantRecord:
+        """:func:`load_variant` of one of :attr:`variants`."""
+        if name not in self.variants:
+            raise ValueError(f"variant={name!r} is not in {self.path}: its variants are "
+                             f"{', '.join(self.variants)}")
+        return load_variant(self.path / "variants" / name)
+
+
+def load_run(run_dir) -> RunRecord:
+    """Reads a run directory's config, environment, variant names and finished summaries.
+
+    Args:
+      run_dir: a directory written by :func:`run` (finished or not).
+
+    Returns:
+      A :class:`RunRecord`; ``record.variant(name)`` loads one variant.
+
+    Raises:
+      ValueError: ``run_dir`` holds no run (no config.json).
+    """
+    path = Path(run_dir)
+    if not (path / "config.json").exists():
+        raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
+    config = json.loads((path / "config.json").read_text())
+    names = tuple(n for n, _ in train_lib.variant_configs(ml_collections.ConfigDict(config)))
+    summaries = {n: json.loads((path / "variants" / n / "summary.json").read_text())
+                 for n in names if (path / "variants" / n / "DONE").exists()}
+    env = path / "environment.json"
+    return RunRecord(path, config, json.loads(env.read_text()) if env.exists() else {},
+                     names, summaries)
+
+
 def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
     """The trained parameters of one variant, as the model's own pytree stacked over seeds.
 
@@ -386,12 +440,7 @@ def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
         disk (the seeds held are named), or a directory whose parameters do not fit its
         config.
     """
-    vdir = Path(run_dir) / "variants" / str(variant)
-    if not (vdir / "config.json").exists():
-        known = sorted(p.name for p in (Path(run_dir) / "variants").glob("*") if p.is_dir())
-        raise ValueError(f"variant={variant!r} is not in run_dir={str(run_dir)!r}: its "
-                         f"variants are {', '.join(known) or '(none)'}")
-    rec = load_variant(vdir)
+    rec = load_run(run_dir).variant(variant)
     if seeds is None:
         return rec.params
     wanted = np.asarray(seeds)
@@ -401,7 +450,7 @@ def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
     where = {int(s): i for i, s in enumerate(rec.seeds)}
     missing = [int(s) for s in wanted if int(s) not in where]
     if missing:
-        raise ValueError(f"seeds {missing} are not in {vdir}: it holds seeds "
+        raise ValueError(f"seeds {missing} are not in variant {variant!r}: it holds seeds "
                          f"{_seed_span(rec.seeds)}")
     index = np.array([where[int(s)] for s in wanted], dtype=np.int64)
     return jax.tree.map(lambda a: a[index], rec.params)

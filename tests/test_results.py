@@ -154,8 +154,12 @@ def test_load_params_round_trip_for_an_mlp_and_a_gnn(tmp_path, monkeypatch):
     work = tmp_path / "run"
     _, trained = _captured_run(cfg, work, monkeypatch)
     uniform = distributions.get("uniform", standardised=True)
-    for name in ("mlp-none-quadratic", "gnn-shared-quadratic-width=4"):
-        rec = results.load_variant(work / "variants" / name)
+    run = results.load_run(work)
+    assert run.variants == ("mlp-none-quadratic", "gnn-shared-quadratic-width=4")
+    assert run.summaries.keys() == set(run.variants) and run.environment["jax"]
+    assert repr(run).endswith("2 variants, 2 finished, num_seeds=3)")
+    for name in run.variants:
+        rec = run.variant(name)
         model = models.build(rec.config)   # a saved variant config builds its model
         params = results.load_params(work, name)
         template = model.init(jax.random.key(0), np.zeros(model.spec.lattice_shape))
@@ -185,7 +189,8 @@ def test_load_params_round_trip_for_an_mlp_and_a_gnn(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match=r"variant='mlp-none-tanh' is not in .*mlp-none-quad"):
         results.load_params(work, "mlp-none-tanh")
-    with pytest.raises(ValueError, match=r"seeds \[7\] are not in .* holds seeds 0..2"):
+    with pytest.raises(ValueError, match=r"seeds \[7\] are not in variant "
+                                         r"'mlp-none-quadratic': it holds seeds 0..2"):
         results.load_params(work, "mlp-none-quadratic", seeds=[0, 7])
     # A variant whose config no longer builds the stored tree is refused, naming the leaf.
     saved = work / "variants" / "mlp-none-quadratic" / "config.json"
