@@ -92,6 +92,8 @@ def _define_sweep_flags() -> None:
                          "this many XLA devices that run seeds in parallel (0: four per core; "
                          "1: off).")
     flags.mark_flags_as_required(["config", "workdir"])
+    for name in ("config", "workdir", "progress", "cpu_devices"):  # listed by --helpshort
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 def _sweep_main(argv) -> None:

@@ -26,3 +26,11 @@ def test_a_config_error_prints_one_line_and_exits_before_any_work(tmp_path, args
     assert out.stderr.startswith(message), out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert MISSING_BACKEND_LOG not in out.stderr and not work.exists()
+
+
+def test_helpshort_lists_the_sweep_flags():
+    out = subprocess.run(script("experiments", "sweep.py") + ["--helpshort"],
+                         capture_output=True, text=True, timeout=120, env=script_env())
+    assert out.returncode == 0
+    for flag in ("--config:", "--workdir:", "--[no]progress:", "--cpu_devices:"):
+        assert flag in out.stdout, out.stdout
