@@ -1,4 +1,4 @@
-"""Runs (or resumes) a sweep of model variants x seeds and prints the summary table.
+r"""Runs (or resumes) a sweep of model variants x seeds and prints the summary table.
 
     python experiments/sweep.py --config=experiments/configs/default.py --workdir=runs/default
     python experiments/sweep.py --config=experiments/configs/test.py --workdir=/tmp/t \
