@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rgsym.results import atomic_write_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from rgsym.results import VariantRecord
 
 __all__ = ["save_figure", "flow_histograms"]
 
@@ -70,7 +74,7 @@ def _quantiles_over_seeds(a: np.ndarray, diverged: np.ndarray, q) -> np.ndarray 
         return np.nanpercentile(np.where(np.isfinite(a), a, np.nan), q, axis=0)
 
 
-def learning_curves(variants: dict[str, dict], path: str,
+def learning_curves(variants: dict[str, VariantRecord], path: str,
                     metrics=("train_loss", "test_rel_err", "ood_rel_err_median")) -> str:
     """One panel per metric: median over seeds (IQR band) against the training step.
 
@@ -80,15 +84,15 @@ def learning_curves(variants: dict[str, dict], path: str,
     colours = plt.get_cmap("tab20")
     for ax, metric in zip(axes[0], metrics):
         for c, (name, v) in enumerate(variants.items()):
-            if metric not in v["curves"]:
+            if metric not in v.curves:
                 continue
-            bands = _quantiles_over_seeds(v["curves"][metric], v["diverged"], [25, 50, 75])
+            bands = _quantiles_over_seeds(v.curves[metric], v.diverged, [25, 50, 75])
             if bands is None:
                 continue
             lo, med, hi = bands
-            style = "--" if v["config"]["model"]["family"] == "gnn" else "-"
-            ax.plot(v["steps"], med, style, label=name, lw=1.2, color=colours(c % 20))
-            ax.fill_between(v["steps"], lo, hi, color=colours(c % 20), alpha=0.15)
+            style = "--" if v.config["model"]["family"] == "gnn" else "-"
+            ax.plot(v.steps, med, style, label=name, lw=1.2, color=colours(c % 20))
+            ax.fill_between(v.steps, lo, hi, color=colours(c % 20), alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(metric, fontsize=9)
@@ -97,19 +101,19 @@ def learning_curves(variants: dict[str, dict], path: str,
     return save_figure(fig, path)
 
 
-def ood_by_family(variants: dict[str, dict], path: str) -> str:
+def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
     """Heat map of log10 median relative error: variants (sorted by model family, symmetry,
     activation) x evaluation sets (families and scales)."""
     names = sorted(variants, key=lambda n: tuple(
-        variants[n]["config"]["model"][k] for k in ("family", "symmetry", "activation")))
+        variants[n].config["model"][k] for k in ("family", "symmetry", "activation")))
     sets = list(dict.fromkeys(k[len("rel_err/"):] for n in names
-                              for k in variants[n]["final"] if k.startswith("rel_err/")))
+                              for k in variants[n].final if k.startswith("rel_err/")))
     grid = np.full((len(names), len(sets)), np.nan)
     for i, n in enumerate(names):
         v = variants[n]
         for j, s in enumerate(sets):
-            if f"rel_err/{s}" in v["final"]:
-                med = _quantiles_over_seeds(v["final"][f"rel_err/{s}"], v["diverged"], 50)
+            if f"rel_err/{s}" in v.final:
+                med = _quantiles_over_seeds(v.final[f"rel_err/{s}"], v.diverged, 50)
                 grid[i, j] = np.nan if med is None else med
     logs = np.log10(np.clip(grid, 1e-300, None))
     fig, ax = plt.subplots(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
@@ -126,7 +130,7 @@ def ood_by_family(variants: dict[str, dict], path: str) -> str:
     return save_figure(fig, path)
 
 
-def sweep_figures(workdir, variants: dict[str, dict]) -> list[str]:
+def sweep_figures(workdir, variants: dict[str, VariantRecord]) -> list[str]:
     """Both sweep figures under ``workdir/figures``."""
     out = os.path.join(str(workdir), "figures")
     return [learning_curves(variants, os.path.join(out, "learning_curves.png")),

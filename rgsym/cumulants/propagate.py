@@ -60,6 +60,12 @@ class Propagation:
         """Per-unit kappa_1..kappa_order of every state, each [H_layer, order]."""
         return [marginals(s, order) for s in self.states]
 
+    def __repr__(self) -> str:
+        # One line per state with array shapes: the default printed every array in full.
+        from rgsym.reprs import short_repr
+        return "\n".join([f"Propagation({len(self.states)} states)"] + [
+            f"  {label}: {short_repr(s)}" for label, s in zip(self.labels, self.states)])
+
 
 def geometry(model, lattice_shape=None):
     """(lattice_shape, b, dim) of a built model (its spec), lattice_shape overriding."""
