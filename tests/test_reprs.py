@@ -17,7 +17,10 @@ def test_propagation_and_monte_carlo_print_shapes_not_values():
     lines = repr(prop).splitlines()
     assert lines[0] == f"Propagation({len(prop.states)} states)" and len(lines) == 1 + len(
         prop.states)
-    assert "float64[16,16,16,16]" in repr(prop) and "exact: DenseCumulants" in repr(prop)
+    assert "exact: MarginalCumulants(kappa=float64[16,4])" in repr(prop)   # the hidden layer
+    assert "exact: DenseCumulants" in repr(prop)
+    joint = cumulants.propagate(net, params, uniform, order=4, joint=True)
+    assert "float64[16,16,16,16]" in repr(joint)
     mc = cumulants.monte_carlo(net, params, uniform, jax.random.key(2), n_samples=4096,
                                batch=1024)
     text = repr(mc)
