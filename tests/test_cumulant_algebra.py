@@ -206,3 +206,17 @@ def test_bad_inputs_are_refused():
     with pytest.raises(CumulantMemoryError, match="order=2 at width=64.*intermediate"):
         propagate(mid, mid.init(jax.random.key(0), jnp.zeros(16)),
                   distributions.get("uniform"), order=2, memory_limit=100_000, joint=True)
+
+
+def test_costly_contractions_are_refused_before_they_run():
+    """The rule sums opt_einsum's cost estimates at trace time and refuses above flop_limit
+    with the estimate, before anything runs; a raised limit lets the same call through."""
+    from rgsym.cumulants import CumulantCostError
+    net = build(dict(family="mlp", symmetry="none", activation="quadratic", width=16, depth=1,
+                     sites=8, dtype="float64"))
+    p = net.init(jax.random.key(0), jnp.zeros(8))
+    with pytest.raises(CumulantCostError, match=r"orders 1..4 .*about [0-9.e+]+ floating-point "
+                                                r"operations.*flop_limit=1e\+05"):
+        propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e5)
+    out = propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e9)
+    assert out.labels[-1] == "exact"

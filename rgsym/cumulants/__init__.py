@@ -16,10 +16,9 @@ from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, RGEigenvalue
                                      rg_eigenvalues)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
-from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
-                                   MarginalCumulants,
-                                   from_tensors, iid_lattice, independent_sites, marginals,
-                                   to_dense)
+from rgsym.cumulants.state import (CumulantCostError, CumulantMemoryError, DenseCumulants,
+                                   FactorCumulants, MarginalCumulants, from_tensors,
+                                   iid_lattice, independent_sites, marginals, to_dense)
 
 __all__ = [
     "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
@@ -29,7 +28,7 @@ __all__ = [
     "predict_mse", "rg_eigenvalues",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
-    "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "MarginalCumulants",
-    "from_tensors", "iid_lattice",
-    "independent_sites", "marginals", "to_dense",
+    "CumulantCostError", "CumulantMemoryError", "DenseCumulants", "FactorCumulants",
+    "MarginalCumulants", "from_tensors", "iid_lattice", "independent_sites", "marginals",
+    "to_dense",
 ]

@@ -21,7 +21,8 @@ sum in which each class is first relabelled by a permutation of its factors.
 merges classes that become identical (their weights add) and groups the rest by which
 factor touches which block (the einsum signature), so that a whole group is contracted by
 one batched einsum with the leg counts as data.  The program then grows with the number of
-signatures (12 at n = 4 for a quadratic activation) rather than of classes (123).
+signatures rather than of classes (``len(class_groups(2, 4, 8))`` against the classes of
+every q in {1, 2}^4).
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from rgsym import distributions as _dist
 from rgsym import validation
 from rgsym.cumulants import rules
 from rgsym.cumulants.partitions import check_legs
-from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
+from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    MarginalCumulants, State, iid_lattice, independent_sites,
                                    marginals)
 from rgsym.models.activations import KINKS, activation_fn, polynomial_coefficients
@@ -152,7 +152,7 @@ def input_state(input_cumulants, n_sites: int, order: int) -> State:
 
 
 def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit,
-                 linear_units: int = 0):
+                 linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT):
     """One activation (identity on the trailing ``linear_units``); returns (state, label)."""
     coeffs = _poly(layer)
     if coeffs is not None:
@@ -161,7 +161,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
         ident = jnp.zeros_like(raw).at[1].set(1.0)
         raw = jnp.where(rules.linear_mask(mean.shape[0], linear_units)[:, None], ident, raw)
         out = rules.polynomial(state, rules.centre_coefficients(raw, mean), order,
-                               readout, memory_limit)
+                               readout, memory_limit, flop_limit)
         return out, "exact" if state.order >= (len(coeffs) - 1) * order else "closure"
     if mode == "exact":
         raise ValueError(
@@ -171,7 +171,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
     fn = activation_fn(layer.activation, layer.alpha)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
     return rule(state, fn, order, readout, memory_limit, linear_units,
-                kinks=KINKS.get(layer.activation, ())), mode
+                kinks=KINKS.get(layer.activation, ()), flop_limit=flop_limit), mode
 
 
 def _expands_kink(layer, order: int, mode: str) -> bool:
@@ -182,13 +182,14 @@ def _expands_kink(layer, order: int, mode: str) -> bool:
 
 
 def _unit_marginals(state: State, layer, order: int, mode: str, memory_limit,
-                    linear_units: int = 0) -> MarginalCumulants:
+                    linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT
+                    ) -> MarginalCumulants:
     """Each unit's own output cumulants: the layer's rule on the units' marginal cumulants
     alone, so no ``[H]^n`` joint tensor is built.  A unit's cumulants depend only on its
     own pre-activation law, so they equal the diagonals of the joint rule's tensors
     (closure included: the same orders are dropped)."""
     return _elementwise(MarginalCumulants(marginals(state)), layer, order, mode, None,
-                        memory_limit, linear_units)[0]
+                        memory_limit, linear_units, flop_limit)[0]
 
 
 def _refuse_kinks(near: dict, chain, mode: str):
@@ -219,7 +220,8 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
                     every_layer: bool = True,
                     memory_limit: float = DEFAULT_MEMORY_LIMIT,
                     linear_units: int = 0, internal_order: int | None = None,
-                    joint: bool = False) -> Propagation:
+                    joint: bool = False,
+                    flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
     """Propagates ``state`` through a chain of Affine / Elementwise layers.
 
     An activation followed by an Affine is fused unless ``joint``: the readout is
@@ -241,7 +243,7 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
     arrays = tuple(tuple(l) if isinstance(l, Affine) else l.alpha for l in chain)
     out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                               linear_units, joint)
+                               linear_units, joint, flop_limit)
     _refuse_kinks(near, chain, mode)
     return out
 
@@ -261,7 +263,7 @@ def _propagate_jit(kinds, arrays, state, *static):
 
 
 def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                       linear_units, joint):
+                       linear_units, joint, flop_limit):
     """The chain (kinds: None for Affine, else the activation; arrays: (weight, bias) or
     alpha) as one compiled program: eager layer-by-layer dispatch would compile dozens of
     small programs on the first call.  Returns (Propagation, {layer: near-kink mask})."""
@@ -281,12 +283,12 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
             if not joint and i + 1 < len(chain) and isinstance(chain[i + 1], Affine):
                 readout = chain[i + 1].weight
             fused, new = _elementwise(state, layer, outs[i], mode, readout, memory_limit,
-                                      linear_units)
+                                      linear_units, flop_limit)
             label = _merge(label, new)
             if readout is not None:
                 if every_layer:  # the hidden layer as each unit's own cumulants
                     states.append(_unit_marginals(state, layer, outs[i], mode, memory_limit,
-                                                  linear_units))
+                                                  linear_units, flop_limit))
                     labels.append(label)
                 fused = rules.add_bias(fused, chain[i + 1].bias)
                 i += 1
@@ -301,7 +303,7 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
     return Propagation(tuple(states), tuple(labels)), near
 
 
-_STATIC = (0, 3, 4, 5, 6, 7, 8)
+_STATIC = (0, 3, 4, 5, 6, 7, 8, 9)
 _program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
                        compiler_options=COMPILER_OPTIONS)
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
@@ -310,7 +312,8 @@ _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
               lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
               joint: bool = False, internal_order: int | None = None,
-              memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
+              memory_limit: float = DEFAULT_MEMORY_LIMIT,
+              flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
     """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
 
     input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
@@ -327,8 +330,11 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
       non-polynomial activations: 'quadratic' or 'gaussian_closure'.
     Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
-    :func:`propagate_many`).  Raises CumulantMemoryError if dense tensors would exceed
-    ``memory_limit`` bytes; ValueError on order or steps < 1, internal_order < order,
+    :func:`propagate_many`).  Raises, before anything runs: CumulantMemoryError if dense
+    tensors or contraction intermediates would exceed ``memory_limit`` bytes;
+    CumulantCostError if a layer's contractions would cost more than ``flop_limit``
+    floating-point operations (opt_einsum's estimate); ValueError on order or steps < 1,
+    internal_order < order, a layer needing more than ``partitions.MAX_LEGS`` legs,
     non-finite input, kappas that are not 1-D or a state whose width is not the number of
     lattice sites; CumulantDoesNotExist if the family lacks a needed cumulant.
     """
@@ -338,7 +344,7 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     state = input_state(input_cumulants, math.prod(shape),
                         order_schedule(chain, order, internal_order)[0])
     return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
-                           internal_order=internal_order, joint=joint)
+                           internal_order=internal_order, joint=joint, flop_limit=flop_limit)
 
 
 def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",

@@ -28,7 +28,8 @@ import opt_einsum
 
 from rgsym import validation
 from rgsym.cumulants.partitions import check_legs, class_groups
-from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
+from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, CumulantCostError,
+                                   CumulantMemoryError, DenseCumulants,
                                    FactorCumulants, MarginalCumulants, State, check_memory,
                                    marginals, to_dense)
 
@@ -78,11 +79,14 @@ def centre_coefficients(coeffs, mean):
     return jnp.stack(cols, -1)
 
 
-def _einsum(subs: str, arrays, memory_limit, what: str):
+def _einsum(subs: str, arrays, memory_limit, what: str, flops: list | None = None):
     """einsum along opt_einsum's greedy path, refusing paths whose largest intermediate
-    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built)."""
+    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built).
+    flops: if given, the path's estimated cost is appended to it."""
     path, info = opt_einsum.contract_path(subs, *[a.shape for a in arrays], shapes=True,
                                           optimize="greedy")
+    if flops is not None:
+        flops.append(float(info.opt_cost))
     need = int(info.largest_intermediate) * arrays[0].dtype.itemsize
     if need > memory_limit:
         raise CumulantMemoryError(
@@ -127,7 +131,8 @@ def _unit_tensor(state: FactorCumulants, coeffs, q: int, powers: tuple, readout,
         sites = _SITE[:len(powers)]
         subs += [unit + site for site in sites]
         arrays += [state.weight ** e for e in powers]
-        library[key] = _einsum(",".join(subs) + "->" + out + sites, arrays, memory_limit, what)
+        library[key] = _einsum(",".join(subs) + "->" + out + sites, arrays, memory_limit, what,
+                               library["flops"])
     return library[key]
 
 
@@ -159,10 +164,12 @@ def _factor_group(state: FactorCumulants, coeffs, group, readout, library, memor
             ops.append(("k" + _SITE[j], state.kappa[:, order].T))
     ops.append(("k", jnp.asarray(group.weight, coeffs.dtype)))
     subs, arrays = zip(*ops)
-    return _einsum(",".join(subs) + "->" + out_sub, arrays, memory_limit, what)
+    return _einsum(",".join(subs) + "->" + out_sub, arrays, memory_limit, what,
+                   library["flops"])
 
 
-def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, memory_limit, what):
+def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, memory_limit, what,
+                 flops):
     """One class on a dense state: each block's G_|B| with its legs' unit letters."""
     heads = [_head(coeffs, int(qi), i, readout) for i, qi in enumerate(q)]
     ops = [(sub, arr) for subs, arrays, _, _ in heads for sub, arr in zip(subs, arrays)]
@@ -170,13 +177,14 @@ def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, memory_limit
              state.tensors[int(sum(v)) - 1]) for v in blocks]
     subs, arrays = zip(*ops)
     return _einsum(",".join(subs) + "->" + "".join(h[3] for h in heads), arrays,
-                   memory_limit, what)
+                   memory_limit, what, flops)
 
 
 def _order_n(state: State, coeffs, n: int, readout, library, memory_limit):
     """G_n of ``y`` (or of ``readout @ y``) without the constant: the symmetrisation of
     the weighted class terms of :func:`partitions.class_groups`; None if no class.
-    library: the trace's unit tensors (:func:`_unit_tensor`), shared across orders."""
+    library: the trace's unit tensors (:func:`_unit_tensor`), shared across orders, and
+    under "flops" the estimated cost of every contraction so far."""
     deg = coeffs.shape[-1] - 1
     what = (f"cumulant order={n} at width={state.width} (degree {deg} activation, "
             f"input order {state.order})")
@@ -186,7 +194,8 @@ def _order_n(state: State, coeffs, n: int, readout, library, memory_limit):
             terms = [_factor_group(state, coeffs, group, readout, library, memory_limit,
                                    what)]
         else:
-            terms = [w * _dense_class(state, coeffs, blocks, q, readout, memory_limit, what)
+            terms = [w * _dense_class(state, coeffs, blocks, q, readout, memory_limit, what,
+                                      library["flops"])
                      for blocks, q, w in zip(group.legs, group.q, group.weight)]
         for term in terms:
             total = term if total is None else total + term
@@ -208,9 +217,10 @@ def _unit_polynomial(state: MarginalCumulants, coeffs, order: int) -> MarginalCu
     return MarginalCumulants(jnp.stack(cols, -1))
 
 
-@functools.partial(jax.jit, static_argnames=("order", "memory_limit"))
+@functools.partial(jax.jit, static_argnames=("order", "memory_limit", "flop_limit"))
 def polynomial(state: State, coeffs, order: int, readout=None,
-               memory_limit=DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+               memory_limit=DEFAULT_MEMORY_LIMIT,
+               flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """Cumulants of ``y_a = sum_q coeffs[a, q] (z_a - E z_a)^q`` (centred coefficients).
 
     state: cumulants of z (factor or dense, width H); coeffs: [H, Q+1] (see
@@ -218,8 +228,10 @@ def polynomial(state: State, coeffs, order: int, readout=None,
     if given the result is the state of ``readout @ y`` (width O).  Input orders above
     ``state.order`` are taken as zero (closure).  Returns a DenseCumulants of width H or O;
     for a MarginalCumulants state (no readout), each unit's own cumulants [H, order].
-    Raises CumulantMemoryError (tensors or einsum intermediates above ``memory_limit``
-    bytes) and ValueError beyond ``partitions.MAX_LEGS`` legs (Q x order), at trace time.
+    Raises, at trace time (nothing has run): CumulantMemoryError (tensors or einsum
+    intermediates above ``memory_limit`` bytes), CumulantCostError (contractions estimated
+    above ``flop_limit`` floating-point operations) and ValueError beyond
+    ``partitions.MAX_LEGS`` legs (Q x order).
     Jitted (one trace per structure): eager einsums would each dispatch separately.
     """
     coeffs = jnp.asarray(coeffs)
@@ -231,7 +243,7 @@ def polynomial(state: State, coeffs, order: int, readout=None,
         return _unit_polynomial(state, coeffs, order)
     width = coeffs.shape[0] if readout is None else readout.shape[0]
     check_memory(width, order, memory_limit)
-    tensors, library = [], {}
+    tensors, library = [], {"flops": []}
     for n in range(1, order + 1):
         total = _order_n(state, coeffs, n, readout, library, memory_limit)
         if total is None:
@@ -240,6 +252,14 @@ def polynomial(state: State, coeffs, order: int, readout=None,
             mean0 = coeffs[:, 0] if readout is None else readout @ coeffs[:, 0]
             total = total + mean0  # the constant coefficient enters the mean only
         tensors.append(total)
+    cost = sum(library["flops"])
+    if cost > flop_limit:
+        raise CumulantCostError(
+            f"cumulant orders 1..{order} through a degree-{coeffs.shape[-1] - 1} activation at "
+            f"width={state.width} (input order {state.order}) would cost about {cost:.3g} "
+            f"floating-point operations in {len(library['flops'])} contractions, above "
+            f"flop_limit={flop_limit:.3g}; lower the order, internal_order or width, or raise "
+            "flop_limit")
     return DenseCumulants(tuple(tensors))
 
 
@@ -261,7 +281,7 @@ def near_kink(state: State, kinks, linear_units: int = 0):
 
 def quadratic_expansion(state: State, fn, order: int, readout=None,
                         memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
-                        kinks=()) -> DenseCumulants:
+                        kinks=(), flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """``phi`` expanded to second order about each unit's mean, then :func:`polynomial`.
 
     Approximate: exact for polynomials of degree <= 2, accurate when the pre-activation
@@ -279,7 +299,7 @@ def quadratic_expansion(state: State, fn, order: int, readout=None,
     coeffs = jnp.where(linear_mask(mean.shape[0], linear_units)[:, None], ident, coeffs)
     if kinks:
         coeffs = jnp.where(near_kink(state, kinks, linear_units)[:, None], jnp.nan, coeffs)
-    return polynomial(state, coeffs, order, readout, memory_limit)
+    return polynomial(state, coeffs, order, readout, memory_limit, flop_limit)
 
 
 def _safe_sqrt(x):
@@ -295,7 +315,7 @@ def _hermite(nodes: int, dtype):
 
 
 def _unit_gaussian_closure(state: MarginalCumulants, fn, order, memory_limit, linear_units,
-                           nodes, kinks) -> MarginalCumulants:
+                           nodes, kinks, flop_limit) -> MarginalCumulants:
     """:func:`gaussian_closure` on each unit alone: mean and variance by 1-D quadrature,
     orders >= 3 from the quadratic expansion."""
     mean, sd = state.kappa[:, 0], _safe_sqrt(state.kappa[:, 1])
@@ -306,13 +326,14 @@ def _unit_gaussian_closure(state: MarginalCumulants, fn, order, memory_limit, li
     cols = [e1, (fa - e1[:, None]) ** 2 @ w]
     if order > 2:
         cols += list(quadratic_expansion(state, fn, order, None, memory_limit, linear_units,
-                                         kinks).kappa.T[2:order])
+                                         kinks, flop_limit).kappa.T[2:order])
     return MarginalCumulants(jnp.stack(cols[:order], -1))
 
 
 def gaussian_closure(state: State, fn, order: int, readout=None,
                      memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
-                     nodes: int = GAUSS_HERMITE_NODES, kinks=()) -> DenseCumulants:
+                     nodes: int = GAUSS_HERMITE_NODES, kinks=(),
+                     flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """Mean and covariance of ``phi(z)`` for Gaussian ``z`` with the state's G_1, G_2.
 
     Gauss-Hermite quadrature: 1-D for the mean, 2-D over each unit pair for the covariance.
@@ -324,7 +345,7 @@ def gaussian_closure(state: State, fn, order: int, readout=None,
     """
     if isinstance(state, MarginalCumulants):
         return _unit_gaussian_closure(state, fn, order, memory_limit, linear_units, nodes,
-                                      kinks)
+                                      kinks, flop_limit)
     g = to_dense(state, 2, memory_limit)
     mean, cov = g.tensors
     lin = linear_mask(mean.shape[0], linear_units)
@@ -343,11 +364,12 @@ def gaussian_closure(state: State, fn, order: int, readout=None,
     fb = jnp.where(lin[None, :, None, None], zb, fn(zb))
     e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fb, w, w)
     cov_out = e2 - e1[:, None] * e1[None, :]
-    if order > 2:
-        tensors = quadratic_expansion(state, fn, order, None, memory_limit,
-                                      linear_units, kinks).tensors
-    else:
-        tensors = ()
-    tensors = (e1, cov_out) + tuple(tensors[2:order])
-    out = DenseCumulants(tensors[:order])
-    return out if readout is None else affine(out, readout, None, memory_limit)
+    low = DenseCumulants((e1, cov_out)[:order])
+    if readout is not None:
+        low = affine(low, readout, None, memory_limit)
+    if order <= 2:
+        return low
+    # orders >= 3 with the readout inside the expansion's einsums (no [H]^n tensors)
+    high = quadratic_expansion(state, fn, order, readout, memory_limit, linear_units, kinks,
+                               flop_limit).tensors
+    return DenseCumulants(low.tensors + high[2:])

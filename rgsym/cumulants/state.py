@@ -40,9 +40,19 @@ __all__ = [
     "dense_bytes",
     "check_memory",
     "DEFAULT_MEMORY_LIMIT",
+    "DEFAULT_FLOP_LIMIT",
+    "CumulantCostError",
 ]
 
 DEFAULT_MEMORY_LIMIT = 2 * 2 ** 30  # bytes
+#: Floating-point operations one polynomial rule may cost (opt_einsum's estimate of its
+#: contractions): about a minute on two CPU cores.
+DEFAULT_FLOP_LIMIT = 1e11
+
+
+class CumulantCostError(RuntimeError):
+    """Raised at trace time, before anything runs, when a rule's contractions would cost
+    more floating-point operations than its flop limit."""
 
 
 class CumulantMemoryError(MemoryError):
