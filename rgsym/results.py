@@ -37,7 +37,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -50,6 +49,8 @@ import numpy as np
 from flax import serialization
 
 from rgsym import compile_cache, models
+from rgsym.atomic import (atomic_savez, atomic_write_bytes, atomic_write_json,  # noqa: F401
+                          atomic_write_text, load_npz)
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
@@ -79,60 +80,6 @@ KILL_AT_ENV = "RGSYM_KILL_AT"
 def kill_point(where: str) -> None:
     if os.environ.get(KILL_AT_ENV) == where:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------------------
-# Atomic writes.
-
-_UMASK = os.umask(0)  # read once (the only way to read it), then restored
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> str:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync and
-    os.replace, so an interrupted write leaves either the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
-                      + "\n")
-
-
-def atomic_savez(path, arrays: Mapping[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def _finite_or_none(x):
