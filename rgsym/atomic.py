@@ -35,9 +35,10 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
     os.replace and fsync of the folder; returns ``path``.  Raises OSError (e.g. ENOSPC)
     with the previous file intact and no temporary file left."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,8 +46,11 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
         os.replace(tmp, path)
         _fsync_dir(directory)
+    except OSError as e:  # e.g. ENOSPC: say which file, keep the errno for callers
+        raise OSError(e.errno, f"{e.strerror or e} while writing {path} ({len(data)} bytes); "
+                      "the previous version of the file, if any, is intact", str(path)) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
 

@@ -88,6 +88,8 @@ def _define_sweep_flags() -> None:
         "with --config.<section>.<field>=<value>.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory (created, or resumed when it exists).")
     flags.DEFINE_bool("progress", True, "Show a progress bar with ETA over variants and chunks.")
+    flags.DEFINE_bool("allow_version_change", False, "Resume a run directory written under "
+                      "other rgsym / jax / jaxlib versions (recorded in environment.json).")
     flags.DEFINE_integer("cpu_devices", 0, "Without an accelerator, split the host CPU into "
                          "this many XLA devices that run seeds in parallel (0: four per core; "
                          "1: off).")
@@ -109,10 +111,11 @@ def _sweep_main(argv) -> None:
     if cfg.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     try:
-        results.check(cfg, FLAGS.workdir)
+        results.check(cfg, FLAGS.workdir, allow_version_change=FLAGS.allow_version_change)
     except ValueError as e:
         sys.exit(f"error: {_one_line(e)}")
-    results.run(cfg, FLAGS.workdir, progress=FLAGS.progress)
+    results.run(cfg, FLAGS.workdir, progress=FLAGS.progress,
+                allow_version_change=FLAGS.allow_version_change)
     if jax.process_index() == 0:
         print(f"results, figures and full summary tables under {FLAGS.workdir}")
 

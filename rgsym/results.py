@@ -54,7 +54,7 @@ from rgsym.atomic import (atomic_savez, atomic_write_bytes, atomic_write_json,  
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
-__all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_run",
            "load_variant", "load_params", "RunRecord", "VariantRecord", "check", "summary_table", "printed_table",
            "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
@@ -90,6 +90,18 @@ def _finite_or_none(x):
 # ------------------------------------------------------------------------------------------
 # Environment and config records.
 
+#: Versions whose change alters what a run computes (JAX's RNG streams and numerics, our
+#: code): resuming a run under others is refused unless allowed (see :func:`check`).
+RESUME_VERSION_KEYS = ("rgsym", "jax", "jaxlib")
+
+
+def versions() -> dict:
+    """``{rgsym, jax, jaxlib}`` version strings of this process."""
+    import rgsym
+    return dict(rgsym=rgsym.__version__, jax=jax.__version__,
+                jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"))
+
+
 def environment(cfg) -> dict:
     """What produced a run: versions, devices, git revision, precision settings."""
     repo = Path(train_lib.__file__).resolve().parent.parent
@@ -102,8 +114,7 @@ def environment(cfg) -> dict:
             return ""
 
     return dict(
-        jax=jax.__version__, jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"),
-        backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
+        **versions(), backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
         local_device_count=jax.local_device_count(), process_count=jax.process_count(),
         git_revision=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
         matmul_precision=cfg.matmul_precision, dtype=cfg.dtype,
@@ -570,23 +581,49 @@ def _summary_csv(summaries: Mapping[str, dict]) -> str:
 # ------------------------------------------------------------------------------------------
 # The resumable sweep.
 
-def check(cfg, workdir) -> None:
+def _sessions(path: Path) -> list[dict]:
+    """Every environment that has written to a run, oldest first (environment.json holds
+    the latest with the earlier ones under 'history'; older runs have no history)."""
+    if not path.exists():
+        return []
+    latest = json.loads(path.read_text())
+    return list(latest.pop("history", [])) + [latest]
+
+
+def _check_versions(sessions: list[dict], allow_version_change: bool) -> None:
+    now = versions()
+    for past in sessions:
+        differ = [f"{k} {past.get(k)} -> {now[k]}" for k in RESUME_VERSION_KEYS
+                  if past.get(k) != now[k]]
+        if differ and not allow_version_change:
+            raise ValueError(
+                f"the run was written under other versions ({'; '.join(differ)}): its chunks "
+                "and new ones could differ in RNG streams or numerics; use a new --workdir, "
+                "or pass allow_version_change=True (--allow_version_change) to resume anyway "
+                "(recorded in environment.json)")
+
+
+def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
     """Everything that refuses a run before anything is compiled.
 
     Args:
       cfg: a whole run config (``rgsym.train.base_config`` with overrides and variants).
-      workdir: the run directory; where it already holds a run, that run's config.
+      workdir: the run directory; where it already holds a run, that run's config and the
+        versions (:data:`RESUME_VERSION_KEYS`) of every session that wrote to it.
+      allow_version_change: resume a run written under other versions anyway.
 
     Raises:
       ValueError: naming the field, for a config that ``rgsym.train.validate_config``
-        refuses, or a ``workdir`` holding a run of another config.
+        refuses, a ``workdir`` holding a run of another config, or one written under other
+        rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
     """
     train_lib.validate_config(cfg)
     _check_resume(Path(workdir) / "config.json", cfg)
+    _check_versions(_sessions(Path(workdir) / "environment.json"), allow_version_change)
 
 
 def run(cfg, workdir, *, progress: bool = True, devices=None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, allow_version_change: bool = False) -> dict:
     """Runs (or resumes, or extends) every variant x seed chunk of ``cfg`` under ``workdir``.
 
     Validates the whole config first (nothing is compiled before that, see :func:`check`),
@@ -600,6 +637,8 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
       progress: a progress bar over the chunks left to train.
       devices: the devices the seed axis is sharded over (default: the config's).
       log: gets :func:`printed_table` (key columns, at most 100 characters wide).
+      allow_version_change: resume a run written under other rgsym / jax / jaxlib versions
+        (see :func:`check`); environment.json keeps every session under 'history'.
 
     Returns:
       ``{variant: summary}``: ``metrics.summarise`` of each variant over its seeds.
@@ -611,7 +650,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
 
     from rgsym import plotting
 
-    check(cfg, workdir)
+    check(cfg, workdir, allow_version_change=allow_version_change)
     cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = train_lib.variant_configs(cfg)
     workdir = Path(workdir)
@@ -619,7 +658,9 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     if writer:
         atomic_write_json(workdir / "config.json", _config_json(cfg))
         atomic_write_json(workdir / "environment.json",
-                          dict(environment(cfg), compile_cache_dir=cache_dir))
+                          dict(environment(cfg), compile_cache_dir=cache_dir,
+                               allow_version_change=allow_version_change,
+                               history=_sessions(workdir / "environment.json")))
 
     pending = _from_writer({name: _pending(workdir / "variants" / name, vcfg) if writer
                             else [] for name, vcfg in variants})

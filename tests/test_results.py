@@ -272,3 +272,68 @@ def test_a_finished_run_extended_with_more_seeds_trains_only_the_new_ones(tmp_pa
     assert calls == [[2, 3]]  # finished again: nothing trained
     with pytest.raises(ValueError, match=r"'num_seeds'=3 is fewer than the 4 seeds"):
         results.check(tiny(num_seeds=3, chunk_size=2), work)
+
+
+def test_a_full_disk_names_the_file_keeps_earlier_results_and_a_resume_completes(
+        tmp_path, monkeypatch):
+    """ENOSPC on the second chunk's write: the error names that file, the first chunk and
+    the run's records stay intact, no temporary file is left, and a rerun finishes with
+    the records of an uninterrupted run."""
+    import errno
+    from rgsym import atomic
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    clean = results.run(cfg, tmp_path / "clean", **quiet)
+    work = tmp_path / "run"
+    real = atomic.os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+        def __enter__(self):
+            return self
+        def __exit__(self, *a):
+            self.f.close()
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    full = {"now": False}                     # the disk fills up at the second chunk
+    write_bytes = results.atomic_write_bytes
+
+    def writing(path, data):
+        full["now"] = "00001" in str(path)
+        return write_bytes(path, data)
+
+    def fdopen(fd, mode="r", *a, **k):
+        f = real(fd, mode, *a, **k)
+        return Full(f) if full["now"] else f
+
+    monkeypatch.setattr(results, "atomic_write_bytes", writing)
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
+    with pytest.raises(OSError, match=r"No space left on device while writing .*00001") as e:
+        results.run(cfg, work, **quiet)
+    assert e.value.errno == errno.ENOSPC
+    chunks = work / "variants" / "mlp-none-tanh" / "chunks"
+    assert sorted(p.name for p in chunks.iterdir()) == ["00000.msgpack"]
+    assert (work / "config.json").exists() and (work / "environment.json").exists()
+    monkeypatch.setattr(atomic.os, "fdopen", real)
+    assert results.run(cfg, work, **quiet) == clean
+    assert not [p for p in work.rglob(".tmp-*")]
+
+
+def test_resuming_under_other_versions_is_refused_unless_allowed_and_recorded(tmp_path):
+    cfg = tiny(num_seeds=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    work = tmp_path / "run"
+    first = results.run(cfg, work, **quiet)
+    env_path = work / "environment.json"
+    env = json.loads(env_path.read_text())
+    assert env["history"] == [] and env["rgsym"] and env["jaxlib"]
+    env["jax"] = "0.0.1"                      # as if written by another JAX
+    env_path.write_text(json.dumps(env))
+    with pytest.raises(ValueError, match=rf"jax 0\.0\.1 -> {jax.__version__}.*allow_version"):
+        results.run(cfg, work, **quiet)
+    assert results.run(cfg, work, allow_version_change=True, **quiet) == first
+    env = json.loads(env_path.read_text())
+    assert env["allow_version_change"] is True and env["jax"] == jax.__version__
+    assert [h["jax"] for h in env["history"]] == ["0.0.1"]
