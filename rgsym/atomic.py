@@ -6,13 +6,25 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tempfile
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez",
+__all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez",
            "load_npz"]
+
+#: Fault injection for the crash tests: with RGSYM_KILL_AT=<point> in the environment the
+#: process SIGKILLs itself at that point (``rgsym.results`` lists the points of a run).
+KILL_AT_ENV = "RGSYM_KILL_AT"
+
+
+def kill_point(where: str) -> None:
+    """SIGKILLs this process if ``where`` is the point named in $RGSYM_KILL_AT."""
+    if os.environ.get(KILL_AT_ENV) == where:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 _UMASK = os.umask(0)  # read once (the only way to read it), then restored
 os.umask(_UMASK)
@@ -44,6 +56,7 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
+        kill_point(f"replace:{os.path.basename(path)}")
         os.replace(tmp, path)
         _fsync_dir(directory)
     except OSError as e:  # e.g. ENOSPC: say which file, keep the errno for callers

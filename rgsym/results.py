@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
 import textwrap
@@ -49,8 +48,8 @@ import numpy as np
 from flax import serialization
 
 from rgsym import compile_cache, models
-from rgsym.atomic import (atomic_savez, atomic_write_bytes, atomic_write_json,  # noqa: F401
-                          atomic_write_text, load_npz)
+from rgsym.atomic import (KILL_AT_ENV, atomic_savez, atomic_write_bytes,  # noqa: F401
+                          atomic_write_json, atomic_write_text, kill_point, load_npz)
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
@@ -70,16 +69,13 @@ PRINTED_COLUMNS = (("train_loss", "train"), ("test_rel_err", "test"),
                    ("scale_rel_err_max", "scale_max"), ("flow_rel_err_max", "flow_max"))
 
 
-# Fault injection for the resume tests: with RGSYM_KILL_AT=<point> in the environment the
-# process SIGKILLs itself at that point of :func:`run` (deterministic kill points).  Points:
-# 'chunk:<variant>:<index>' (after the chunk file is written), 'finalise:<variant>' (after
-# the per-seed records, before summary.json and DONE).
-KILL_AT_ENV = "RGSYM_KILL_AT"
-
-
-def kill_point(where: str) -> None:
-    if os.environ.get(KILL_AT_ENV) == where:
-        os.kill(os.getpid(), signal.SIGKILL)
+# Fault injection (rgsym.atomic.kill_point, RGSYM_KILL_AT=<point>: the process SIGKILLs
+# itself there).  Points of :func:`run`, one per phase: 'compile:<variant>' (before its
+# program is built), 'trained:<variant>:<index>' (a chunk trained, not yet written),
+# 'replace:<file name>' (inside every atomic write: the temporary file written and synced,
+# not yet renamed), 'chunk:<variant>:<index>' (after the chunk file), 'finalise:<variant>'
+# (per-seed records written, not summary.json and DONE), 'summary' (the run's summary
+# tables written, not the figures), 'figures' (all written, the table not yet printed).
 
 
 def _finite_or_none(x):
@@ -656,6 +652,8 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     workdir = Path(workdir)
     writer = jax.process_index() == 0
     if writer:
+        for stale in workdir.rglob(".tmp-*"):  # left by a write that a SIGKILL cut short
+            stale.unlink()
         atomic_write_json(workdir / "config.json", _config_json(cfg))
         atomic_write_json(workdir / "environment.json",
                           dict(environment(cfg), compile_cache_dir=cache_dir,
@@ -671,12 +669,14 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         vdir = workdir / "variants" / name
         if pending[name]:
             bar.set_postfix_str(f"{name} (compiling)")
+            kill_point(f"compile:{name}")
             sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
             if writer:
                 (vdir / "DONE").unlink(missing_ok=True)  # extended: to be finalised again
                 atomic_write_json(vdir / "config.json", _config_json(vcfg))
             for i, seeds in pending[name]:
                 params, metrics = sweep.run_chunk(seeds)
+                kill_point(f"trained:{name}:{i:05d}")
                 if writer:
                     atomic_write_bytes(vdir / "chunks" / f"{i:05d}{CHUNK_SUFFIX}",
                                        _chunk_bytes(params, metrics, seeds))
@@ -693,7 +693,9 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         atomic_write_text(workdir / "summary.txt", table)
         atomic_write_text(workdir / "summary.csv", _summary_csv(summaries))
         atomic_write_json(workdir / "summary.json", summaries)
+        kill_point("summary")
         plotting.sweep_figures(workdir, {n: load_variant(workdir / "variants" / n)
                                          for n, _ in variants})
+        kill_point("figures")
         log(printed_table(summaries))
     return summaries

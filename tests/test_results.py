@@ -1,6 +1,7 @@
 """Run directories: atomic files, aggregates, the summary table, and resume."""
 import json
 import os
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -121,6 +122,47 @@ def test_a_kill_during_variant_finalisation_resumes_to_the_same_files(tmp_path, 
                                           ).read_text(), f
     assert (work / "summary.txt").read_text() == (tmp_path / "clean" / "summary.txt").read_text()
     assert_same_params(work, tmp_path / "clean")
+
+
+CRASH_POINTS = ("compile:mlp-none-tanh", "trained:mlp-none-tanh:00001",
+                "replace:00001.msgpack", "chunk:mlp-none-tanh:00000", "replace:metrics.jsonl",
+                "finalise:mlp-none-tanh", "replace:summary.txt", "summary", "figures")
+
+
+def test_a_crash_at_any_phase_resumes_to_the_files_of_an_uninterrupted_run(tmp_path,
+                                                                           monkeypatch):
+    """Each kill point (compiling, training, inside a chunk's write, after it, inside the
+    records' writes, finalising, the run's summary, the figures) in turn: the run stops
+    there, a rerun ends with the records, summary and parameters of a clean run, no
+    temporary file left.  (In-process: the kill raises; tests/test_sweep.py SIGKILLs a
+    real process inside a write.)"""
+    from rgsym import atomic
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    clean = tmp_path / "clean"
+    clean_summaries = results.run(cfg, clean, **quiet)
+
+    class Killed(BaseException):
+        pass
+
+    for point in CRASH_POINTS:
+        def kill(where, point=point):
+            if where == point:
+                raise Killed(where)
+        monkeypatch.setattr(results, "kill_point", kill)
+        monkeypatch.setattr(atomic, "kill_point", kill)
+        work = tmp_path / point.replace(":", "_")
+        with pytest.raises(Killed):
+            results.run(cfg, work, **quiet)
+        monkeypatch.undo()
+        assert results.run(cfg, work, **quiet) == clean_summaries, point
+        vdir = Path("variants") / "mlp-none-tanh"
+        for f in ("metrics.jsonl", "metrics.csv", "curves.csv", "summary.json"):
+            assert (work / vdir / f).read_text() == (clean / vdir / f).read_text(), (point, f)
+        assert (work / "summary.txt").read_text() == (clean / "summary.txt").read_text()
+        assert (work / "figures" / "learning_curves.png").exists(), point
+        assert_same_params(work, clean)
+        assert not list(work.rglob(".tmp-*")), point
 
 
 def _captured_run(cfg, work, monkeypatch):

@@ -36,19 +36,22 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert "test_rel_err" in done.stdout and "mlp-block_local-quadratic" in done.stdout
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
 
-    # Killed deterministically right after the first chunk file is written.
-    first_chunk = killed / "variants" / "mlp-none-tanh" / "chunks" / "00000.msgpack"
+    # SIGKILLed deterministically inside the second chunk's write: its temporary file is
+    # written and synced, not yet renamed (a SIGKILL runs no cleanup: the file stays).
+    chunks = killed / "variants" / "mlp-none-tanh" / "chunks"
     proc = subprocess.run(CMD + [f"--workdir={killed}"],
-                          env=_env(kill_at="chunk:mlp-none-tanh:00000"),
+                          env=_env(kill_at="replace:00001.msgpack"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert first_chunk.exists()
-    assert not (killed / "variants" / "mlp-none-tanh" / "chunks" / "00001.msgpack").exists()
+    assert (chunks / "00000.msgpack").exists()
+    assert not (chunks / "00001.msgpack").exists()
+    assert [p.name.startswith(".tmp-") for p in chunks.iterdir()].count(True) == 1
     assert not (killed / "summary.txt").exists()
 
     resumed = subprocess.run(CMD + [f"--workdir={killed}"], env=_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(killed.rglob(".tmp-*"))
     assert _records(killed) == _records(clean)
     assert (killed / "summary.txt").read_text() == (clean / "summary.txt").read_text()
     assert_same_params(killed, clean)
