@@ -93,6 +93,13 @@ def _define_sweep_flags() -> None:
     flags.DEFINE_integer("cpu_devices", 0, "Without an accelerator, split the host CPU into "
                          "this many XLA devices that run seeds in parallel (0: four per core; "
                          "1: off).")
+    flags.DEFINE_string("coordinator_address", None, "With --config.multihost: host:port of "
+                        "process 0's coordinator (default: detected from Slurm, Open MPI or "
+                        "a TPU pod).")
+    flags.DEFINE_integer("num_processes", None, "With --config.multihost: how many processes "
+                         "(default: detected).")
+    flags.DEFINE_integer("process_id", None, "With --config.multihost: this process's index, "
+                         "0 .. num_processes - 1 (default: detected).")
     flags.mark_flags_as_required(["config", "workdir"])
     for name in ("config", "workdir", "progress", "cpu_devices"):  # listed by --helpshort
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
@@ -107,7 +114,10 @@ def _sweep_main(argv) -> None:
     cfg = _loaded_config()
     train.split_host_cpu(FLAGS.cpu_devices)
     if cfg.multihost:
-        jax.distributed.initialize()  # before any other JAX call touches the devices
+        # CPU processes exchange the gathered results through gloo (accelerators: their own)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(  # before any other JAX call touches the devices
+            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if cfg.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     try:
