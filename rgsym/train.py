@@ -361,6 +361,10 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             ok = jnp.isfinite(loss) & _all_finite(grads) & lr_finite & (div_step < 0)
             grads = jax.tree.map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grads)
             direction, opt_state = tx.update(grads, opt_state, params)
+            # A non-finite value made inside the optimiser (its update or its state, e.g.
+            # Adam's second moment overflowing on a huge finite gradient, which would then
+            # stall the seed silently) diverges the seed too, before it moves.
+            ok = ok & _all_finite(direction) & _all_finite(opt_state)
             lr = jnp.where(ok, hp.lr, jnp.zeros_like(hp.lr))
 
             def move(p, d):

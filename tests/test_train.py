@@ -149,6 +149,40 @@ def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run(bad_
     assert metrics.summarise(m["final"], m["diverged"])["num_diverged"] == 1
 
 
+@pytest.mark.parametrize("place", ["update", "state"])
+def test_a_non_finite_value_made_inside_the_optimiser_diverges_only_its_seed(place,
+                                                                             monkeypatch):
+    """A transform appended to the optimiser poisons, at step 3, either the update or its
+    own state, for the seed whose parameters are large (init_scale 50): that seed is
+    marked at step 3 with finite parameters, the others equal a run where nothing fires."""
+    import jax.numpy as jnp
+    import optax
+
+    def poison(updates, state, params):
+        big = jnp.max(jnp.stack([jnp.max(jnp.abs(p)) for p in jax.tree.leaves(params)])) > 20.0
+        hit = big & (state[0] == 3)
+        if place == "update":
+            updates = jax.tree.map(lambda u: jnp.where(hit, jnp.nan, u), updates)
+        return updates, (state[0] + 1, jnp.where(hit & (place == "state"), jnp.nan, state[1]))
+
+    real = train._optimizer
+    appended = optax.GradientTransformation(
+        lambda params: (jnp.zeros([], jnp.int32), jnp.zeros([])), poison)
+    monkeypatch.setattr(train, "_optimizer", lambda o: optax.chain(real(o), appended))
+    cfg = tiny()
+    sw = train.make_sweep(cfg)
+    seeds = np.array([0, 1, 2])
+    params, m = sw.run_chunk(seeds, sw.trainer.hparams(init_scale=np.array([1.0, 50.0, 1.0])))
+    clean_params, clean = sw.run_chunk(seeds, sw.trainer.hparams(init_scale=np.ones(3)))
+    assert m["diverged"].tolist() == [False, True, False] and m["diverged_step"][1] == 3
+    assert not clean["diverged"].any()
+    assert all(np.isfinite(leaf[1]).all() for leaf in jax.tree.leaves(params))
+    keep = np.array([0, 2])
+    assert_trees_close(jax.tree.map(lambda a: a[keep], (params, m["final"])),
+                       jax.tree.map(lambda a: a[keep], (clean_params, clean["final"])),
+                       rtol=0, atol=0)
+
+
 def test_an_update_that_overflows_some_elements_holds_them_and_keeps_parameters_finite():
     # SGD at the largest float64 learning rate: lr * g overflows where |g| > 1 (held at
     # the init), moves the other elements to ~1e308; the next loss is inf (diverged at 1).
