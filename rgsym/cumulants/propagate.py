@@ -216,9 +216,11 @@ def _refuse_kinks(state: State, activation: str, kinks, mode: str, linear_units:
 
 
 def _merge(label: str, new: str) -> str:
+    """The labels so far joined with ``new``'s parts not yet named ('a+b')."""
     if label == "exact":
         return new
-    return label if new in ("exact", label) else f"{label}+{new}"
+    parts = label.split("+")
+    return "+".join(parts + [p for p in new.split("+") if p not in parts + ["exact"]])
 
 
 def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "exact",
