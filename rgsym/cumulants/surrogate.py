@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym.cumulants import rules
-from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
+from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, DenseCumulants, marginals, to_dense
 
 __all__ = ["DEFAULT_DEGREE", "LIPSCHITZ", "BOUND_ORDERS", "law_quadrature", "hermite",
-           "taylor_residual", "residual_norms", "hermite_rule", "through_affine", "through_activation",
+           "taylor_residual", "residual_norms", "hermite_rule", "hermite_coefficients", "through_affine", "through_activation",
            "cumulant_bound"]
 
 #: Degree of the 'hermite' surrogate unless told.  The exact polynomial rule's cost grows
@@ -95,6 +95,17 @@ def _herme_to_power(degree: int) -> np.ndarray:
     return out
 
 
+def hermite_coefficients(fn, mean, sd, degree: int, kinks=()):
+    """(a [H, d+1] Hermite coefficients a_k = E[fn(m + sd xi) He_k(xi)] / k!, residual
+    fn - sum_k a_k He_k [H, Q] at the nodes, weights [H, Q])."""
+    xi, w = law_quadrature(mean, sd, kinks)
+    f = fn(mean[:, None] + sd[:, None] * xi)                          # [H, Q]
+    he = jnp.stack([_herme(k, xi) for k in range(degree + 1)], -1)   # [H, Q, d+1]
+    norm = jnp.asarray([math.factorial(k) for k in range(degree + 1)], mean.dtype)
+    a = jnp.einsum("hq,hqk,hq->hk", f, he, w) / norm
+    return a, f - jnp.einsum("hqk,hk->hq", he, a), w
+
+
 def hermite(fn, mean, var, degree: int, kinks=(), top: int = BOUND_ORDERS):
     """The degree-``degree`` L2 projection of ``fn`` under N(mean_a, var_a), per unit.
 
@@ -104,15 +115,10 @@ def hermite(fn, mean, var, degree: int, kinks=(), top: int = BOUND_ORDERS):
     and has no kinks.
     """
     sd = _spread(var)
-    xi, w = law_quadrature(mean, sd, kinks)
-    f = fn(mean[:, None] + sd[:, None] * xi)                          # [H, Q]
-    he = jnp.stack([_herme(k, xi) for k in range(degree + 1)], -1)   # [H, Q, d+1]
-    norm = jnp.asarray([math.factorial(k) for k in range(degree + 1)], mean.dtype)
-    a = jnp.einsum("hq,hqk,hq->hk", f, he, w) / norm                  # Hermite coefficients
-    fit = jnp.einsum("hqk,hk->hq", he, a)
+    a, resid, w = hermite_coefficients(fn, mean, sd, degree, kinks)
     b = a @ jnp.asarray(_herme_to_power(degree), mean.dtype)         # in powers of xi
     coeffs = b / sd[:, None] ** jnp.arange(degree + 1)               # in powers of delta
-    return coeffs, residual_norms(f - fit, w, top)
+    return coeffs, residual_norms(resid, w, top)
 
 
 def _herme(k: int, x):
@@ -207,4 +213,27 @@ def hermite_rule(state, fn, degree: int, order: int, readout=None,
     ident = jnp.zeros_like(coeffs).at[:, 1].set(1.0)
     coeffs = jnp.where(lin, ident, coeffs)
     out = rules.polynomial(state, coeffs, order, readout, memory_limit)
+    if degree == 2 and order >= 4:
+        out = _cubic_correction(out, state, fn, g, lin[:, 0], readout, kinks)
     return out, jnp.where(lin, 0.0, norms)
+
+
+def _cubic_correction(out, state, fn, g, lin, readout, kinks):
+    """Adds to G_4 the first-order effect of each unit's He_3 component, which a degree-2
+    surrogate leaves out and which is the leading error of kappa_4 (docs/science.md):
+    for Gaussian xi, kappa(xi_b, xi_c, xi_d, He_3(xi_a)) = 6 rho_ab rho_ac rho_ad, so
+
+        Delta G_4[p, q, r, s] = 6 sum_a W3[p, a] Q[q, a] Q[r, a] Q[s, a]  (+ 3 placements)
+
+    with W3 = V diag(a_3), Q = V diag(a_1) rho (V the readout or the identity)."""
+    sd = _spread(g[:, 1])
+    a, _, _ = hermite_coefficients(fn, g[:, 0], sd, 3, kinks)
+    a1 = jnp.where(lin, sd, a[:, 1])
+    a3 = jnp.where(lin, 0.0, a[:, 3])
+    cov = to_dense(state, 2).tensors[1]
+    rho = cov / (sd[:, None] * sd[None, :])
+    v = jnp.eye(state.width, dtype=cov.dtype) if readout is None else readout
+    w3, q = v * a3, (v * a1) @ rho
+    t = 6 * jnp.einsum("pa,qa,ra,sa->pqrs", w3, q, q, q)
+    t = t + t.transpose(1, 0, 2, 3) + t.transpose(2, 1, 0, 3) + t.transpose(3, 1, 2, 0)
+    return DenseCumulants(out.tensors[:3] + (out.tensors[3] + t,) + out.tensors[4:])
