@@ -195,3 +195,24 @@ def test_identity_net_trained_to_the_block_map_has_the_scaling_eigenvalues():
     want = float(b) ** (1 - np.arange(1, 5) / 2)
     np.testing.assert_allclose(out.eigenvalues.real, want, rtol=0, atol=1e-6)
     assert out.label == "exact"
+
+
+def test_rg_eigenvalues_run_through_the_hermite_mode():
+    """jax.jacfwd through the surrogate (the quadrature depends on the input kappas through
+    each unit's mean and variance) equals central finite differences of the propagator."""
+    net = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, depth=1,
+                     sites=4, b=2, dtype="float64"))
+    params = net.init(jax.random.key(4), jnp.zeros(4))
+    out = predict.rg_eigenvalues(net, params, order=4, mode="hermite")
+    assert out.label == "hermite"
+
+    def mean_output(kappa):
+        return np.asarray(predict.clt_recursion_check(
+            net, params, np.asarray(kappa), order=4, mode="hermite").predicted.mean(0))
+    star, h = np.zeros(8), 1e-5
+    star[1] = 1.0
+    for m in range(4):
+        e = np.zeros(8)
+        e[m] = h
+        fd = (mean_output(star + e) - mean_output(star - e)) / (2 * h)
+        np.testing.assert_allclose(out.jacobian[:, m], fd, rtol=1e-5, atol=1e-8)
