@@ -216,3 +216,23 @@ def test_rg_eigenvalues_run_through_the_hermite_mode():
         e[m] = h
         fd = (mean_output(star + e) - mean_output(star - e)) / (2 * h)
         np.testing.assert_allclose(out.jacobian[:, m], fd, rtol=1e-5, atol=1e-8)
+
+
+def test_cubic_correction_leaves_an_error_second_order_in_the_cubic():
+    """Gaussian inputs, phi(z) = z + c z^3: the degree-2 surrogate's residual is exactly
+    c s^3 He_3(xi), so with the He_3 correction kappa_4 errs by O(c^2) (halving c quarters
+    it), where without it the error would be O(c).  The reference is the exact degree-3 rule
+    (an order-2 Gaussian state: only pair partitions)."""
+    rng = np.random.default_rng(5)
+    w, bias = rng.normal(size=(3, 4)) / 2, np.array([0.4, -0.3, 0.1])
+    fam = distributions.get("gaussian")
+    wide, pairs = (rules.affine(iid_lattice(fam, 4, k), w, bias) for k in (8, 2))
+    errors = []
+    for c in (0.004, 0.002):
+        got, _ = surrogate.hermite_rule(wide, lambda z: z + c * z ** 3, 2, 4)
+        exact = rules.polynomial(pairs, rules.centre_coefficients(
+            jnp.array([0.0, 1.0, 0.0, c]), pairs.mean()), 4)
+        errors.append(float(jnp.abs(got.tensors[3] - exact.tensors[3]).max()))
+        # G_4 is itself O(c) here (Gaussian inputs): the O(c) part is carried
+        assert errors[-1] < 0.1 * float(jnp.abs(exact.tensors[3]).max())
+    assert 3.0 < errors[0] / errors[1] < 5.0, errors
