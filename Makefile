@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n auto -q -p no:cacheprovider tests
 
 run: $(STAMP)
-	$(PY) experiments/sweep.py --config=experiments/configs/default.py --workdir=runs/default
+	$(VENV)/bin/rgsym-sweep --config=experiments/configs/default.py --workdir=runs/default
 
 clt-demo: $(STAMP)
 	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow

@@ -11,16 +11,13 @@ excluded).  On a GPU, 'default' may use TF32 (about 1e-3 relative error per prod
 CPU both precisions are the same.  Not a test: nothing here asserts.
 """
 import json
-import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rgsym import train  # noqa: E402
+from rgsym import cli, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 256, "Seeds per sweep.")
@@ -74,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -16,18 +16,15 @@ import glob
 import gzip
 import json
 import os
-import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweep_throughput as bench  # noqa: E402  (defines the flags)
-from rgsym import data, distributions, train  # noqa: E402
+import sweep_throughput as bench  # (a sibling script: defines the flags)
+from rgsym import cli, data, distributions, train
 
 FLAGS = bench.FLAGS
 flags.DEFINE_bool("trace", False, "Also print XLA's per-op times of the full step.")
@@ -111,4 +108,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,18 +10,12 @@ instead of every 100 steps (eval.every = steps: the in-scan evaluations' share),
 bare jit(vmap(lax.scan)) loop.
 Best of --repeats runs each.  Not a test: nothing here asserts.
 """
-import os
-import sys
-
-from absl import app
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweep_throughput as bench  # noqa: E402  (defines the flags)
-from rgsym import train  # noqa: E402
+import sweep_throughput as bench  # (a sibling script: defines the flags)
+from rgsym import cli, train
 
 FLAGS = bench.FLAGS
 
@@ -62,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -20,18 +20,16 @@ shared machine's load hits them alike).  Not a test: nothing here asserts.
 """
 import json
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rgsym import data, distributions, models, train  # noqa: E402
+from rgsym import cli, data, distributions, models, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "16", "64", "256", "1024", "8192"], "Sweep sizes S.")
@@ -266,4 +264,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

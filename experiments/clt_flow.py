@@ -9,13 +9,12 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rgsym import distributions as D  # noqa: E402
-from rgsym import flow_check, plotting  # noqa: E402
-from rgsym.results import atomic_write_text  # noqa: E402
+from rgsym import cli, flow_check, plotting
+from rgsym import distributions as D
+from rgsym.results import atomic_write_text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/clt_flow", "Where the table and figure are written.")
@@ -33,7 +32,10 @@ def main(argv):
     jax.config.update("jax_enable_x64", True)  # k-statistics of 4th order need float64
     families = FLAGS.families or D.names()
     for name in families:  # refuse bad input before any sampling
-        D.get(name)
+        try:
+            D.get(name)
+        except ValueError as e:
+            sys.exit(f"error: --families: {e}")
     keys = jax.random.split(jax.random.key(FLAGS.seed), len(families))
     rows, levels = [], {}
     for name, key in zip(families, keys):
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,6 +17,7 @@ program.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -63,5 +64,12 @@ def enable(setting: str = AUTO) -> str | None:
     if jax.config.jax_compilation_cache_dir != path:
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-        _jax_cache.reset_cache()  # JAX reads the directory once; make it read it again
+        # JAX reads the directory once: make it read it again (without its INFO line)
+        log = logging.getLogger("jax._src.compilation_cache")
+        level = log.level
+        log.setLevel(logging.WARNING)
+        try:
+            _jax_cache.reset_cache()
+        finally:
+            log.setLevel(level)
     return path

@@ -1,30 +1,34 @@
-"""Figures (matplotlib, headless).  Every function writes one file atomically and returns its path."""
+"""Figures (matplotlib, headless).  Every function writes one file atomically and returns its path.
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), never
+pyplot: importing this module leaves matplotlib's global backend and state alone, and
+nothing of the training stack is imported."""
 from __future__ import annotations
 
 import io
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from rgsym.atomic import atomic_write_bytes
 
-from rgsym.results import atomic_write_bytes  # noqa: E402
+if TYPE_CHECKING:
+    from rgsym.results import VariantRecord
 
 __all__ = ["save_figure", "flow_histograms"]
 
 
 def save_figure(fig, path: str) -> str:
-    """Renders ``fig`` (format from the suffix, PNG by default), writes it atomically with
-    :func:`rgsym.results.atomic_write_bytes` and closes it."""
+    """Renders ``fig`` (format from the suffix, PNG by default) and writes it atomically
+    with :func:`rgsym.atomic.atomic_write_bytes`.  A Figure made without pyplot is not
+    registered anywhere: nothing to close."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=110,
-                    bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=110,
+                bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -33,8 +37,8 @@ def flow_histograms(levels_by_family: dict[str, list[np.ndarray]], path: str) ->
     its own sample mean and sd and overlaid with the unit Gaussian (the fixed point)."""
     families = list(levels_by_family)
     steps = len(next(iter(levels_by_family.values())))
-    fig, axes = plt.subplots(len(families), steps, figsize=(1.9 * steps, 1.3 * len(families)),
-                             squeeze=False, sharex=True)
+    fig = Figure(figsize=(1.9 * steps, 1.3 * len(families)))
+    axes = fig.subplots(len(families), steps, squeeze=False, sharex=True)
     grid = np.linspace(-4, 4, 200)
     gauss = np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi)
     for i, fam in enumerate(families):
@@ -70,25 +74,26 @@ def _quantiles_over_seeds(a: np.ndarray, diverged: np.ndarray, q) -> np.ndarray 
         return np.nanpercentile(np.where(np.isfinite(a), a, np.nan), q, axis=0)
 
 
-def learning_curves(variants: dict[str, dict], path: str,
+def learning_curves(variants: dict[str, VariantRecord], path: str,
                     metrics=("train_loss", "test_rel_err", "ood_rel_err_median")) -> str:
     """One panel per metric: median over seeds (IQR band) against the training step.
 
     variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged [S]).
     """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    colours = plt.get_cmap("tab20")
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    colours = matplotlib.colormaps["tab20"]
     for ax, metric in zip(axes[0], metrics):
         for c, (name, v) in enumerate(variants.items()):
-            if metric not in v["curves"]:
+            if metric not in v.curves:
                 continue
-            bands = _quantiles_over_seeds(v["curves"][metric], v["diverged"], [25, 50, 75])
+            bands = _quantiles_over_seeds(v.curves[metric], v.diverged, [25, 50, 75])
             if bands is None:
                 continue
             lo, med, hi = bands
-            style = "--" if v["config"]["model"]["family"] == "gnn" else "-"
-            ax.plot(v["steps"], med, style, label=name, lw=1.2, color=colours(c % 20))
-            ax.fill_between(v["steps"], lo, hi, color=colours(c % 20), alpha=0.15)
+            style = "--" if v.config["model"]["family"] == "gnn" else "-"
+            ax.plot(v.steps, med, style, label=name, lw=1.2, color=colours(c % 20))
+            ax.fill_between(v.steps, lo, hi, color=colours(c % 20), alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(metric, fontsize=9)
@@ -97,22 +102,23 @@ def learning_curves(variants: dict[str, dict], path: str,
     return save_figure(fig, path)
 
 
-def ood_by_family(variants: dict[str, dict], path: str) -> str:
+def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
     """Heat map of log10 median relative error: variants (sorted by model family, symmetry,
     activation) x evaluation sets (families and scales)."""
     names = sorted(variants, key=lambda n: tuple(
-        variants[n]["config"]["model"][k] for k in ("family", "symmetry", "activation")))
+        variants[n].config["model"][k] for k in ("family", "symmetry", "activation")))
     sets = list(dict.fromkeys(k[len("rel_err/"):] for n in names
-                              for k in variants[n]["final"] if k.startswith("rel_err/")))
+                              for k in variants[n].final if k.startswith("rel_err/")))
     grid = np.full((len(names), len(sets)), np.nan)
     for i, n in enumerate(names):
         v = variants[n]
         for j, s in enumerate(sets):
-            if f"rel_err/{s}" in v["final"]:
-                med = _quantiles_over_seeds(v["final"][f"rel_err/{s}"], v["diverged"], 50)
+            if f"rel_err/{s}" in v.final:
+                med = _quantiles_over_seeds(v.final[f"rel_err/{s}"], v.diverged, 50)
                 grid[i, j] = np.nan if med is None else med
     logs = np.log10(np.clip(grid, 1e-300, None))
-    fig, ax = plt.subplots(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
+    fig = Figure(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
+    ax = fig.subplots()
     im = ax.imshow(logs, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -126,7 +132,7 @@ def ood_by_family(variants: dict[str, dict], path: str) -> str:
     return save_figure(fig, path)
 
 
-def sweep_figures(workdir, variants: dict[str, dict]) -> list[str]:
+def sweep_figures(workdir, variants: dict[str, VariantRecord]) -> list[str]:
     """Both sweep figures under ``workdir/figures``."""
     out = os.path.join(str(workdir), "figures")
     return [learning_curves(variants, os.path.join(out, "learning_curves.png")),

@@ -6,11 +6,11 @@ Layout of a run directory::
     environment.json        jax/jaxlib versions, devices, git revision, matmul precision
     variants/<name>/
         config.json         the variant's resolved config
-        chunks/00000.npz    seeds, metrics and final params of one chunk (the unit of resume)
+        chunks/00000.msgpack  seeds, metrics and final params of one chunk (the unit of
+                            resume): one pytree in flax.serialization's msgpack format
         metrics.jsonl       one record per seed: final metrics and curves
         metrics.csv         one row per seed: final metrics
         curves.csv          one row per seed and evaluation step
-        params.npz          final params of every seed, stacked [S, ...]
         summary.json        aggregates over seeds (metrics.summarise)
         DONE                written last: the variant is finished
     summary.json, summary.csv, summary.txt   the table over variants
@@ -18,105 +18,64 @@ Layout of a run directory::
 
 Every file is written atomically (a temporary file in the same folder, then os.replace), so
 a SIGKILL loses at most the chunk in flight; rerunning with the same directory skips
-finished variants and chunks.
+finished variants and chunks.  Rerunning with a larger ``num_seeds`` (and nothing else
+changed) extends a run: only the new seeds are trained, in new chunks.
+:func:`load_variant` and :func:`load_params` read a variant back (parameters as the model's
+own pytree, stacked over seeds).  Directories written
+before chunks became msgpack (``chunks/*.npz`` with parameters flattened under their key
+paths, and a ``params.npz``) are still read and resumed.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
-import tempfile
+import textwrap
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from flax import serialization
 
-from rgsym import compile_cache
+from rgsym import compile_cache, models
+from rgsym.atomic import (KILL_AT_ENV, atomic_savez, atomic_write_bytes,  # noqa: F401
+                          atomic_write_json, atomic_write_text, kill_point, load_npz)
 from rgsym import metrics as metrics_lib
 from rgsym import train as train_lib
 
-__all__ = ["KILL_AT_ENV", "kill_point", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_variant",
-           "summary_table", "SUMMARY_COLUMNS"]
+__all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_run",
+           "load_variant", "load_params", "RunRecord", "VariantRecord", "check", "summary_table", "printed_table",
+           "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
 
-# Columns of the printed table (those a variant lacks are shown as '-').
+# Columns of summary.txt (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
                    "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
                    "cum_err/k4")
+# The key columns printed at the end of a run, (metric, short header): medians at 2
+# significant digits, so the table fits a terminal; summary.txt/.csv/.json hold the rest.
+PRINTED_COLUMNS = (("train_loss", "train"), ("test_rel_err", "test"),
+                   ("ood_rel_err_median", "ood_med"), ("ood_rel_err_max", "ood_max"),
+                   ("scale_rel_err_max", "scale_max"), ("flow_rel_err_max", "flow_max"))
 
 
-# Fault injection for the resume tests: with RGSYM_KILL_AT=<point> in the environment the
-# process SIGKILLs itself at that point of :func:`run` (deterministic kill points).  Points:
-# 'chunk:<variant>:<index>' (after the chunk file is written), 'finalise:<variant>' (after
-# the per-seed records, before params.npz, summary.json and DONE).
-KILL_AT_ENV = "RGSYM_KILL_AT"
-
-
-def kill_point(where: str) -> None:
-    if os.environ.get(KILL_AT_ENV) == where:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------------------
-# Atomic writes.
-
-_UMASK = os.umask(0)  # read once (the only way to read it), then restored
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> str:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync and
-    os.replace, so an interrupted write leaves either the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would give
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def atomic_write_text(path: str, text: str) -> str:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
-                      + "\n")
-
-
-def atomic_savez(path, arrays: Mapping[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+# Fault injection (rgsym.atomic.kill_point, RGSYM_KILL_AT=<point>: the process SIGKILLs
+# itself there).  Points of :func:`run`, one per phase: 'compile:<variant>' (before its
+# program is built), 'trained:<variant>:<index>' (a chunk trained, not yet written),
+# 'replace:<file name>' (inside every atomic write: the temporary file written and synced,
+# not yet renamed), 'chunk:<variant>:<index>' (after the chunk file), 'finalise:<variant>'
+# (per-seed records written, not summary.json and DONE), 'summary' (the run's summary
+# tables written, not the figures), 'figures' (all written, the table not yet printed).
 
 
 def _finite_or_none(x):
@@ -126,6 +85,18 @@ def _finite_or_none(x):
 
 # ------------------------------------------------------------------------------------------
 # Environment and config records.
+
+#: Versions whose change alters what a run computes (JAX's RNG streams and numerics, our
+#: code): resuming a run under others is refused unless allowed (see :func:`check`).
+RESUME_VERSION_KEYS = ("rgsym", "jax", "jaxlib")
+
+
+def versions() -> dict:
+    """``{rgsym, jax, jaxlib}`` version strings of this process."""
+    import rgsym
+    return dict(rgsym=rgsym.__version__, jax=jax.__version__,
+                jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"))
+
 
 def environment(cfg) -> dict:
     """What produced a run: versions, devices, git revision, precision settings."""
@@ -139,8 +110,7 @@ def environment(cfg) -> dict:
             return ""
 
     return dict(
-        jax=jax.__version__, jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"),
-        backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
+        **versions(), backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
         local_device_count=jax.local_device_count(), process_count=jax.process_count(),
         git_revision=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
         matmul_precision=cfg.matmul_precision, dtype=cfg.dtype,
@@ -173,6 +143,11 @@ def _check_resume(path: Path, cfg) -> None:
     for field in EXECUTION_FIELDS:
         old.pop(field, None)
         new.pop(field, None)
+    had, wants = old.pop("num_seeds", None), new.pop("num_seeds")
+    if had is not None and wants < had:
+        raise ValueError(f"config field 'num_seeds'={wants} is fewer than the {had} seeds of "
+                         f"the run in {path.parent}: a run can be extended with more seeds, "
+                         f"not cut; use num_seeds >= {had} or a new --workdir")
     if old != new:
         diff = sorted(_flat(old).items() ^ _flat(new).items())
         fields = sorted({k for k, _ in diff})
@@ -191,58 +166,269 @@ def _flat(d, prefix=""):
 
 
 # ------------------------------------------------------------------------------------------
-# Chunks <-> flat arrays.
+# Chunks: one msgpack pytree per chunk of seeds; variants read back as typed records.
 
-def _flatten(params, metrics, seeds) -> dict[str, np.ndarray]:
-    out = {"seeds": np.asarray(seeds), "diverged": metrics["diverged"],
-           "diverged_step": metrics["diverged_step"]}
-    for kind in ("final", "curves"):
-        out.update({f"{kind}/{k}": v for k, v in metrics[kind].items()})
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    out.update({"params/" + jax.tree_util.keystr(p): v for p, v in leaves})
-    return out
+CHUNK_SUFFIX = ".msgpack"
+_LEGACY_SUFFIX = ".npz"  # chunks written before parameters kept their tree
+
+
+def _chunk_bytes(params, metrics, seeds) -> bytes:
+    """A chunk as flax.serialization's msgpack: parameters keep the model's tree."""
+    return serialization.msgpack_serialize(dict(
+        seeds=np.asarray(seeds), diverged=np.asarray(metrics["diverged"]),
+        diverged_step=np.asarray(metrics["diverged_step"]), final=dict(metrics["final"]),
+        curves=dict(metrics["curves"]), params=serialization.to_state_dict(params)))
+
+
+def _chunk_files(vdir: Path) -> list[Path]:
+    """The chunk files of a variant folder in seed order (msgpack, or legacy npz)."""
+    files = [p for p in (vdir / "chunks").glob("*")
+             if p.suffix in (CHUNK_SUFFIX, _LEGACY_SUFFIX) and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.stem)
+
+
+def _params_template(cfg: Mapping):
+    """Shapes and dtypes of one seed's parameters of the model a variant config builds."""
+    model = models.build(cfg)
+    x = jnp.zeros(model.spec.lattice_shape, model.spec.dtype)
+    return jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
+
+
+def _read_chunk(path: Path, template) -> dict:
+    """One chunk as ``{seeds, diverged, diverged_step, final, curves, params}``, parameters
+    restored into the model's pytree (``template``) with a leading seed axis."""
+    if path.suffix == CHUNK_SUFFIX:
+        chunk = serialization.msgpack_restore(path.read_bytes())
+        state = chunk["params"]
+    else:  # legacy: flat arrays, parameters under 'params/' + jax.tree_util.keystr(path)
+        flat = load_npz(path)
+        chunk = dict(seeds=flat["seeds"], diverged=flat["diverged"],
+                     diverged_step=flat["diverged_step"], final=_group(flat, "final"),
+                     curves=_group(flat, "curves"))
+        stored = _group(flat, "params")
+        leaves = jax.tree_util.tree_flatten_with_path(template)[0]
+        missing = [jax.tree_util.keystr(p) for p, _ in leaves
+                   if jax.tree_util.keystr(p) not in stored]
+        if missing or len(stored) != len(leaves):
+            raise ValueError(f"{path} holds parameters {sorted(stored)}, but the model built "
+                             f"from its variant's config.json has {len(leaves)} leaves "
+                             f"(missing: {missing}); the run directory does not match its "
+                             "config")
+        state = serialization.to_state_dict(jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(template),
+            [stored[jax.tree_util.keystr(p)] for p, _ in leaves]))
+    try:
+        params = serialization.from_state_dict(template, state)
+        if len(jax.tree.leaves(state)) != len(jax.tree.leaves(template)):  # (extra keys pass)
+            raise ValueError(f"{len(jax.tree.leaves(state))} stored leaves, "
+                             f"{len(jax.tree.leaves(template))} in the model")
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: its parameters do not have the tree of the model built from "
+                         f"its variant's config.json ({e})") from None
+    n = len(chunk["seeds"])
+    for (p, want), got in zip(jax.tree_util.tree_flatten_with_path(template)[0],
+                              jax.tree.leaves(params)):
+        if np.shape(got) != (n, *want.shape):
+            raise ValueError(f"{path}: parameter {jax.tree_util.keystr(p)} has shape "
+                             f"{np.shape(got)}, but {n} seeds of the model built from its "
+                             f"variant's config.json need {(n, *want.shape)}")
+    chunk["params"] = jax.tree.map(np.asarray, params)
+    return chunk
 
 
 def _group(arrays: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     return {k[len(kind) + 1:]: v for k, v in arrays.items() if k.startswith(kind + "/")}
 
 
-def load_variant(vdir) -> dict:
-    """The stacked chunks of a variant: seeds, diverged, diverged_step, final, curves,
-    params (flat ``{path: [S, ...]}``) and eval steps."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class VariantRecord:
+    """One variant of a run directory, every array stacked over its S seeds (run order).
+
+    Attributes:
+      name: the variant's name (its folder under ``variants/``).
+      config: its resolved run config (the saved ``config.json``, a dict);
+        ``rgsym.models.build(config)`` builds its model.
+      seeds: [S] integer seeds.
+      diverged: [S] bool; diverged_step: [S] the step a seed diverged at (-1: never).
+      final: ``{metric: [S]}`` metrics at the end of training.
+      curves: ``{metric: [S, E]}`` metrics at the E evaluation ``steps`` [E].
+      params: the model's own parameter pytree, every leaf [S, ...] (numpy);
+        ``jax.tree.map(lambda a: a[i], params)`` is seed ``seeds[i]``'s, for ``model.apply``.
+    """
+    name: str
+    config: dict
+    seeds: np.ndarray
+    diverged: np.ndarray
+    diverged_step: np.ndarray
+    final: dict
+    curves: dict
+    steps: np.ndarray
+    params: Any
+
+    def __repr__(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        per_seed = sum(int(np.prod(np.shape(a)[1:])) for a in leaves)
+        return (f"VariantRecord({self.name!r}, seeds={_seed_span(self.seeds)}, "
+                f"diverged={int(np.sum(self.diverged))}, final=<{len(self.final)} metrics>, "
+                f"curves=<{len(self.curves)} metrics x {len(self.steps)} steps>, "
+                f"params=<{len(leaves)} leaves, {per_seed} values per seed>)")
+
+
+def _seed_span(seeds) -> str:
+    seeds = np.asarray(seeds)
+    if len(seeds) and np.array_equal(seeds, np.arange(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return np.array2string(seeds, threshold=8, separator=",")
+
+
+def load_variant(vdir) -> VariantRecord:
+    """Reads one variant folder of a run directory (finished or not) back.
+
+    Args:
+      vdir: ``<run_dir>/variants/<name>``.
+
+    Returns:
+      A :class:`VariantRecord` of every seed whose chunk is on disk.
+
+    Raises:
+      ValueError: no config.json or no chunk in ``vdir``, or parameters that do not fit the
+        model its config builds.
+    """
     vdir = Path(vdir)
-    chunks = [load_npz(p) for p in sorted((vdir / "chunks").glob("*.npz"))]
-    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    if not (vdir / "config.json").exists():
+        raise ValueError(f"vdir={str(vdir)!r} is not a variant of a run directory: it has no "
+                         "config.json")
+    files = _chunk_files(vdir)
+    if not files:
+        raise ValueError(f"vdir={str(vdir)!r} holds no finished chunk of seeds yet")
     cfg = json.loads((vdir / "config.json").read_text())
+    template = _params_template(cfg)
+    chunks = [_read_chunk(p, template) for p in files]
+    cat = lambda *a: np.concatenate(a)
     every, steps = cfg["eval"]["every"], cfg["optim"]["steps"]
-    return dict(seeds=arrays["seeds"], diverged=arrays["diverged"].astype(bool),
-                diverged_step=arrays["diverged_step"], final=_group(arrays, "final"),
-                curves=_group(arrays, "curves"), params=_group(arrays, "params"),
-                steps=np.arange(every, steps + 1, every), config=cfg)
+    return VariantRecord(
+        name=vdir.name, config=cfg, seeds=cat(*(c["seeds"] for c in chunks)),
+        diverged=cat(*(c["diverged"] for c in chunks)).astype(bool),
+        diverged_step=cat(*(c["diverged_step"] for c in chunks)),
+        final=jax.tree.map(cat, *(c["final"] for c in chunks)),
+        curves=jax.tree.map(cat, *(c["curves"] for c in chunks)),
+        steps=np.arange(every, steps + 1, every),
+        params=jax.tree.map(cat, *(c["params"] for c in chunks)))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class RunRecord:
+    """A run directory's top level.
+
+    Attributes:
+      path: the run directory.
+      config: the whole run config (``config.json``, a dict).
+      environment: what produced it (``environment.json``: versions, devices, git revision).
+      variants: the names of its variants, in the config's order.
+      summaries: ``{variant: summary}`` of the finished variants (``metrics.summarise``).
+    """
+    path: Path
+    config: dict
+    environment: dict
+    variants: tuple
+    summaries: dict
+
+    def __repr__(self) -> str:
+        return (f"RunRecord({str(self.path)!r}, {len(self.variants)} variants, "
+                f"{len(self.summaries)} finished, num_seeds={self.config.get('num_seeds')})")
+
+    def variant(self, name: str) -> VariantRecord:
+        """:func:`load_variant` of one of :attr:`variants`."""
+        if name not in self.variants:
+            raise ValueError(f"variant={name!r} is not in {self.path}: its variants are "
+                             f"{', '.join(self.variants)}")
+        return load_variant(self.path / "variants" / name)
+
+
+def load_run(run_dir) -> RunRecord:
+    """Reads a run directory's config, environment, variant names and finished summaries.
+
+    Args:
+      run_dir: a directory written by :func:`run` (finished or not).
+
+    Returns:
+      A :class:`RunRecord`; ``record.variant(name)`` loads one variant.
+
+    Raises:
+      ValueError: ``run_dir`` holds no run (no config.json).
+    """
+    path = Path(run_dir)
+    if not (path / "config.json").exists():
+        raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
+    config = json.loads((path / "config.json").read_text())
+    names = tuple(n for n, _ in train_lib.variant_configs(ml_collections.ConfigDict(config)))
+    summaries = {n: json.loads((path / "variants" / n / "summary.json").read_text())
+                 for n in names if (path / "variants" / n / "DONE").exists()}
+    env = path / "environment.json"
+    return RunRecord(path, config, json.loads(env.read_text()) if env.exists() else {},
+                     names, summaries)
+
+
+def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
+    """The trained parameters of one variant, as the model's own pytree stacked over seeds.
+
+    Example (seed 3 of a finished run)::
+
+        rec = results.load_variant(f"{run_dir}/variants/{name}")
+        model = models.build(rec.config)
+        params = results.load_params(run_dir, name, seeds=[3])        # leaves [1, ...]
+        y = model.apply(jax.tree.map(lambda a: a[0], params), x)      # x [B, N] -> [B, N/b]
+        prop = cumulants.propagate_many(model, params, family)        # states gain [1, ...]
+
+    Args:
+      run_dir: a run directory written by :func:`run`.
+      variant: the variant's name (a folder of ``run_dir/variants``).
+      seeds: the seeds wanted, in the order wanted; None: every seed on disk, in run order.
+
+    Returns:
+      The parameter pytree of ``models.build(config)``, every leaf [S, ...] numpy, S =
+      ``len(seeds)``.
+
+    Raises:
+      ValueError: an unknown variant (the known ones are listed), a seed that is not on
+        disk (the seeds held are named), or a directory whose parameters do not fit its
+        config.
+    """
+    rec = load_run(run_dir).variant(variant)
+    if seeds is None:
+        return rec.params
+    wanted = np.asarray(seeds)
+    if wanted.ndim != 1 or not np.issubdtype(wanted.dtype, np.integer):
+        raise ValueError(f"seeds={seeds!r} is not valid: give a 1-D sequence of integer seeds "
+                         "or None for all")
+    where = {int(s): i for i, s in enumerate(rec.seeds)}
+    missing = [int(s) for s in wanted if int(s) not in where]
+    if missing:
+        raise ValueError(f"seeds {missing} are not in variant {variant!r}: it holds seeds "
+                         f"{_seed_span(rec.seeds)}")
+    index = np.array([where[int(s)] for s in wanted], dtype=np.int64)
+    return jax.tree.map(lambda a: a[index], rec.params)
 
 
 def _finalise_variant(vdir: Path, name: str) -> dict:
     v = load_variant(vdir)
-    final, curves = v["final"], v["curves"]
-    seeds, div = v["seeds"], v["diverged"]
     lines, rows, curve_rows = [], [], []
-    for i, s in enumerate(seeds):
-        rec = dict(variant=name, seed=int(s), diverged=bool(div[i]),
-                   diverged_step=int(v["diverged_step"][i]))
-        fin = {k: _finite_or_none(a[i]) for k, a in sorted(final.items())}
-        curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(curves.items())}
-        lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v["steps"].tolist(),
+    for i, s in enumerate(v.seeds):
+        rec = dict(variant=name, seed=int(s), diverged=bool(v.diverged[i]),
+                   diverged_step=int(v.diverged_step[i]))
+        fin = {k: _finite_or_none(a[i]) for k, a in sorted(v.final.items())}
+        curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(v.curves.items())}
+        lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v.steps.tolist(),
                                                                   **curve))))
         rows.append(rec | fin)
-        for e, step in enumerate(v["steps"]):
+        for e, step in enumerate(v.steps):
             curve_rows.append(dict(variant=name, seed=int(s), step=int(step),
-                                   **{k: float(a[i, e]) for k, a in sorted(curves.items())}))
+                                   **{k: float(a[i, e]) for k, a in sorted(v.curves.items())}))
     atomic_write_text(vdir / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(vdir / "metrics.csv", _csv(rows))
     atomic_write_text(vdir / "curves.csv", _csv(curve_rows))
     kill_point(f"finalise:{name}")
-    atomic_savez(vdir / "params.npz", {"seeds": seeds, **v["params"]})
-    summary = metrics_lib.summarise(_with_derived(final), div)
+    summary = metrics_lib.summarise(_with_derived(v.final), v.diverged)
     atomic_write_json(vdir / "summary.json", summary)
     atomic_write_text(vdir / "DONE", "")
     return summary
@@ -259,17 +445,61 @@ def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
     return out
 
 
-def _from_writer(pending: dict[str, list[bool]]) -> dict[str, list[bool]]:
-    """Process 0's view of what is left to do, on every host (only it reads and writes
-    the run directory, which need not be shared)."""
+Plan = list[tuple[int, np.ndarray]]  # chunks still to train: (file index, seeds [C])
+
+
+def _pending(vdir: Path, vcfg) -> Plan:
+    """The chunks of a variant still to train.
+
+    A variant with no chunk on disk gets the config's seed chunks.  Otherwise the seeds
+    not yet on disk (those of a chunk lost in flight, or the new seeds of a run extended
+    with a larger num_seeds) are chunked by chunk_size (0: all at once) and numbered after
+    the chunk files there.  A finished variant whose num_seeds did not grow has none.
+    """
+    files = _chunk_files(vdir)
+    if not files:
+        return list(enumerate(train_lib.seed_chunks(vcfg)))
+    if ((vdir / "DONE").exists()
+            and json.loads((vdir / "config.json").read_text())["num_seeds"] == vcfg.num_seeds):
+        return []
+    held = np.concatenate([_chunk_seeds(p) for p in files])
+    wanted = vcfg.seed + np.arange(vcfg.num_seeds)
+    rest = wanted[~np.isin(wanted, held)]
+    size = vcfg.chunk_size or vcfg.num_seeds
+    first = max(int(p.stem) for p in files) + 1
+    return [(first + j, rest[i: i + size]) for j, i in enumerate(range(0, len(rest), size))]
+
+
+def _chunk_seeds(path: Path) -> np.ndarray:
+    if path.suffix == CHUNK_SUFFIX:
+        return np.asarray(serialization.msgpack_restore(path.read_bytes())["seeds"])
+    with np.load(path) as z:
+        return z["seeds"]
+
+
+def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
+    """Process 0's plans on every host (only it reads and writes the run directory, which
+    need not be shared): flattened to [index, C, seeds...] per chunk and broadcast."""
     if jax.process_count() == 1:
-        return pending
+        return plans
     from jax.experimental import multihost_utils
-    flat = np.array([p for v in pending.values() for p in v], dtype=np.int32)
-    flat = np.asarray(multihost_utils.broadcast_one_to_all(flat)).astype(bool).tolist()
+    flat = []
+    for plan in plans.values():  # the same variants, in the same order, on every host
+        flat.append(len(plan))
+        for index, seeds in plan:
+            flat += [index, len(seeds), *np.asarray(seeds).tolist()]
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(flat))))
+    buf = np.zeros(n, np.int32)
+    if jax.process_index() == 0:
+        buf[:] = flat
+    flat = np.asarray(multihost_utils.broadcast_one_to_all(buf)).tolist()
     out, i = {}, 0
-    for name, v in pending.items():
-        out[name], i = flat[i: i + len(v)], i + len(v)
+    for name in plans:
+        out[name], count, i = [], flat[i], i + 1
+        for _ in range(count):
+            index, size = flat[i], flat[i + 1]
+            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int32)))
+            i += 2 + size
     return out
 
 
@@ -302,6 +532,38 @@ def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str
     return "\n".join([fmt(header), rule] + [fmt(r) for r in rows]) + "\n"
 
 
+def printed_table(summaries: Mapping[str, dict], columns=PRINTED_COLUMNS,
+                  width: int = 100) -> str:
+    """The summary a run prints: key columns, medians over seeds at 2 significant digits.
+
+    Args:
+      summaries: ``{variant: metrics.summarise(...)}``, as :func:`run` returns.
+      columns: ``(metric, header)`` pairs; a header names its metric in the legend.
+      width: the widest line; variant names that would exceed it are cut, ending in '~'.
+
+    Returns:
+      The table, then a legend and where the full table is, every line <= ``width``.
+    """
+    head = ["variant", "seeds", "div", *(h for _, h in columns)]
+    rows = []
+    for name, s in summaries.items():
+        cells = [name, str(s["num_seeds"]), str(s["num_diverged"])]
+        for metric, _ in columns:
+            a = s.get(metric)
+            cells.append("-" if a is None or not a["n"] else f"{a['median']:.1e}")
+        rows.append(cells)
+    sizes = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    sizes[0] = max(len(head[0]), min(sizes[0], width - sum(sizes[1:]) - 2 * (len(head) - 1)))
+    cut = lambda c, n: c if len(c) <= n else c[: n - 1] + "~"
+    fmt = lambda r: "  ".join([cut(r[0], sizes[0]).ljust(sizes[0])] + [
+        c.rjust(n) for c, n in zip(r[1:], sizes[1:])]).rstrip()
+    legend = textwrap.wrap(
+        "Medians over seeds; div: diverged seeds. " + ", ".join(
+            f"{h}: {m}" for m, h in columns) + ". Quartiles and every metric: summary.txt, "
+        "summary.csv, summary.json.", width)
+    return "\n".join([fmt(head), "-" * len(fmt(head))] + [fmt(r) for r in rows] + legend) + "\n"
+
+
 def _summary_csv(summaries: Mapping[str, dict]) -> str:
     rows = []
     for name, s in summaries.items():
@@ -315,55 +577,109 @@ def _summary_csv(summaries: Mapping[str, dict]) -> str:
 # ------------------------------------------------------------------------------------------
 # The resumable sweep.
 
-def run(cfg, workdir, *, progress: bool = True, devices=None,
-        log: Callable[[str], None] = print) -> dict:
-    """Runs (or resumes) every variant x seed chunk of ``cfg`` under ``workdir``.
+def _sessions(path: Path) -> list[dict]:
+    """Every environment that has written to a run, oldest first (environment.json holds
+    the latest with the earlier ones under 'history'; older runs have no history)."""
+    if not path.exists():
+        return []
+    latest = json.loads(path.read_text())
+    return list(latest.pop("history", [])) + [latest]
 
-    Validates the whole config first (nothing is compiled before that), skips finished
-    variants and chunks, writes per-variant records as each variant completes, then the
-    summary table (printed via ``log``) and figures.  Returns ``{variant: summary}``.
+
+def _check_versions(sessions: list[dict], allow_version_change: bool) -> None:
+    now = versions()
+    for past in sessions:
+        differ = [f"{k} {past.get(k)} -> {now[k]}" for k in RESUME_VERSION_KEYS
+                  if past.get(k) != now[k]]
+        if differ and not allow_version_change:
+            raise ValueError(
+                f"the run was written under other versions ({'; '.join(differ)}): its chunks "
+                "and new ones could differ in RNG streams or numerics; use a new --workdir, "
+                "or pass allow_version_change=True (--allow_version_change) to resume anyway "
+                "(recorded in environment.json)")
+
+
+def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
+    """Everything that refuses a run before anything is compiled.
+
+    Args:
+      cfg: a whole run config (``rgsym.train.base_config`` with overrides and variants).
+      workdir: the run directory; where it already holds a run, that run's config and the
+        versions (:data:`RESUME_VERSION_KEYS`) of every session that wrote to it.
+      allow_version_change: resume a run written under other versions anyway.
+
+    Raises:
+      ValueError: naming the field, for a config that ``rgsym.train.validate_config``
+        refuses, a ``workdir`` holding a run of another config, or one written under other
+        rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
+    """
+    train_lib.validate_config(cfg)
+    _check_resume(Path(workdir) / "config.json", cfg)
+    _check_versions(_sessions(Path(workdir) / "environment.json"), allow_version_change)
+
+
+def run(cfg, workdir, *, progress: bool = True, devices=None,
+        log: Callable[[str], None] = print, allow_version_change: bool = False) -> dict:
+    """Runs (or resumes, or extends) every variant x seed chunk of ``cfg`` under ``workdir``.
+
+    Validates the whole config first (nothing is compiled before that, see :func:`check`),
+    skips finished variants and chunks (a ``num_seeds`` larger than the run's trains the new
+    seeds only), writes per-variant records as each variant completes, then the summary
+    tables and figures.
+
+    Args:
+      cfg: a whole run config (variants included).
+      workdir: the run directory (created, resumed or extended).
+      progress: a progress bar over the chunks left to train.
+      devices: the devices the seed axis is sharded over (default: the config's).
+      log: gets :func:`printed_table` (key columns, at most 100 characters wide).
+      allow_version_change: resume a run written under other rgsym / jax / jaxlib versions
+        (see :func:`check`); environment.json keeps every session under 'history'.
+
+    Returns:
+      ``{variant: summary}``: ``metrics.summarise`` of each variant over its seeds.
+
+    Raises:
+      ValueError: before any work, as :func:`check`.
     """
     from tqdm.auto import tqdm
 
     from rgsym import plotting
 
-    train_lib.validate_config(cfg)
+    check(cfg, workdir, allow_version_change=allow_version_change)
     cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = train_lib.variant_configs(cfg)
-    chunks = {name: train_lib.seed_chunks(vcfg) for name, vcfg in variants}
     workdir = Path(workdir)
     writer = jax.process_index() == 0
-    _check_resume(workdir / "config.json", cfg)
     if writer:
+        for stale in workdir.rglob(".tmp-*"):  # left by a write that a SIGKILL cut short
+            stale.unlink()
         atomic_write_json(workdir / "config.json", _config_json(cfg))
         atomic_write_json(workdir / "environment.json",
-                          dict(environment(cfg), compile_cache_dir=cache_dir))
+                          dict(environment(cfg), compile_cache_dir=cache_dir,
+                               allow_version_change=allow_version_change,
+                               history=_sessions(workdir / "environment.json")))
 
-    def todo(name):
-        vdir = workdir / "variants" / name
-        done = (vdir / "DONE").exists()
-        return [not done and not (vdir / "chunks" / f"{i:05d}.npz").exists()
-                for i in range(len(chunks[name]))]
-
-    pending = _from_writer({name: todo(name) for name, _ in variants})
-    total = sum(map(len, chunks.values()))
-    bar = tqdm(total=total, initial=total - sum(map(sum, pending.values())), unit="chunk",
-               desc="sweep", disable=not progress, dynamic_ncols=True)
+    pending = _from_writer({name: _pending(workdir / "variants" / name, vcfg) if writer
+                            else [] for name, vcfg in variants})
+    bar = tqdm(total=sum(map(len, pending.values())), unit="chunk", desc="sweep",
+               disable=not progress, dynamic_ncols=True)
     summaries = {}
     for name, vcfg in variants:
         vdir = workdir / "variants" / name
-        if any(pending[name]):
+        if pending[name]:
             bar.set_postfix_str(f"{name} (compiling)")
+            kill_point(f"compile:{name}")
             sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
             if writer:
+                (vdir / "DONE").unlink(missing_ok=True)  # extended: to be finalised again
                 atomic_write_json(vdir / "config.json", _config_json(vcfg))
-            for i, seeds in enumerate(chunks[name]):
-                if not pending[name][i]:
-                    continue
+            for i, seeds in pending[name]:
                 params, metrics = sweep.run_chunk(seeds)
+                kill_point(f"trained:{name}:{i:05d}")
                 if writer:
-                    atomic_savez(vdir / "chunks" / f"{i:05d}.npz",
-                                 _flatten(params, metrics, seeds))
+                    atomic_write_bytes(vdir / "chunks" / f"{i:05d}{CHUNK_SUFFIX}",
+                                       _chunk_bytes(params, metrics, seeds))
                     kill_point(f"chunk:{name}:{i:05d}")
                 bar.set_postfix_str(name)
                 bar.update()
@@ -377,7 +693,9 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         atomic_write_text(workdir / "summary.txt", table)
         atomic_write_text(workdir / "summary.csv", _summary_csv(summaries))
         atomic_write_json(workdir / "summary.json", summaries)
+        kill_point("summary")
         plotting.sweep_figures(workdir, {n: load_variant(workdir / "variants" / n)
                                          for n, _ in variants})
-        log(table)
+        kill_point("figures")
+        log(printed_table(summaries))
     return summaries

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # Model-zoo fields that other sections own (one source of truth).
-_OWNED = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b", "dtype": "dtype"}
+_OWNED = models.spec.RUN_CONFIG_FIELDS
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 _PRECISIONS = ("default", "highest")

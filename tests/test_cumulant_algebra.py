@@ -192,13 +192,31 @@ def test_bad_inputs_are_refused():
     wide = build(dict(family="mlp", symmetry="none", activation="quadratic", width=512,
                       sites=4, dtype="float64"))
     pw = wide.init(jax.random.key(0), jnp.zeros(4))
+    # the hidden layer's joint tensors, when asked for (by default only its marginals)
     with pytest.raises(CumulantMemoryError, match=r"order=4 at width=512 need about 513 GiB"):
-        propagate(wide, pw, distributions.get("uniform"), order=4)
+        propagate(wide, pw, distributions.get("uniform"), order=4, joint=True)
     with pytest.raises(CumulantMemoryError, match="order=3 at width=512"):
-        propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20)
+        propagate(wide, pw, distributions.get("uniform"), order=3, memory_limit=2 ** 20,
+                  joint=True)
+    with pytest.raises(ValueError, match="order 7 through a degree-2 polynomial.*14 legs"):
+        propagate(quad, p, distributions.get("uniform"), order=7)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
     mid = build(dict(family="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))
     with pytest.raises(CumulantMemoryError, match="order=2 at width=64.*intermediate"):
         propagate(mid, mid.init(jax.random.key(0), jnp.zeros(16)),
-                  distributions.get("uniform"), order=2, memory_limit=100_000)
+                  distributions.get("uniform"), order=2, memory_limit=100_000, joint=True)
+
+
+def test_costly_contractions_are_refused_before_they_run():
+    """The rule sums opt_einsum's cost estimates at trace time and refuses above flop_limit
+    with the estimate, before anything runs; a raised limit lets the same call through."""
+    from rgsym.cumulants import CumulantCostError
+    net = build(dict(family="mlp", symmetry="none", activation="quadratic", width=16, depth=1,
+                     sites=8, dtype="float64"))
+    p = net.init(jax.random.key(0), jnp.zeros(8))
+    with pytest.raises(CumulantCostError, match=r"orders 1..4 .*about [0-9.e+]+ floating-point "
+                                                r"operations.*flop_limit=1e\+05"):
+        propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e5)
+    out = propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e9)
+    assert out.labels[-1] == "exact"

@@ -1,16 +1,13 @@
 """The CLT flow demo: exact and sampled flows agree, divergent cumulants are labelled."""
 import json
-import os
 import subprocess
-import sys
 
 import jax
 import numpy as np
 
 from rgsym import distributions as D
 from rgsym import flow_check
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.scripts import MISSING_BACKEND_LOG, script, script_env
 
 
 def test_rows_agree_with_exact_flow_within_standard_errors():
@@ -28,18 +25,25 @@ def test_divergent_cumulants_are_labelled_not_numbers():
     assert rows[0].exact[2:] == (None, None) and rows[0].z[1:] == (None, None, None)
     table = flow_check.format_table(rows)
     assert "diverges" in table and "standard error not valid" in table
+    # Markdown: the header, the separator and every row have the same number of columns
+    table_lines = [l for l in table.splitlines() if l.startswith("|")]
+    assert len(table_lines) == 2 + len(rows)
+    assert {l.count("|") for l in table_lines} == {2 + 2 * 4 + 1}
 
 
 def test_demo_script_writes_table_and_figure(tmp_path):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "clt_flow.py"), f"--workdir={tmp_path}",
-         "--families=uniform,rademacher", "--steps=2", "--n_final=2000", "--dim=2"],
-        capture_output=True, text=True, timeout=300)
+        script("experiments", "clt_flow.py") + [
+            f"--workdir={tmp_path}", "--families=uniform,rademacher", "--steps=2",
+            "--n_final=2000", "--dim=2"],
+        capture_output=True, text=True, timeout=300, env=script_env())
     assert out.returncode == 0, out.stderr
+    assert MISSING_BACKEND_LOG not in out.stderr
     assert "| rademacher | 2 |" in out.stdout
     rows = [json.loads(l) for l in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and (tmp_path / "flow_histograms.png").stat().st_size > 10_000
     bad = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "clt_flow.py"), f"--workdir={tmp_path}",
-         "--families=cauchyy"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "known families" in bad.stderr
+        script("experiments", "clt_flow.py") + [f"--workdir={tmp_path}", "--families=cauchyy"],
+        capture_output=True, text=True, timeout=300, env=script_env())
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --families: unknown family")
+    assert len(bad.stderr.strip().splitlines()) == 1 and "known families" in bad.stderr

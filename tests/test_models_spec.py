@@ -6,6 +6,7 @@ import pytest
 
 from rgsym import models, validation
 from rgsym.models import activations
+from rgsym.models.spec import spec_from_config
 
 BASE = dict(family="mlp", symmetry="none", activation="tanh", sites=8)
 
@@ -165,3 +166,17 @@ def test_lattice_shape_must_be_a_tuple_of_sides():
     with pytest.raises(ValueError, match=r"lattice_shape\[0\]=4.0 .*integer"):
         model.layers(params, (4.0,))
     assert len(model.layers(params, [4])) == 3   # a list of sides is fine
+
+
+def test_a_run_config_of_one_variant_builds_its_model_and_one_with_variants_is_refused():
+    from rgsym import train
+    cfg = train.base_config()
+    cfg.lattice.sites, cfg.model.width = 8, 5
+    assert spec_from_config(cfg) == spec_from_config(train.model_config(cfg))
+    assert spec_from_config(cfg.to_dict()).sites == 8  # a saved config.json (a dict)
+    cfg.variants = (dict(width=3),)
+    with pytest.raises(ValueError, match="holds 1 variants: build one variant's config"):
+        spec_from_config(cfg)
+    with pytest.raises(ValueError, match="run config field 'lattice.b' is missing"):
+        spec_from_config({"model": dict(family="mlp", symmetry="none", activation="tanh"),
+                          "lattice": {"dim": 1, "sites": 8}, "dtype": "float32"})

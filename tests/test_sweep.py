@@ -1,28 +1,23 @@
 """End to end: experiments/sweep.py with the test config, killed mid-way and resumed."""
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from rgsym import results
+from tests.scripts import MISSING_BACKEND_LOG, ROOT, script, script_env
 
-ROOT = Path(__file__).resolve().parent.parent
-CMD = [sys.executable, str(ROOT / "experiments" / "sweep.py"),
-       f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}", "--progress=false",
-       "--config.model.width=6"]
+CMD = script("experiments", "sweep.py") + [
+    f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}", "--progress=false",
+    "--config.model.width=6"]
 
 
 def _env(kill_at=None):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the script runs on the plain host device
-    env.pop(results.KILL_AT_ENV, None)
-    if kill_at:
-        env[results.KILL_AT_ENV] = kill_at
-    return env
+    # XLA_FLAGS removed: the script runs on the plain host device
+    return script_env(XLA_FLAGS=None, **{results.KILL_AT_ENV: kill_at})
 
 
 def _records(workdir: Path) -> dict:
@@ -37,22 +32,26 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     done = subprocess.run(CMD + [f"--workdir={clean}"], env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert MISSING_BACKEND_LOG not in done.stderr
     assert "test_rel_err" in done.stdout and "mlp-block_local-quadratic" in done.stdout
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
 
-    # Killed deterministically right after the first chunk file is written.
-    first_chunk = killed / "variants" / "mlp-none-tanh" / "chunks" / "00000.npz"
+    # SIGKILLed deterministically inside the second chunk's write: its temporary file is
+    # written and synced, not yet renamed (a SIGKILL runs no cleanup: the file stays).
+    chunks = killed / "variants" / "mlp-none-tanh" / "chunks"
     proc = subprocess.run(CMD + [f"--workdir={killed}"],
-                          env=_env(kill_at="chunk:mlp-none-tanh:00000"),
+                          env=_env(kill_at="replace:00001.msgpack"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert first_chunk.exists()
-    assert not (killed / "variants" / "mlp-none-tanh" / "chunks" / "00001.npz").exists()
+    assert (chunks / "00000.msgpack").exists()
+    assert not (chunks / "00001.msgpack").exists()
+    assert [p.name.startswith(".tmp-") for p in chunks.iterdir()].count(True) == 1
     assert not (killed / "summary.txt").exists()
 
     resumed = subprocess.run(CMD + [f"--workdir={killed}"], env=_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list(killed.rglob(".tmp-*"))
     assert _records(killed) == _records(clean)
     assert (killed / "summary.txt").read_text() == (clean / "summary.txt").read_text()
     assert_same_params(killed, clean)
@@ -63,7 +62,8 @@ def assert_same_params(run_a: Path, run_b: Path) -> None:
     names = sorted(p.name for p in (run_b / "variants").iterdir())
     assert names and names == sorted(p.name for p in (run_a / "variants").iterdir())
     for name in names:
-        a, b = (results.load_npz(r / "variants" / name / "params.npz") for r in (run_a, run_b))
-        assert a.keys() == b.keys() and len(a) > 1
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")
+        a, b = (results.load_variant(r / "variants" / name) for r in (run_a, run_b))
+        np.testing.assert_array_equal(a.seeds, b.seeds)
+        assert jax.tree.structure(a.params) == jax.tree.structure(b.params)
+        assert len(jax.tree.leaves(a.params)) > 1
+        jax.tree.map(np.testing.assert_array_equal, a.params, b.params)

@@ -1,6 +1,6 @@
 """Cumulant estimators, algebra and propagation through networks.
 
-    state       FactorCumulants / DenseCumulants pytrees, iid_lattice, from_tensors
+    state       FactorCumulants / DenseCumulants / MarginalCumulants pytrees, iid_lattice
     partitions  Leonov-Shiryaev connected partitions (trace time)
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
     surrogate   mode 'hermite' (polynomial surrogates under each unit's law) and the
@@ -18,9 +18,9 @@ from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, RGEigenvalue
                                      rg_eigenvalues)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
-from rgsym.cumulants.state import (CumulantMemoryError, DenseCumulants, FactorCumulants,
-                                   from_tensors, iid_lattice, independent_sites, marginals,
-                                   to_dense)
+from rgsym.cumulants.state import (CumulantCostError, CumulantMemoryError, DenseCumulants,
+                                   FactorCumulants, MarginalCumulants, from_tensors,
+                                   iid_lattice, independent_sites, marginals, to_dense)
 
 __all__ = [
     "KStats", "PowerSums", "combine", "k_statistics", "k_statistics_from_power_sums",
@@ -30,6 +30,7 @@ __all__ = [
     "predict_mse", "rg_eigenvalues",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
-    "CumulantMemoryError", "DenseCumulants", "FactorCumulants", "from_tensors", "iid_lattice",
-    "independent_sites", "marginals", "to_dense",
+    "CumulantCostError", "CumulantMemoryError", "DenseCumulants", "FactorCumulants",
+    "MarginalCumulants", "from_tensors", "iid_lattice", "independent_sites", "marginals",
+    "to_dense",
 ]

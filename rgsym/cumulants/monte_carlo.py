@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from rgsym import clt, validation
+from rgsym.reprs import short_repr
 from rgsym.cumulants.estimators import (MAX_KSTAT_ORDER, PowerSums,
                                         k_statistics_from_power_sums, power_sums)
 from rgsym.cumulants.propagate import geometry, model_chain
@@ -30,6 +31,8 @@ class MonteCarlo(NamedTuple):
     mse: jnp.ndarray
     mse_se: jnp.ndarray
     n: int
+
+    __repr__ = short_repr  # arrays as dtype[shape]: the default printed ~80 lines
 
 
 def _run(chain, rg, key, sample, n_chunks, batch, order):

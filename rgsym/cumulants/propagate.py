@@ -4,6 +4,8 @@
     >>> out = propagate(model, params, distributions.get('uniform'), order=4)
     >>> out.labels          # ('input', 'exact', 'exact', 'exact')
     >>> out.marginals()[-1] # [N/b, 4]: kappa_1..kappa_4 of every output site
+    >>> out.states[2]       # MarginalCumulants: hidden units' own cumulants (joint=True
+    >>>                     # keeps their joint tensors G_n [H]^n)
 
 ``model.layers(params, lattice_shape)`` rewrites any model (MLP or GNN: message passing
 is its structured Affine operator) as Affine / Elementwise maps on the flattened lattice,
@@ -27,10 +29,12 @@ import jax.numpy as jnp
 from rgsym import distributions as _dist
 from rgsym import validation
 from rgsym.cumulants import rules, surrogate
-from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
-                                   State, iid_lattice, independent_sites, marginals)
+from rgsym.cumulants.partitions import check_legs
+from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
+                                   MarginalCumulants, State, iid_lattice, independent_sites,
+                                   marginals)
 from rgsym.models.activations import KINKS, activation_fn, polynomial_coefficients
-from rgsym.models.layer_ops import Affine
+from rgsym.models.layer_ops import Affine, Elementwise
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
            "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule",
@@ -59,6 +63,12 @@ class Propagation:
     def marginals(self, order: int | None = None) -> list:
         """Per-unit kappa_1..kappa_order of every state, each [H_layer, order]."""
         return [marginals(s, order) for s in self.states]
+
+    def __repr__(self) -> str:
+        # One line per state with array shapes: the default printed every array in full.
+        from rgsym.reprs import short_repr
+        return "\n".join([f"Propagation({len(self.states)} states)"] + [
+            f"  {label}: {short_repr(s)}" for label, s in zip(self.labels, self.states)])
 
 
 def geometry(model, lattice_shape=None):
@@ -107,7 +117,9 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     dense states (after the first non-linear layer) are capped at ``internal_order``
     (default ``order``); beyond the cap the truncation closure takes over.  The input state
     (compact factor form) is never capped.  degree: that of the surrogate polynomial of
-    non-polynomial activations (2, or mode 'hermite''s degree).
+    non-polynomial activations (2, or mode 'hermite''s degree).  Raises ValueError where a
+    layer's rule would need more than ``partitions.MAX_LEGS`` legs (see
+    :func:`partitions.check_legs`).
     """
     order, internal_order = check_orders(order, internal_order)
     cap = order if internal_order is None else internal_order
@@ -115,6 +127,8 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     outs, cur = [0] * len(chain), order
     for i in reversed(range(len(chain))):
         outs[i] = cur
+        if _degree(chain[i], degree) > 1:  # refused up front, before any layer is computed
+            check_legs(_degree(chain[i], degree), cur)
         cur *= _degree(chain[i], degree)
         if i > first:
             cur = min(cur, cap)
@@ -144,7 +158,8 @@ def input_state(input_cumulants, n_sites: int, order: int) -> State:
 
 
 def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit,
-                 linear_units: int = 0, degree: int = surrogate.DEFAULT_DEGREE):
+                 linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT,
+                 degree: int = surrogate.DEFAULT_DEGREE):
     """One activation (identity on the trailing ``linear_units``); returns (state, label,
     norms): norms [H, R] of the activation's own residual (``surrogate.py``; None:
     exact; inf: a closure, unbounded)."""
@@ -155,7 +170,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
         ident = jnp.zeros_like(raw).at[1].set(1.0)
         raw = jnp.where(rules.linear_mask(mean.shape[0], linear_units)[:, None], ident, raw)
         out = rules.polynomial(state, rules.centre_coefficients(raw, mean), order,
-                               readout, memory_limit)
+                               readout, memory_limit, flop_limit)
         if state.order >= (len(coeffs) - 1) * order:
             return out, "exact", None
         return out, "closure", _unbounded(state.width)
@@ -169,15 +184,13 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
     kinks = KINKS.get(layer.activation, ())
     if mode == "hermite":
         out, norms = surrogate.hermite_rule(state, fn, degree, order, readout, memory_limit,
-                                            linear_units, kinks)
+                                            linear_units, kinks, flop_limit)
         if state.order >= degree * order:
             return out, mode, norms
         return out, f"{mode}+closure", _unbounded(state.width)
-    expanded = mode == "quadratic" or order > 2  # gaussian_closure expands orders >= 3
-    if kinks and expanded:
-        _refuse_kinks(state, layer.activation, kinks, mode, linear_units)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
-    out = rule(state, fn, order, readout, memory_limit, linear_units, kinks=kinks)
+    out = rule(state, fn, order, readout, memory_limit, linear_units, kinks=kinks,
+               flop_limit=flop_limit)
     if state.order < 2 * order:  # the expansion's polynomial rule ran as a closure
         return out, mode, _unbounded(state.width)
     g = marginals(state, 2)
@@ -200,19 +213,40 @@ def _errors(state: State, norms, low_unbounded: bool):
     return bound.at[:, :2].set(jnp.inf) if low_unbounded else bound
 
 
-def _refuse_kinks(state: State, activation: str, kinks, mode: str, linear_units: int):
-    """ValueError when a concrete state puts a unit's pre-activation on a kink of the
-    activation, where the second-order expansion collapses (a traced state gets NaN from
-    the rule instead)."""
-    near = rules.near_kink(state, kinks, linear_units)
-    if isinstance(near, jax.core.Tracer) or not bool(near.any()):
-        return
-    raise ValueError(
-        f"mode={mode!r} expands activation={activation!r} to second order about each unit's "
-        f"mean, but {int(near.sum())} of {near.shape[0]} units have a kink ({kinks}) within "
-        f"{rules.KINK_SPREADS:g} standard deviations of their mean, where that expansion "
-        "collapses (at the kink itself it predicts zero variance); use "
-        "mode='gaussian_closure' with order <= 2 (Gauss-Hermite quadrature through the kink)")
+def _expands_kink(layer, order: int, mode: str) -> bool:
+    """Whether this layer's rule expands the activation about the mean across a kink
+    (the quadratic mode; gaussian_closure for orders >= 3)."""
+    return (_poly(layer) is None and bool(KINKS.get(layer.activation))
+            and (mode == "quadratic" or (mode == "gaussian_closure" and order > 2)))
+
+
+def _unit_marginals(state: State, layer, order: int, mode: str, memory_limit,
+                    linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT,
+                    degree: int = surrogate.DEFAULT_DEGREE) -> MarginalCumulants:
+    """Each unit's own output cumulants: the layer's rule on the units' marginal cumulants
+    alone, so no ``[H]^n`` joint tensor is built.  A unit's cumulants depend only on its
+    own pre-activation law, so they equal the diagonals of the joint rule's tensors
+    (closure included: the same orders are dropped)."""
+    return _elementwise(MarginalCumulants(marginals(state)), layer, order, mode, None,
+                        memory_limit, linear_units, flop_limit, degree)[0]
+
+
+def _refuse_kinks(near: dict, chain, mode: str):
+    """ValueError when a concrete propagation put a unit's pre-activation on a kink of an
+    activation it expanded, where the second-order expansion collapses.  near: layer index
+    -> [H] bool (:func:`rules.near_kink`); traced masks (under jit, vmap or grad) pass:
+    the rule has made those units' cumulants NaN instead."""
+    for i, mask in sorted(near.items()):
+        if isinstance(mask, jax.core.Tracer) or not bool(mask.any()):
+            continue
+        activation = chain[i].activation
+        raise ValueError(
+            f"mode={mode!r} expands activation={activation!r} to second order about each "
+            f"unit's mean, but {int(mask.sum())} of {mask.shape[0]} units have a kink "
+            f"({KINKS[activation]}) within {rules.KINK_SPREADS:g} standard deviations of "
+            "their mean, where that expansion collapses (at the kink itself it predicts "
+            "zero variance); use mode='gaussian_closure' with order <= 2 (Gauss-Hermite "
+            "quadrature through the kink)")
 
 
 def _merge(label: str, new: str) -> str:
@@ -227,12 +261,17 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
                     every_layer: bool = True,
                     memory_limit: float = DEFAULT_MEMORY_LIMIT,
                     linear_units: int = 0, internal_order: int | None = None,
+                    joint: bool = False,
+                    flop_limit: float = DEFAULT_FLOP_LIMIT,
                     degree: int = surrogate.DEFAULT_DEGREE) -> Propagation:
     """Propagates ``state`` through a chain of Affine / Elementwise layers.
 
-    every_layer: keep the state after every layer; if False, an activation followed by an
-      Affine is fused (the readout is contracted inside the einsums, so the hidden
-      ``[H]^n`` tensors are never built) and only input and output states are returned.
+    An activation followed by an Affine is fused unless ``joint``: the readout is
+    contracted inside the einsums, so the hidden ``[H]^n`` joint tensors are never built.
+    every_layer: keep a state after every layer (else only input and output states).
+    joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``, costly
+      in time and memory at order >= 3); by default a hidden activation's state is a
+      :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappa_1..kappa_K).
     Identity activations are skipped (factor states stay compact through linear nets).
     linear_units: activations act as identity on this many trailing units (carries the RG
       target through the net for exact MSEs, see ``predict.py``).
@@ -245,11 +284,39 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     """
     validation.choice("mode", mode, MODES)
     degree = validation.integer("degree", degree, 1)
-    states, labels, label = [state], ["input"], "exact"
+    chain = tuple(chain)
+    _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
+    kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
+    arrays = tuple(tuple(l) if isinstance(l, Affine) else l.alpha for l in chain)
+    out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
+                               linear_units, joint, flop_limit, degree)
+    _refuse_kinks(near, chain, mode)
+    return out
+
+
+#: The propagation program is many small contractions run a few times: XLA's backend
+#: optimisation passes cost more compile time than they save (CPU: about half the first
+#: call's compile at order 4, benchmarks/compile_time.py) while run time barely moves.
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _propagate_jit(kinds, arrays, state, *static):
+    """:func:`_propagate_program` compiled with :data:`COMPILER_OPTIONS` when called at top
+    level (JAX accepts compiler options only there), else traced into the caller's
+    program (under jit, grad or vmap)."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((arrays, state)))
+    return (_program_nested if traced else _program_top)(kinds, arrays, state, *static)
+
+
+def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_limit,
+                       linear_units, joint, flop_limit, degree):
+    """The chain (kinds: None for Affine, else the activation; arrays: (weight, bias) or
+    alpha) as one compiled program: eager layer-by-layer dispatch would compile dozens of
+    small programs on the first call.  Returns (Propagation, {layer: near-kink mask})."""
+    chain = [Affine(*a) if k is None else Elementwise(k, a) for k, a in zip(kinds, arrays)]
+    states, labels, label, near = [state], ["input"], "exact", {}
     norms, low_unbounded = None, False  # residual norms of the current units [H, R]
     errors = [_errors(state, None, False)]
-    chain = list(chain)
-    _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
     i = 0
     while i < len(chain):
         layer = chain[i]
@@ -259,18 +326,27 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
             state = rules.affine(state, layer.weight, layer.bias, memory_limit)
             norms = None if norms is None else surrogate.through_affine(norms, layer.weight)
         elif layer.activation != "identity":
+            if _expands_kink(layer, outs[i], mode):
+                near[i] = rules.near_kink(state, KINKS[layer.activation], linear_units)
             readout = None
-            if not every_layer and i + 1 < len(chain) and isinstance(chain[i + 1], Affine):
+            if not joint and i + 1 < len(chain) and isinstance(chain[i + 1], Affine):
                 readout = chain[i + 1].weight
-            state, new, fresh = _elementwise(state, layer, outs[i], mode, readout,
-                                             memory_limit, linear_units, degree)
+            fused, new, fresh = _elementwise(state, layer, outs[i], mode, readout,
+                                             memory_limit, linear_units, flop_limit, degree)
             label = _merge(label, new)
             norms = surrogate.through_activation(norms, fresh, layer.activation)
             low_unbounded |= new == "gaussian_closure"
             if readout is not None:
-                state = rules.add_bias(state, chain[i + 1].bias)
+                if every_layer:  # the hidden layer as each unit's own cumulants
+                    hidden = _unit_marginals(state, layer, outs[i], mode, memory_limit,
+                                             linear_units, flop_limit, degree)
+                    states.append(hidden)
+                    labels.append(label)
+                    errors.append(_errors(hidden, norms, low_unbounded))
+                fused = rules.add_bias(fused, chain[i + 1].bias)
                 norms = None if norms is None else surrogate.through_affine(norms, readout)
                 i += 1
+            state = fused
         if every_layer:
             states.append(state)
             labels.append(label)
@@ -280,19 +356,31 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
         states.append(state)
         labels.append(label)
         errors.append(_errors(state, norms, low_unbounded))
-    return Propagation(tuple(states), tuple(labels), tuple(errors))
+    return Propagation(tuple(states), tuple(labels), tuple(errors)), near
+
+
+_STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10)
+_program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
+                       compiler_options=COMPILER_OPTIONS)
+_program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 
 
 def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
               lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
-              internal_order: int | None = None, degree: int = surrogate.DEFAULT_DEGREE,
-              memory_limit: float = DEFAULT_MEMORY_LIMIT) -> Propagation:
+              joint: bool = False, internal_order: int | None = None,
+              degree: int = surrogate.DEFAULT_DEGREE,
+              memory_limit: float = DEFAULT_MEMORY_LIMIT,
+              flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
     """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
 
     input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
       the exact rules need, see :func:`order_schedule`), kappas [K] of one site, or a
       FactorCumulants / DenseCumulants over the flattened lattice.
     steps: apply the model this many times (iterable models; the lattice shrinks by b).
+    every_layer: a state after every layer (default), else only the input and the output.
+    joint: keep hidden activations' joint tensors G_n [H]^n (``to_dense`` needs them);
+      by default they hold each unit's own cumulants only (MarginalCumulants [H, order]),
+      which is what ``marginals()`` reports and is far cheaper at order >= 3.
     internal_order: orders carried by hidden dense states (default ``order``: beyond one
       polynomial layer the truncation closure, labelled 'closure'); raise it (memory
       permitting) for exact deeper or iterated polynomial nets.
@@ -304,8 +392,11 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
       Every mode returns ``errors`` beside the states: estimated bounds on the marginal
       cumulants' error (inf where unbounded: closures, Gaussian closure's orders 1-2).
     Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
-    :func:`propagate_many`).  Raises CumulantMemoryError if dense tensors would exceed
-    ``memory_limit`` bytes; ValueError on order or steps < 1, internal_order < order,
+    :func:`propagate_many`).  Raises, before anything runs: CumulantMemoryError if dense
+    tensors or contraction intermediates would exceed ``memory_limit`` bytes;
+    CumulantCostError if a layer's contractions would cost more than ``flop_limit``
+    floating-point operations (opt_einsum's estimate); ValueError on order or steps < 1,
+    internal_order < order, a layer needing more than ``partitions.MAX_LEGS`` legs,
     non-finite input, kappas that are not 1-D or a state whose width is not the number of
     lattice sites; CumulantDoesNotExist if the family lacks a needed cumulant.
     """
@@ -317,7 +408,8 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     state = input_state(input_cumulants, math.prod(shape), order_schedule(
         chain, order, internal_order, degree if mode == "hermite" else 2)[0])
     return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
-                           internal_order=internal_order, degree=degree)
+                           internal_order=internal_order, joint=joint, flop_limit=flop_limit,
+                           degree=degree)
 
 
 def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",

@@ -3,8 +3,9 @@
 * :func:`affine` -- ``z = W y + b``: exact and multilinear, ``G_n(z) = W^{(x)n} . G_n(y)``,
   ``b`` only enters ``G_1``; factor states stay in factor form (``W <- W W_in``).
 * :func:`polynomial` -- ``y_a = sum_q C[a, q] delta_a^q`` with ``delta = z - E z``: the
-  joint cumulants of ``y`` by Leonov-Shiryaev (``partitions.py``): a fixed sum of einsums,
-  one group per partition class, enumerated at trace time.  Exact when every block of the partitions has a cumulant
+  joint cumulants of ``y`` by Leonov-Shiryaev (``partitions.py``): one batched einsum per
+  signature of partition classes (enumerated and grouped at trace time), then one
+  symmetrisation per order.  Exact when every block of the partitions has a cumulant
   in the input state (``order * degree`` input orders); blocks above the input's order are
   dropped: that is the truncation closure (input cumulants of higher order set to zero).
   A ``readout`` matrix is contracted inside the einsums so the ``[H]^n`` tensors of the
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import string
 
@@ -27,9 +27,11 @@ import numpy as np
 import opt_einsum
 
 from rgsym import validation
-from rgsym.cumulants.partitions import connected_partitions
-from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantMemoryError, DenseCumulants,
-                                   FactorCumulants, State, check_memory, marginals, to_dense)
+from rgsym.cumulants.partitions import check_legs, class_groups
+from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, CumulantCostError,
+                                   CumulantMemoryError, DenseCumulants,
+                                   FactorCumulants, MarginalCumulants, State, check_memory,
+                                   marginals, to_dense)
 
 __all__ = ["affine", "add_bias", "polynomial", "centre_coefficients", "quadratic_expansion",
            "gaussian_closure", "linear_mask", "near_kink", "GAUSS_HERMITE_NODES",
@@ -77,11 +79,14 @@ def centre_coefficients(coeffs, mean):
     return jnp.stack(cols, -1)
 
 
-def _einsum(subs: str, arrays, memory_limit, what: str):
+def _einsum(subs: str, arrays, memory_limit, what: str, flops: list | None = None):
     """einsum along opt_einsum's greedy path, refusing paths whose largest intermediate
-    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built)."""
+    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built).
+    flops: if given, the path's estimated cost is appended to it."""
     path, info = opt_einsum.contract_path(subs, *[a.shape for a in arrays], shapes=True,
                                           optimize="greedy")
+    if flops is not None:
+        flops.append(float(info.opt_cost))
     need = int(info.largest_intermediate) * arrays[0].dtype.itemsize
     if need > memory_limit:
         raise CumulantMemoryError(
@@ -91,87 +96,170 @@ def _einsum(subs: str, arrays, memory_limit, what: str):
     return jnp.einsum(subs, *arrays, optimize=path)
 
 
-def _factor_operands(state: FactorCumulants, blocks, heads, memory_limit, what):
-    """Operands for a factor state: unit i is summed out first, on its own, into
-    ``T_i[out_i, sites of the blocks it touches]`` (cost H x S^blocks, never H^n); the
-    caller then contracts the T_i with one ``kappa_|B|[site_B]`` per block."""
-    ops = []
-    for i, (subs, arrays, unit, out) in enumerate(heads):
-        sites = "".join(_SITE[j] for j, v in enumerate(blocks) if v[i])
-        legs = [(unit + _SITE[j], state.weight ** v[i]) for j, v in enumerate(blocks) if v[i]]
-        s_i, a_i = zip(*(list(zip(subs, arrays)) + legs))
-        ops.append((out + sites, _einsum(",".join(s_i) + "->" + out + sites, a_i,
-                                         memory_limit, what)))
-    return ops + [(_SITE[j], state.kappa[:, sum(v) - 1]) for j, v in enumerate(blocks)]
+def _symmetrise(t):
+    """The mean of ``t`` over all permutations of its axes, as n(n-1)/2 transposes: every
+    permutation is a transposition (i j) with i <= j after one fixing j, so the sum over
+    S_{j+1} is (sum_i (i j)) applied to the sum over S_j."""
+    n = t.ndim
+    for j in range(1, n):
+        acc = t
+        for i in range(j):
+            perm = list(range(n))
+            perm[i], perm[j] = j, i
+            acc = acc + jnp.transpose(t, perm)
+        t = acc / (j + 1)
+    return t
 
 
-def _dense_operands(state: DenseCumulants, blocks, heads):
-    """Operands for a dense state: each block's G_|B| with its legs' unit letters."""
-    ops = [(sub, arr) for subs, arrays, _, _ in heads for sub, arr in zip(subs, arrays)]
-    return ops + [("".join(heads[i][2] * c for i, c in enumerate(v)), state.tensors[sum(v) - 1])
-                  for v in blocks]
+def _head(coeffs, q: int, i: int, readout):
+    """Factor i's leading operands (its coefficient column, and the readout), with the unit
+    letter and the output letter."""
+    u = _UNIT[i]
+    if readout is None:
+        return [u], [coeffs[:, q]], u, u
+    return [u, _OUT[i] + u], [coeffs[:, q], readout], u, _OUT[i]
 
 
-def _order_n_term(state: State, coeffs, q, readout, memory_limit):
-    """sum_{classes} mult * kappa(delta_{a_1}^{q_1}, ..., delta_{a_n}^{q_n}) * prod_i C[a_i, q_i]
-    (each leg of factor i mapped through ``readout`` when given)."""
-    n = len(q)
-    heads = []  # per factor: (subscripts, arrays, unit letter, output letter)
-    for i, qi in enumerate(q):
-        u = _UNIT[i]
-        if readout is None:
-            heads.append(((u,), (coeffs[:, qi],), u, u))
+def _unit_tensor(state: FactorCumulants, coeffs, q: int, powers: tuple, readout, library,
+                 memory_limit, what):
+    """``T[out, s_1..s_r] = sum_a R[out, a] C[a, q] prod_j W[a, s_j]^powers[j]``: one factor
+    with q legs spread over r blocks (sites), its unit summed out (cost H x S^r, never
+    H^n).  Memoised in ``library`` for the trace: every class and order reuses it."""
+    key = (q, powers)
+    if key not in library:
+        subs, arrays, unit, out = _head(coeffs, q, 0, readout)
+        sites = _SITE[:len(powers)]
+        subs += [unit + site for site in sites]
+        arrays += [state.weight ** e for e in powers]
+        library[key] = _einsum(",".join(subs) + "->" + out + sites, arrays, memory_limit, what,
+                               library["flops"])
+    return library[key]
+
+
+def _factor_group(state: FactorCumulants, coeffs, group, readout, library, memory_limit,
+                  what):
+    """One group of classes (:func:`partitions.class_groups`) on a factor state, batched
+    over its K classes on a leading axis k: factor i is a unit tensor of the blocks it
+    touches (:func:`_unit_tensor`, stacked over k where the classes differ), each block
+    a site summed with ``kappa_|B|[site]``, in one einsum."""
+    n, m = group.q.shape[1], len(group.incidence)
+    ops, out_sub = [], ""
+    for i in range(n):
+        blocks = [j for j in range(m) if group.incidence[j][i]]
+        tensors = [_unit_tensor(state, coeffs, int(q), tuple(int(e) for e in legs[blocks, i]),
+                                readout, library, memory_limit, what)
+                   for q, legs in zip(group.q[:, i], group.legs)]
+        out = _OUT[i] if readout is not None else _UNIT[i]
+        sites = "".join(_SITE[j] for j in blocks)
+        if all(t is tensors[0] for t in tensors):
+            ops.append((out + sites, tensors[0]))
         else:
-            heads.append(((u, _OUT[i] + u), (coeffs[:, qi], readout), u, _OUT[i]))
-    out_sub = "".join(h[3] for h in heads)
-    what = (f"cumulant order={n} at width={state.width} (degree {max(q)} activation, "
+            ops.append(("k" + out + sites, jnp.stack(tensors)))
+        out_sub += out
+    for j in range(m):
+        order = group.legs[:, j].sum(-1) - 1
+        if (order == order[0]).all():
+            ops.append((_SITE[j], state.kappa[:, int(order[0])]))
+        else:
+            ops.append(("k" + _SITE[j], state.kappa[:, order].T))
+    ops.append(("k", jnp.asarray(group.weight, coeffs.dtype)))
+    subs, arrays = zip(*ops)
+    return _einsum(",".join(subs) + "->" + out_sub, arrays, memory_limit, what,
+                   library["flops"])
+
+
+def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, memory_limit, what,
+                 flops):
+    """One class on a dense state: each block's G_|B| with its legs' unit letters."""
+    heads = [_head(coeffs, int(qi), i, readout) for i, qi in enumerate(q)]
+    ops = [(sub, arr) for subs, arrays, _, _ in heads for sub, arr in zip(subs, arrays)]
+    ops += [("".join(heads[i][2] * int(c) for i, c in enumerate(v)),
+             state.tensors[int(sum(v)) - 1]) for v in blocks]
+    subs, arrays = zip(*ops)
+    return _einsum(",".join(subs) + "->" + "".join(h[3] for h in heads), arrays,
+                   memory_limit, what, flops)
+
+
+def _order_n(state: State, coeffs, n: int, readout, library, memory_limit):
+    """G_n of ``y`` (or of ``readout @ y``) without the constant: the symmetrisation of
+    the weighted class terms of :func:`partitions.class_groups`; None if no class.
+    library: the trace's unit tensors (:func:`_unit_tensor`), shared across orders, and
+    under "flops" the estimated cost of every contraction so far."""
+    deg = coeffs.shape[-1] - 1
+    what = (f"cumulant order={n} at width={state.width} (degree {deg} activation, "
             f"input order {state.order})")
     total = None
-    for cls in connected_partitions(tuple(q), state.order):
+    for group in class_groups(deg, n, state.order):
         if isinstance(state, FactorCumulants):
-            ops = _factor_operands(state, cls.blocks, heads, memory_limit, what)
+            terms = [_factor_group(state, coeffs, group, readout, library, memory_limit,
+                                   what)]
         else:
-            ops = _dense_operands(state, cls.blocks, heads)
-        subs, arrays = zip(*ops)
-        term = cls.multiplicity * _einsum(",".join(subs) + "->" + out_sub, arrays,
-                                          memory_limit, what)
-        total = term if total is None else total + term
-    return total
+            terms = [w * _dense_class(state, coeffs, blocks, q, readout, memory_limit, what,
+                                      library["flops"])
+                     for blocks, q, w in zip(group.legs, group.q, group.weight)]
+        for term in terms:
+            total = term if total is None else total + term
+    return None if total is None else _symmetrise(total)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "memory_limit"))
+def _unit_polynomial(state: MarginalCumulants, coeffs, order: int) -> MarginalCumulants:
+    """Each unit's own cumulants of ``y_a = sum_q coeffs[a, q] delta_a^q``: every class
+    term is a product of the unit's coefficients and cumulants (one unit, so no
+    symmetrisation), batched over each group's classes.  [H, order]."""
+    cols = []
+    for n in range(1, order + 1):
+        total = coeffs[:, 0] if n == 1 else jnp.zeros(coeffs.shape[:1], coeffs.dtype)
+        for group in class_groups(coeffs.shape[-1] - 1, n, state.order):
+            c = jnp.prod(coeffs[:, group.q], axis=-1)                           # [H, K]
+            k = jnp.prod(state.kappa[:, group.legs.sum(-1) - 1], axis=-1)       # [H, K]
+            total = total + (c * k) @ jnp.asarray(group.weight, coeffs.dtype)
+        cols.append(total)
+    return MarginalCumulants(jnp.stack(cols, -1))
+
+
+@functools.partial(jax.jit, static_argnames=("order", "memory_limit", "flop_limit"))
 def polynomial(state: State, coeffs, order: int, readout=None,
-               memory_limit=DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
+               memory_limit=DEFAULT_MEMORY_LIMIT,
+               flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """Cumulants of ``y_a = sum_q coeffs[a, q] (z_a - E z_a)^q`` (centred coefficients).
 
     state: cumulants of z (factor or dense, width H); coeffs: [H, Q+1] (see
     :func:`centre_coefficients`); order: output orders 1..order; readout: [O, H] or None,
     if given the result is the state of ``readout @ y`` (width O).  Input orders above
-    ``state.order`` are taken as zero (closure).  Returns a DenseCumulants of width H or O.
+    ``state.order`` are taken as zero (closure).  Returns a DenseCumulants of width H or O;
+    for a MarginalCumulants state (no readout), each unit's own cumulants [H, order].
+    Raises, at trace time (nothing has run): CumulantMemoryError (tensors or einsum
+    intermediates above ``memory_limit`` bytes), CumulantCostError (contractions estimated
+    above ``flop_limit`` floating-point operations) and ValueError beyond
+    ``partitions.MAX_LEGS`` legs (Q x order).
     Jitted (one trace per structure): eager einsums would each dispatch separately.
     """
     coeffs = jnp.asarray(coeffs)
-    deg = coeffs.shape[-1] - 1
+    check_legs(coeffs.shape[-1] - 1, order)
+    if isinstance(state, MarginalCumulants):
+        if readout is not None:
+            raise ValueError("readout needs the joint cumulants of the units: a "
+                             "MarginalCumulants state has only each unit's own")
+        return _unit_polynomial(state, coeffs, order)
     width = coeffs.shape[0] if readout is None else readout.shape[0]
     check_memory(width, order, memory_limit)
-    tensors = []
+    tensors, library = [], {"flops": []}
     for n in range(1, order + 1):
-        total = jnp.zeros((width,) * n, coeffs.dtype)
-        for q in itertools.combinations_with_replacement(range(1, deg + 1), n):
-            term = _order_n_term(state, coeffs, q, readout, memory_limit)
-            if term is None:
-                continue
-            # the term for a rearrangement of q is the matching transpose of this one
-            seen = set()
-            for perm in itertools.permutations(range(n)):
-                arrangement = tuple(q[p] for p in perm)
-                if arrangement not in seen:
-                    seen.add(arrangement)
-                    total = total + jnp.transpose(term, perm)
+        total = _order_n(state, coeffs, n, readout, library, memory_limit)
+        if total is None:
+            total = jnp.zeros((width,) * n, coeffs.dtype)
         if n == 1:
             mean0 = coeffs[:, 0] if readout is None else readout @ coeffs[:, 0]
             total = total + mean0  # the constant coefficient enters the mean only
         tensors.append(total)
+    cost = sum(library["flops"])
+    if cost > flop_limit:
+        raise CumulantCostError(
+            f"cumulant orders 1..{order} through a degree-{coeffs.shape[-1] - 1} activation at "
+            f"width={state.width} (input order {state.order}) would cost about {cost:.3g} "
+            f"floating-point operations in {len(library['flops'])} contractions, above "
+            f"flop_limit={flop_limit:.3g}; lower the order, internal_order or width, or raise "
+            "flop_limit")
     return DenseCumulants(tuple(tensors))
 
 
@@ -193,7 +281,7 @@ def near_kink(state: State, kinks, linear_units: int = 0):
 
 def quadratic_expansion(state: State, fn, order: int, readout=None,
                         memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
-                        kinks=()) -> DenseCumulants:
+                        kinks=(), flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """``phi`` expanded to second order about each unit's mean, then :func:`polynomial`.
 
     Approximate: exact for polynomials of degree <= 2, accurate when the pre-activation
@@ -211,7 +299,7 @@ def quadratic_expansion(state: State, fn, order: int, readout=None,
     coeffs = jnp.where(linear_mask(mean.shape[0], linear_units)[:, None], ident, coeffs)
     if kinks:
         coeffs = jnp.where(near_kink(state, kinks, linear_units)[:, None], jnp.nan, coeffs)
-    return polynomial(state, coeffs, order, readout, memory_limit)
+    return polynomial(state, coeffs, order, readout, memory_limit, flop_limit)
 
 
 def _safe_sqrt(x):
@@ -220,9 +308,32 @@ def _safe_sqrt(x):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
+def _hermite(nodes: int, dtype):
+    """Probabilists' Gauss-Hermite nodes and weights normalised to sum 1 (E over N(0, 1))."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return jnp.asarray(x, dtype), jnp.asarray(w / w.sum(), dtype)
+
+
+def _unit_gaussian_closure(state: MarginalCumulants, fn, order, memory_limit, linear_units,
+                           nodes, kinks, flop_limit) -> MarginalCumulants:
+    """:func:`gaussian_closure` on each unit alone: mean and variance by 1-D quadrature,
+    orders >= 3 from the quadratic expansion."""
+    mean, sd = state.kappa[:, 0], _safe_sqrt(state.kappa[:, 1])
+    x, w = _hermite(nodes, mean.dtype)
+    za = mean[:, None] + sd[:, None] * x
+    fa = jnp.where(linear_mask(mean.shape[0], linear_units)[:, None], za, fn(za))
+    e1 = fa @ w
+    cols = [e1, (fa - e1[:, None]) ** 2 @ w]
+    if order > 2:
+        cols += list(quadratic_expansion(state, fn, order, None, memory_limit, linear_units,
+                                         kinks, flop_limit).kappa.T[2:order])
+    return MarginalCumulants(jnp.stack(cols[:order], -1))
+
+
 def gaussian_closure(state: State, fn, order: int, readout=None,
                      memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0,
-                     nodes: int = GAUSS_HERMITE_NODES, kinks=()) -> DenseCumulants:
+                     nodes: int = GAUSS_HERMITE_NODES, kinks=(),
+                     flop_limit=DEFAULT_FLOP_LIMIT) -> DenseCumulants:
     """Mean and covariance of ``phi(z)`` for Gaussian ``z`` with the state's G_1, G_2.
 
     Gauss-Hermite quadrature: 1-D for the mean, 2-D over each unit pair for the covariance.
@@ -232,11 +343,13 @@ def gaussian_closure(state: State, fn, order: int, readout=None,
     1 - rho^2 (zero on the diagonal and for fully correlated units) have their gradient
     taken as 0 at 0 instead of inf * 0 = NaN.
     """
+    if isinstance(state, MarginalCumulants):
+        return _unit_gaussian_closure(state, fn, order, memory_limit, linear_units, nodes,
+                                      kinks, flop_limit)
     g = to_dense(state, 2, memory_limit)
     mean, cov = g.tensors
     lin = linear_mask(mean.shape[0], linear_units)
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)
-    x, w = jnp.asarray(x, mean.dtype), jnp.asarray(w / w.sum(), mean.dtype)
+    x, w = _hermite(nodes, mean.dtype)
     sd = _safe_sqrt(jnp.diagonal(cov))
     sd2 = sd[:, None] * sd[None, :]
     # units without spread have no correlation: rho = 0 there, with a zero gradient
@@ -251,11 +364,12 @@ def gaussian_closure(state: State, fn, order: int, readout=None,
     fb = jnp.where(lin[None, :, None, None], zb, fn(zb))
     e2 = jnp.einsum("aq,abqr,q,r->ab", fa, fb, w, w)
     cov_out = e2 - e1[:, None] * e1[None, :]
-    if order > 2:
-        tensors = quadratic_expansion(state, fn, order, None, memory_limit,
-                                      linear_units, kinks).tensors
-    else:
-        tensors = ()
-    tensors = (e1, cov_out) + tuple(tensors[2:order])
-    out = DenseCumulants(tensors[:order])
-    return out if readout is None else affine(out, readout, None, memory_limit)
+    low = DenseCumulants((e1, cov_out)[:order])
+    if readout is not None:
+        low = affine(low, readout, None, memory_limit)
+    if order <= 2:
+        return low
+    # orders >= 3 with the readout inside the expansion's einsums (no [H]^n tensors)
+    high = quadratic_expansion(state, fn, order, readout, memory_limit, linear_units, kinks,
+                               flop_limit).tensors
+    return DenseCumulants(low.tensors + high[2:])

@@ -9,6 +9,9 @@ Two forms, both NamedTuples of arrays (pytrees, so jit/vmap pass through them):
 
   so we never store the dense ``[H]^n`` arrays.  An i.i.d. lattice is ``W = I``.
 * :class:`DenseCumulants` -- explicit symmetric tensors ``G_1 [H], G_2 [H, H], ...``.
+* :class:`MarginalCumulants` -- only each unit's own cumulants ``kappa [H, K]`` (the
+  diagonals of the ``G_n``): what a propagation keeps of a hidden layer unless the joint
+  tensors are asked for.  It is a record, not an input: no rule takes it.
 
 Orders are static (shapes), so a state's order is known at trace time.
 """
@@ -26,6 +29,7 @@ from rgsym import validation
 __all__ = [
     "FactorCumulants",
     "DenseCumulants",
+    "MarginalCumulants",
     "State",
     "CumulantMemoryError",
     "iid_lattice",
@@ -36,9 +40,19 @@ __all__ = [
     "dense_bytes",
     "check_memory",
     "DEFAULT_MEMORY_LIMIT",
+    "DEFAULT_FLOP_LIMIT",
+    "CumulantCostError",
 ]
 
 DEFAULT_MEMORY_LIMIT = 2 * 2 ** 30  # bytes
+#: Floating-point operations one polynomial rule may cost (opt_einsum's estimate of its
+#: contractions): about a minute on two CPU cores.
+DEFAULT_FLOP_LIMIT = 1e11
+
+
+class CumulantCostError(RuntimeError):
+    """Raised at trace time, before anything runs, when a rule's contractions would cost
+    more floating-point operations than its flop limit."""
 
 
 class CumulantMemoryError(MemoryError):
@@ -80,6 +94,23 @@ class DenseCumulants(NamedTuple):
 
     def mean(self):
         return self.tensors[0]
+
+
+class MarginalCumulants(NamedTuple):
+    """kappa: [H, K], kappa_1..kappa_K of each unit on its own; the joint cumulants between
+    units were not kept (``propagate(..., joint=True)`` keeps them)."""
+    kappa: jnp.ndarray
+
+    @property
+    def order(self) -> int:
+        return self.kappa.shape[-1]
+
+    @property
+    def width(self) -> int:
+        return self.kappa.shape[-2]
+
+    def mean(self):
+        return self.kappa[:, 0]
 
 
 State = Union[FactorCumulants, DenseCumulants]
@@ -190,6 +221,11 @@ def to_dense(state: State, order: int | None = None,
     """The dense form with orders 1..order (default: the state's order; higher orders of a
     dense state that are not stored are refused)."""
     order = _checked_order(state, order)
+    if isinstance(state, MarginalCumulants):
+        raise ValueError(
+            "state holds only per-unit marginal cumulants (a hidden layer propagated with "
+            "joint=False, the default): its joint tensors were never built; pass joint=True "
+            "to propagate to keep them")
     check_memory(state.width, order, memory_limit)
     if isinstance(state, DenseCumulants):
         return DenseCumulants(state.tensors[:order])
@@ -199,6 +235,8 @@ def to_dense(state: State, order: int | None = None,
 def marginals(state: State, order: int | None = None):
     """Per-unit cumulants kappa_1..kappa_order, [H, order] (the diagonals of G_n)."""
     order = _checked_order(state, order)
+    if isinstance(state, MarginalCumulants):
+        return state.kappa[:, :order]
     if isinstance(state, FactorCumulants):
         cols = [state.weight ** n @ state.kappa[:, n - 1] for n in range(1, order + 1)]
         cols[0] = cols[0] + state.shift

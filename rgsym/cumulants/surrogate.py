@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym.cumulants import rules
-from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, DenseCumulants, marginals, to_dense
+from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants,
+                                   MarginalCumulants, marginals, to_dense)
 
 __all__ = ["DEFAULT_DEGREE", "LIPSCHITZ", "BOUND_ORDERS", "law_quadrature", "hermite",
            "taylor_residual", "residual_norms", "hermite_rule", "hermite_coefficients", "through_affine", "through_activation",
@@ -197,11 +198,13 @@ def cumulant_bound(kappa, norms, order: int):
 
 
 def hermite_rule(state, fn, degree: int, order: int, readout=None,
-                 memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0, kinks=()):
+                 memory_limit=DEFAULT_MEMORY_LIMIT, linear_units: int = 0, kinks=(),
+                 flop_limit=DEFAULT_FLOP_LIMIT):
     """Mode 'hermite': each unit's ``fn`` replaced by :func:`hermite` under its Gaussian
     law (the state's mean and variance), then the exact ``rules.polynomial``.
 
-    state: width H; readout: [O, H] or None (as in ``rules.polynomial``).  The trailing
+    state: width H (a MarginalCumulants state gives each unit's own cumulants);
+    readout: [O, H] or None (as in ``rules.polynomial``).  The trailing
     ``linear_units`` are identities (residual 0).  Returns (DenseCumulants of width H or
     O, norms [H, BOUND_ORDERS] of the hidden units' residuals).  Exact up to the
     residual when the state holds ``degree * order`` orders; fewer make the rule a
@@ -212,7 +215,7 @@ def hermite_rule(state, fn, degree: int, order: int, readout=None,
     lin = rules.linear_mask(state.width, linear_units)[:, None]
     ident = jnp.zeros_like(coeffs).at[:, 1].set(1.0)
     coeffs = jnp.where(lin, ident, coeffs)
-    out = rules.polynomial(state, coeffs, order, readout, memory_limit)
+    out = rules.polynomial(state, coeffs, order, readout, memory_limit, flop_limit)
     if degree == 2 and order >= 4:
         out = _cubic_correction(out, state, fn, g, lin[:, 0], readout, kinks)
     return out, jnp.where(lin, 0.0, norms)
@@ -230,6 +233,8 @@ def _cubic_correction(out, state, fn, g, lin, readout, kinks):
     a, _, _ = hermite_coefficients(fn, g[:, 0], sd, 3, kinks)
     a1 = jnp.where(lin, sd, a[:, 1])
     a3 = jnp.where(lin, 0.0, a[:, 3])
+    if isinstance(out, MarginalCumulants):  # each unit on its own: rho_aa = 1
+        return MarginalCumulants(out.kappa.at[:, 3].add(24 * a3 * a1 ** 3))
     cov = to_dense(state, 2).tensors[1]
     rho = cov / (sd[:, None] * sd[None, :])
     v = jnp.eye(state.width, dtype=cov.dtype) if readout is None else readout

@@ -14,7 +14,7 @@ from rgsym.models.activations import validate_activation
 from rgsym.models.graphs import BOUNDARIES
 
 __all__ = ["ModelSpec", "spec_from_config", "FAMILIES", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
-           "SOFT_SYMMETRIES", "POOLINGS", "BOUNDARIES", "DTYPES"]
+           "SOFT_SYMMETRIES", "POOLINGS", "BOUNDARIES", "DTYPES", "RUN_CONFIG_FIELDS"]
 
 FAMILIES = ("mlp", "gnn")
 MLP_SYMMETRIES = ("none", "block_local", "block_permutation", "tied_hidden", "odd",
@@ -24,6 +24,10 @@ SOFT_SYMMETRIES = ("block_local", "block_permutation", "tied_hidden", "odd", "no
                    "symmetric_weights")
 POOLINGS = ("sum", "mean", "learned")
 DTYPES = ("float32", "float64")
+# ModelSpec fields that a run config (rgsym.train.base_config) keeps outside its model
+# section: spec field -> dotted run-config field.
+RUN_CONFIG_FIELDS = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b",
+                     "dtype": "dtype"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +149,14 @@ _REQUIRED = tuple(f.name for f in dataclasses.fields(ModelSpec)
 def spec_from_config(cfg) -> ModelSpec:
     """A ModelSpec from a Mapping, an ml_collections.ConfigDict or a ModelSpec.
 
-    Unknown keys raise ValueError naming the key and listing the valid ones.
+    Args:
+      cfg: ModelSpec fields (``{'family': 'mlp', ...}``), or a whole run config of one
+        variant (a ``model`` section beside ``lattice`` and ``dtype``: a resolved variant's
+        ConfigDict, or the ``config.json`` that a run directory saves for each variant).
+
+    Raises:
+      ValueError: an unknown or missing key (named, with the valid ones listed), a run
+        config that still holds variants, or an invalid field value.
     """
     if isinstance(cfg, ModelSpec):
         return cfg
@@ -154,6 +165,8 @@ def spec_from_config(cfg) -> ModelSpec:
     if not isinstance(cfg, Mapping):
         raise ValueError(f"cfg of type {type(cfg).__name__} is not valid: pass a Mapping, an "
                          "ml_collections.ConfigDict or a ModelSpec")
+    if isinstance(cfg.get("model"), Mapping):
+        cfg = _from_run_config(cfg)
     for key in cfg:
         if key not in _FIELDS:
             raise ValueError(f"model config key {key!r} is unknown: valid keys are "
@@ -163,3 +176,20 @@ def spec_from_config(cfg) -> ModelSpec:
         raise ValueError(f"model config is missing {', '.join(missing)}: required keys are "
                          f"{', '.join(_REQUIRED)}")
     return ModelSpec(**dict(cfg))
+
+
+def _from_run_config(cfg: Mapping) -> dict:
+    """The model section of a one-variant run config plus the fields other sections own."""
+    if cfg.get("variants"):
+        raise ValueError(f"cfg holds {len(cfg['variants'])} variants: build one variant's "
+                         "config (rgsym.train.variant_configs resolves them)")
+    out = dict(cfg["model"])
+    for key, field in RUN_CONFIG_FIELDS.items():
+        value = cfg
+        for part in field.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise ValueError(f"run config field {field!r} is missing: a run config "
+                                 "needs a model section beside lattice and dtype")
+            value = value[part]
+        out[key] = value
+    return out

@@ -1,0 +1,36 @@
+"""The command line: config errors print one line naming the field, before any work."""
+import subprocess
+
+import pytest
+
+from tests.scripts import MISSING_BACKEND_LOG, ROOT, script, script_env
+
+CONFIG = f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([CONFIG, "--config.model.widht=3"],
+     "error: --config.model.widht: 'widht' is not a config field; Did you mean \"width\""),
+    ([CONFIG, "--config.model.width=-3"],
+     "error: variant 'mlp-none-tanh': config section 'model': width=-3 is not valid"),
+    ([CONFIG, "--config.model.width=abc"], "error: flag --config.model.width=abc"),
+    (["--config=experiments/configs/nope.py"],
+     "error: --config=experiments/configs/nope.py: cannot be loaded: [Errno 2]"),
+])
+def test_a_config_error_prints_one_line_and_exits_before_any_work(tmp_path, args, message):
+    work = tmp_path / "run"
+    out = subprocess.run(script("experiments", "sweep.py") + args + [f"--workdir={work}"],
+                         capture_output=True, text=True, timeout=120, env=script_env(),
+                         cwd=ROOT)
+    assert out.returncode == 1
+    assert out.stderr.startswith(message), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert MISSING_BACKEND_LOG not in out.stderr and not work.exists()
+
+
+def test_helpshort_lists_the_sweep_flags():
+    out = subprocess.run(script("experiments", "sweep.py") + ["--helpshort"],
+                         capture_output=True, text=True, timeout=120, env=script_env())
+    assert "Traceback" not in out.stderr  # (absl exits with status 1 after help)
+    for flag in ("--config:", "--workdir:", "--[no]progress:", "--cpu_devices:"):
+        assert flag in out.stdout, out.stdout

@@ -1,0 +1,44 @@
+"""A sweep over two processes on JAX's distributed runtime (4 CPU devices each, coordinator
+on 127.0.0.1, gloo collectives) gives the records and parameters of a one-process run."""
+import socket
+import subprocess
+
+from rgsym import results
+from tests.scripts import ROOT, script, script_env
+from tests.test_sweep import _records, assert_same_params
+
+CMD = script("experiments", "sweep.py") + [
+    f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}", "--progress=false"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_results_of_one(tmp_path):
+    env = script_env(XLA_FLAGS=None)
+    single = subprocess.run(CMD + [f"--workdir={tmp_path / 'one'}", "--cpu_devices=8"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen(
+        CMD + [f"--workdir={tmp_path / 'two'}", "--cpu_devices=4", "--config.multihost=True",
+               f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:  # every process this test started ends with it
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "results, figures" in outs[0][0] and "results, figures" not in outs[1][0]
+    env_two = results._sessions(tmp_path / "two" / "environment.json")[-1]
+    assert env_two["process_count"] == 2 and len(env_two["devices"]) == 8
+    assert _records(tmp_path / "two") == _records(tmp_path / "one")
+    assert_same_params(tmp_path / "two", tmp_path / "one")
