@@ -185,7 +185,8 @@ def _approx_model(family, act, scale):
 
 
 def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:directional"),
-                  activations=("tanh", "relu"), scales=(0.1, 0.3, 1.0)):
+                  activations=("tanh", "relu"), scales=(0.1, 0.3, 1.0),
+                  modes=("quadratic", "gaussian_closure", "hermite")):
     """Approximate modes against Monte Carlo as the weights grow, with each mode's stated
     error bound and its time against Monte Carlo's at the same accuracy."""
     report("\n### Approximate modes vs Monte Carlo (16 lattice sites -> 8, uniform inputs)\n")
@@ -216,19 +217,23 @@ def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:direc
                 unit = value[:, 1:2] ** units
                 pre = propagate(m, p, state, order=2, mode="gaussian_closure").states[1]
                 s = float(np.sqrt(np.asarray(marginals(pre, 2))[:, 1]).max())
-                for mode in ("quadratic", "gaussian_closure", "hermite"):
-                    fn = jax.jit(lambda p, st, mode=mode: (lambda o: (
+                for name in modes:  # 'hermite3': mode 'hermite' with degree 3
+                    mode, degree = (name[:7], int(name[7:] or 2)) if name.startswith(
+                        "hermite") else (name, 2)
+                    st_in = iid_lattice(fam, SITES, degree * ORDER)
+                    fn = jax.jit(lambda p, st, mode=mode, degree=degree: (lambda o: (
                         marginals(o.output, ORDER), o.errors[-1]))(
-                        propagate(m, p, st, order=ORDER, mode=mode, every_layer=False)))
+                        propagate(m, p, st, order=ORDER, mode=mode, every_layer=False,
+                                  degree=degree)))
                     try:
-                        _, t_an = timed(fn, p, state)
+                        _, t_an = timed(fn, p, st_in)
                     except ValueError as e:
-                        report(f"| {family} | {act} | {scale} | {s:.2f} | {mode} | refused: "
+                        report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | refused: "
                                f"{str(e).split(',')[0]} |||||||")
                         continue
-                    got, bound = (np.asarray(a) for a in fn(p, state))
+                    got, bound = (np.asarray(a) for a in fn(p, st_in))
                     if not np.all(np.isfinite(got)):  # traced: a kink refusal comes as NaN
-                        report(f"| {family} | {act} | {scale} | {s:.2f} | {mode} | refused "
+                        report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | refused "
                                "(NaN: a unit within 6 spreads of the kink) |||||||")
                         continue
                     err = (np.abs(got - value) / unit).max(0)
@@ -237,7 +242,7 @@ def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:direc
                     # MC's SE falls as n^-1/2: samples for a worst SE equal to the worst error
                     t_mc = mc_time * (noise.max() / max(err.max(), 1e-12)) ** 2
                     cells = " | ".join(f"{e:.2g} ({b:.2g})" for e, b in zip(err, stated))
-                    report(f"| {family} | {act} | {scale} | {s:.2f} | {mode} | {cells} | "
+                    report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | {cells} | "
                            f"{noise[2]:.1g}, {noise[3]:.1g} | {t_an * 1e3:.2f} | {t_mc:.3g} | "
                            f"{t_mc / t_an:.3g}x |")
 
@@ -249,10 +254,12 @@ if __name__ == "__main__":
     ap.add_argument("--families", default="mlp,gnn:separate,gnn:directional")
     ap.add_argument("--activations", default="tanh,relu")
     ap.add_argument("--scales", default="0.1,0.3,1.0")
+    ap.add_argument("--modes", default="quadratic,gaussian_closure,hermite,hermite3")
     args = ap.parse_args()
     if args.only_approx:
         approx_errors(print, families=args.families.split(","),
                       activations=args.activations.split(","),
-                      scales=[float(x) for x in args.scales.split(",")])
+                      scales=[float(x) for x in args.scales.split(",")],
+                      modes=args.modes.split(","))
     else:
         main(args.max_mc)
