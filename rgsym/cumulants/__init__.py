@@ -3,6 +3,8 @@
     state       FactorCumulants / DenseCumulants / MarginalCumulants pytrees, iid_lattice
     partitions  Leonov-Shiryaev connected partitions (trace time)
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
+    surrogate   mode 'hermite' (polynomial surrogates under each unit's law) and the
+                error estimates every Propagation carries (``Propagation.errors``)
     propagate   propagate(model, params, input, order, mode), propagate_many
     monte_carlo monte_carlo(model, params, family, key, n_samples, batch)
     predict     predict_mse (exact for polynomial nets), clt_recursion_check, rg_eigenvalues

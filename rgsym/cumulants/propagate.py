@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from rgsym import distributions as _dist
 from rgsym import validation
-from rgsym.cumulants import rules
+from rgsym.cumulants import rules, surrogate
 from rgsym.cumulants.partitions import check_legs
 from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    MarginalCumulants, State, iid_lattice, independent_sites,
@@ -40,17 +40,21 @@ __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MOD
            "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule",
            "check_orders"]
 
-APPROXIMATE_MODES = ("quadratic", "gaussian_closure")
+APPROXIMATE_MODES = ("quadratic", "gaussian_closure", "hermite")
 MODES = ("exact",) + APPROXIMATE_MODES
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["states"],
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["states", "errors"],
                    meta_fields=["labels"])
 @dataclasses.dataclass(frozen=True)
 class Propagation:
-    """states: the input state then the state after each layer; labels: one per state."""
+    """states: the input state then the state after each layer; labels: one per state;
+    errors: one [H_layer, K_layer] array per state, the estimated bound on |kappa_n(true) -
+    kappa_n(computed)| of each unit's marginal cumulants (0: exact; inf: unbounded, e.g. the
+    truncation closure; see ``surrogate.py``)."""
     states: tuple
     labels: tuple
+    errors: tuple = ()
 
     @property
     def output(self) -> State:
@@ -89,13 +93,13 @@ def _poly(layer):
     return polynomial_coefficients(layer.activation, layer.alpha)
 
 
-def _degree(layer) -> int:
-    """1 for Affine and identity; the polynomial degree; 2 for other activations (their
-    quadratic expansion)."""
+def _degree(layer, degree: int = 2) -> int:
+    """1 for Affine and identity; the polynomial degree; ``degree`` (that of the surrogate
+    polynomial: 2 but for mode 'hermite') for other activations."""
     if isinstance(layer, Affine):
         return 1
     coeffs = _poly(layer)
-    return 2 if coeffs is None else len(coeffs) - 1
+    return degree if coeffs is None else len(coeffs) - 1
 
 
 def check_orders(order, internal_order=None) -> tuple:
@@ -106,24 +110,26 @@ def check_orders(order, internal_order=None) -> tuple:
     return order, internal_order
 
 
-def order_schedule(chain, order: int, internal_order: int | None = None):
+def order_schedule(chain, order: int, internal_order: int | None = None, degree: int = 2):
     """(input order, orders of the state after each layer) for an exact output of ``order``.
 
     A degree-d activation needs d times its output order at its input.  Orders carried by
     dense states (after the first non-linear layer) are capped at ``internal_order``
     (default ``order``); beyond the cap the truncation closure takes over.  The input state
-    (compact factor form) is never capped.  Raises ValueError where a layer's rule would
-    need more than ``partitions.MAX_LEGS`` legs (see :func:`partitions.check_legs`).
+    (compact factor form) is never capped.  degree: that of the surrogate polynomial of
+    non-polynomial activations (2, or mode 'hermite''s degree).  Raises ValueError where a
+    layer's rule would need more than ``partitions.MAX_LEGS`` legs (see
+    :func:`partitions.check_legs`).
     """
     order, internal_order = check_orders(order, internal_order)
     cap = order if internal_order is None else internal_order
-    first = next((i for i, l in enumerate(chain) if _degree(l) > 1), len(chain))
+    first = next((i for i, l in enumerate(chain) if _degree(l, degree) > 1), len(chain))
     outs, cur = [0] * len(chain), order
     for i in reversed(range(len(chain))):
         outs[i] = cur
-        if _degree(chain[i]) > 1:  # refused up front, before any layer is computed
-            check_legs(_degree(chain[i]), cur)
-        cur *= _degree(chain[i])
+        if _degree(chain[i], degree) > 1:  # refused up front, before any layer is computed
+            check_legs(_degree(chain[i], degree), cur)
+        cur *= _degree(chain[i], degree)
         if i > first:
             cur = min(cur, cap)
     return cur, tuple(outs)
@@ -152,8 +158,11 @@ def input_state(input_cumulants, n_sites: int, order: int) -> State:
 
 
 def _elementwise(state: State, layer, order: int, mode: str, readout, memory_limit,
-                 linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT):
-    """One activation (identity on the trailing ``linear_units``); returns (state, label)."""
+                 linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT,
+                 degree: int = surrogate.DEFAULT_DEGREE):
+    """One activation (identity on the trailing ``linear_units``); returns (state, label,
+    norms): norms [H, R] of the activation's own residual (``surrogate.py``; None:
+    exact; inf: a closure, unbounded)."""
     coeffs = _poly(layer)
     if coeffs is not None:
         mean = state.mean()
@@ -162,34 +171,64 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
         raw = jnp.where(rules.linear_mask(mean.shape[0], linear_units)[:, None], ident, raw)
         out = rules.polynomial(state, rules.centre_coefficients(raw, mean), order,
                                readout, memory_limit, flop_limit)
-        return out, "exact" if state.order >= (len(coeffs) - 1) * order else "closure"
+        if state.order >= (len(coeffs) - 1) * order:
+            return out, "exact", None
+        return out, "closure", _unbounded(state.width)
     if mode == "exact":
         raise ValueError(
             f"activation={layer.activation!r} has no exact cumulant rule (only polynomial "
-            f"activations do): pass mode='quadratic' or mode='gaussian_closure' "
-            f"(approximate modes: {', '.join(APPROXIMATE_MODES)})")
+            f"activations do): pass mode='hermite' (error estimate beside the cumulants), "
+            f"'quadratic' or 'gaussian_closure' (approximate modes: "
+            f"{', '.join(APPROXIMATE_MODES)})")
     fn = activation_fn(layer.activation, layer.alpha)
+    kinks = KINKS.get(layer.activation, ())
+    if mode == "hermite":
+        out, norms = surrogate.hermite_rule(state, fn, degree, order, readout, memory_limit,
+                                            linear_units, kinks, flop_limit)
+        if state.order >= degree * order:
+            return out, mode, norms
+        return out, f"{mode}+closure", _unbounded(state.width)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
-    return rule(state, fn, order, readout, memory_limit, linear_units,
-                kinks=KINKS.get(layer.activation, ()), flop_limit=flop_limit), mode
+    out = rule(state, fn, order, readout, memory_limit, linear_units, kinks=kinks,
+               flop_limit=flop_limit)
+    if state.order < 2 * order:  # the expansion's polynomial rule ran as a closure
+        return out, mode, _unbounded(state.width)
+    g = marginals(state, 2)
+    norms = surrogate.taylor_residual(fn, g[:, 0], g[:, 1], kinks)
+    return out, mode, jnp.where(rules.linear_mask(state.width, linear_units)[:, None], 0.0, norms)
+
+
+def _unbounded(width: int):
+    return jnp.full((width, surrogate.BOUND_ORDERS), jnp.inf)
+
+
+def _errors(state: State, norms, low_unbounded: bool):
+    """[H, K] error bounds of a state's marginal cumulants (``surrogate.cumulant_bound``);
+    orders 1-2 unbounded after a Gaussian closure (its mean and covariance assume Gaussian
+    pre-activations)."""
+    if norms is None:
+        return jnp.zeros((state.width, state.order))
+    kappa = marginals(state, min(state.order, surrogate.BOUND_ORDERS))
+    bound = surrogate.cumulant_bound(kappa, norms, state.order)
+    return bound.at[:, :2].set(jnp.inf) if low_unbounded else bound
 
 
 def _expands_kink(layer, order: int, mode: str) -> bool:
     """Whether this layer's rule expands the activation about the mean across a kink
     (the quadratic mode; gaussian_closure for orders >= 3)."""
     return (_poly(layer) is None and bool(KINKS.get(layer.activation))
-            and (mode == "quadratic" or order > 2))
+            and (mode == "quadratic" or (mode == "gaussian_closure" and order > 2)))
 
 
 def _unit_marginals(state: State, layer, order: int, mode: str, memory_limit,
-                    linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT
-                    ) -> MarginalCumulants:
+                    linear_units: int = 0, flop_limit: float = DEFAULT_FLOP_LIMIT,
+                    degree: int = surrogate.DEFAULT_DEGREE) -> MarginalCumulants:
     """Each unit's own output cumulants: the layer's rule on the units' marginal cumulants
     alone, so no ``[H]^n`` joint tensor is built.  A unit's cumulants depend only on its
     own pre-activation law, so they equal the diagonals of the joint rule's tensors
     (closure included: the same orders are dropped)."""
     return _elementwise(MarginalCumulants(marginals(state)), layer, order, mode, None,
-                        memory_limit, linear_units, flop_limit)[0]
+                        memory_limit, linear_units, flop_limit, degree)[0]
 
 
 def _refuse_kinks(near: dict, chain, mode: str):
@@ -211,9 +250,11 @@ def _refuse_kinks(near: dict, chain, mode: str):
 
 
 def _merge(label: str, new: str) -> str:
+    """The labels so far joined with ``new``'s parts not yet named ('a+b')."""
     if label == "exact":
         return new
-    return label if new in ("exact", label) else f"{label}+{new}"
+    parts = label.split("+")
+    return "+".join(parts + [p for p in new.split("+") if p not in parts + ["exact"]])
 
 
 def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "exact",
@@ -221,7 +262,8 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
                     memory_limit: float = DEFAULT_MEMORY_LIMIT,
                     linear_units: int = 0, internal_order: int | None = None,
                     joint: bool = False,
-                    flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
+                    flop_limit: float = DEFAULT_FLOP_LIMIT,
+                    degree: int = surrogate.DEFAULT_DEGREE) -> Propagation:
     """Propagates ``state`` through a chain of Affine / Elementwise layers.
 
     An activation followed by an Affine is fused unless ``joint``: the readout is
@@ -236,14 +278,18 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     internal_order: highest order carried by hidden dense states (default ``order``); see
       :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
       permitting): the final state always has orders 1..order.
+    degree: of mode 'hermite''s surrogate polynomial (the input state needs degree * order
+      orders for the first non-linear layer; deeper ones run as closures, labelled).
+    The result's ``errors`` bound each state's marginal cumulants (``surrogate.py``).
     """
     validation.choice("mode", mode, MODES)
+    degree = validation.integer("degree", degree, 1)
     chain = tuple(chain)
-    _, outs = order_schedule(chain, order, internal_order)
+    _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
     kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
     arrays = tuple(tuple(l) if isinstance(l, Affine) else l.alpha for l in chain)
     out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                               linear_units, joint, flop_limit)
+                               linear_units, joint, flop_limit, degree)
     _refuse_kinks(near, chain, mode)
     return out
 
@@ -263,12 +309,14 @@ def _propagate_jit(kinds, arrays, state, *static):
 
 
 def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                       linear_units, joint, flop_limit):
+                       linear_units, joint, flop_limit, degree):
     """The chain (kinds: None for Affine, else the activation; arrays: (weight, bias) or
     alpha) as one compiled program: eager layer-by-layer dispatch would compile dozens of
     small programs on the first call.  Returns (Propagation, {layer: near-kink mask})."""
     chain = [Affine(*a) if k is None else Elementwise(k, a) for k, a in zip(kinds, arrays)]
     states, labels, label, near = [state], ["input"], "exact", {}
+    norms, low_unbounded = None, False  # residual norms of the current units [H, R]
+    errors = [_errors(state, None, False)]
     i = 0
     while i < len(chain):
         layer = chain[i]
@@ -276,34 +324,42 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
             if isinstance(state, DenseCumulants):  # orders beyond the schedule are not needed
                 state = DenseCumulants(state.tensors[:outs[i]])
             state = rules.affine(state, layer.weight, layer.bias, memory_limit)
+            norms = None if norms is None else surrogate.through_affine(norms, layer.weight)
         elif layer.activation != "identity":
             if _expands_kink(layer, outs[i], mode):
                 near[i] = rules.near_kink(state, KINKS[layer.activation], linear_units)
             readout = None
             if not joint and i + 1 < len(chain) and isinstance(chain[i + 1], Affine):
                 readout = chain[i + 1].weight
-            fused, new = _elementwise(state, layer, outs[i], mode, readout, memory_limit,
-                                      linear_units, flop_limit)
+            fused, new, fresh = _elementwise(state, layer, outs[i], mode, readout,
+                                             memory_limit, linear_units, flop_limit, degree)
             label = _merge(label, new)
+            norms = surrogate.through_activation(norms, fresh, layer.activation)
+            low_unbounded |= new == "gaussian_closure"
             if readout is not None:
                 if every_layer:  # the hidden layer as each unit's own cumulants
-                    states.append(_unit_marginals(state, layer, outs[i], mode, memory_limit,
-                                                  linear_units, flop_limit))
+                    hidden = _unit_marginals(state, layer, outs[i], mode, memory_limit,
+                                             linear_units, flop_limit, degree)
+                    states.append(hidden)
                     labels.append(label)
+                    errors.append(_errors(hidden, norms, low_unbounded))
                 fused = rules.add_bias(fused, chain[i + 1].bias)
+                norms = None if norms is None else surrogate.through_affine(norms, readout)
                 i += 1
             state = fused
         if every_layer:
             states.append(state)
             labels.append(label)
+            errors.append(_errors(state, norms, low_unbounded))
         i += 1
     if not every_layer:
         states.append(state)
         labels.append(label)
-    return Propagation(tuple(states), tuple(labels)), near
+        errors.append(_errors(state, norms, low_unbounded))
+    return Propagation(tuple(states), tuple(labels), tuple(errors)), near
 
 
-_STATIC = (0, 3, 4, 5, 6, 7, 8, 9)
+_STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10)
 _program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
                        compiler_options=COMPILER_OPTIONS)
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
@@ -312,6 +368,7 @@ _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
               lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
               joint: bool = False, internal_order: int | None = None,
+              degree: int = surrogate.DEFAULT_DEGREE,
               memory_limit: float = DEFAULT_MEMORY_LIMIT,
               flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
     """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
@@ -328,7 +385,12 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
       polynomial layer the truncation closure, labelled 'closure'); raise it (memory
       permitting) for exact deeper or iterated polynomial nets.
     mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
-      non-polynomial activations: 'quadratic' or 'gaussian_closure'.
+      non-polynomial activations: 'hermite' (each unit's activation replaced by its
+      degree-``degree`` least-squares polynomial under the unit's Gaussian law, then the
+      exact rule; works through kinks), 'quadratic' (second-order Taylor) or
+      'gaussian_closure' (mean and covariance by quadrature, higher orders as 'quadratic').
+      Every mode returns ``errors`` beside the states: estimated bounds on the marginal
+      cumulants' error (inf where unbounded: closures, Gaussian closure's orders 1-2).
     Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
     :func:`propagate_many`).  Raises, before anything runs: CumulantMemoryError if dense
     tensors or contraction intermediates would exceed ``memory_limit`` bytes;
@@ -339,12 +401,15 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     lattice sites; CumulantDoesNotExist if the family lacks a needed cumulant.
     """
     order, internal_order = check_orders(order, internal_order)
+    validation.choice("mode", mode, MODES)
+    degree = validation.integer("degree", degree, 1)
     shape, _, _ = geometry(model, lattice_shape)
     chain = model_chain(model, params, shape, alpha, steps)
-    state = input_state(input_cumulants, math.prod(shape),
-                        order_schedule(chain, order, internal_order)[0])
+    state = input_state(input_cumulants, math.prod(shape), order_schedule(
+        chain, order, internal_order, degree if mode == "hermite" else 2)[0])
     return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
-                           internal_order=internal_order, joint=joint, flop_limit=flop_limit)
+                           internal_order=internal_order, joint=joint, flop_limit=flop_limit,
+                           degree=degree)
 
 
 def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",
@@ -358,5 +423,7 @@ def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "
                             kwargs.get("alpha"), kwargs.get("steps", 1))
         input_cumulants = input_state(
             input_cumulants, math.prod(shape),
-            order_schedule(probe, order, kwargs.get("internal_order"))[0])
+            order_schedule(probe, order, kwargs.get("internal_order"),
+                           kwargs.get("degree", surrogate.DEFAULT_DEGREE)
+                           if mode == "hermite" else 2)[0])
     return jax.vmap(lambda p: propagate(model, p, input_cumulants, order, mode, **kwargs))(params)
