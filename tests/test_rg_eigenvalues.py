@@ -61,3 +61,20 @@ def test_bad_variance_is_refused_by_name():
     net, params = _exact_identity_net(1, 2, 4)
     with pytest.raises(ValueError, match="variance=-1"):
         predict.rg_eigenvalues(net, params, variance=-1.0)
+
+
+def test_rg_eigenvalue_error_is_zero_for_the_exact_map_and_nan_where_no_exact_rule():
+    net, params = _exact_identity_net(1, 2, 8)
+    moved = jax.tree.map(lambda a: a, params)
+    kernel = moved["params"]["layer_1"]["kernel"]
+    moved["params"]["layer_1"]["kernel"] = kernel * 1.01     # every output 1% too large
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, moved)
+    err = predict.rg_eigenvalue_error(net, stacked, order=4)
+    assert err.shape == (2,) and err[0] < 1e-10
+    # kappa_n' scales by 1.01^n: the largest relative eigenvalue shift is at n = 4
+    np.testing.assert_allclose(err[1], 1.01 ** 4 - 1, rtol=1e-9)
+    tanh = models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+                             depth=1, b=2, dim=1, sites=4, dtype="float64"))
+    p = tanh.init(jax.random.key(0), jnp.zeros((1, 4)))
+    assert np.isnan(predict.rg_eigenvalue_error(
+        tanh, jax.tree.map(lambda a: a[None], p))).all()

@@ -15,7 +15,7 @@ from rgsym.cumulants.estimators import (KStats, PowerSums, combine, k_statistics
 from rgsym.cumulants.monte_carlo import MonteCarlo, monte_carlo
 from rgsym.cumulants.predict import (MSEPrediction, RecursionCheck, RGEigenvalues,
                                      clt_recursion_check, error_chain, predict_mse,
-                                     rg_eigenvalues)
+                                     rg_eigenvalue_error, rg_eigenvalues)
 from rgsym.cumulants.propagate import (APPROXIMATE_MODES, MODES, Propagation, propagate,
                                        propagate_chain, propagate_many)
 from rgsym.cumulants.state import (CumulantCostError, CumulantMemoryError, DenseCumulants,
@@ -27,7 +27,7 @@ __all__ = [
     "k_statistics_with_se", "power_sums",
     "MonteCarlo", "monte_carlo",
     "MSEPrediction", "RecursionCheck", "RGEigenvalues", "clt_recursion_check", "error_chain",
-    "predict_mse", "rg_eigenvalues",
+    "predict_mse", "rg_eigenvalue_error", "rg_eigenvalues",
     "APPROXIMATE_MODES", "MODES", "Propagation", "propagate", "propagate_chain",
     "propagate_many",
     "CumulantCostError", "CumulantMemoryError", "DenseCumulants", "FactorCumulants",

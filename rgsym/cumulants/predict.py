@@ -32,11 +32,12 @@ from rgsym import clt
 from rgsym.cumulants import rules
 from rgsym.cumulants.propagate import (check_orders, geometry, input_state, model_chain,
                                        order_schedule, propagate, propagate_chain)
-from rgsym.cumulants.state import DEFAULT_MEMORY_LIMIT, marginals
+from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantCostError,
+                                   CumulantMemoryError, marginals)
 from rgsym.models.layer_ops import Affine
 
 __all__ = ["MSEPrediction", "RecursionCheck", "RGEigenvalues", "error_chain", "predict_mse",
-           "clt_recursion_check", "rg_eigenvalues"]
+           "clt_recursion_check", "rg_eigenvalues", "rg_eigenvalue_error"]
 
 
 class MSEPrediction(NamedTuple):
@@ -169,3 +170,27 @@ def rg_eigenvalues(model, params, order: int = 4, mode: str = "exact", *,
     eig = eig[np.argsort(-eig.real, kind="stable")]
     return RGEigenvalues(jacobian, eig, clt.scaling_eigenvalues(order, b, dim),
                          clt.classify_orders(order), labels[-1])
+
+
+def rg_eigenvalue_error(model, params, order: int = 4) -> np.ndarray:
+    """[S] how far each seed's learned map is from the block-sum RG's scaling structure:
+    ``max_n |lambda_n - B^(1 - n/2)| / B^(1 - n/2)``, n = 1..order, with the eigenvalues of
+    :func:`rg_eigenvalues` (mode 'exact') and the exact ones both sorted by decreasing
+    real part.
+
+    params: the model's parameters stacked over seeds [S, ...] (``results.load_params``).
+    NaN for a seed where the exact rule does not apply: a non-polynomial activation, a
+    polynomial net deeper than the exact rule reaches at this order (label 'closure'), or
+    a request refused for its memory or cost.  The sweep summary's ``rg_eig_err`` column.
+    """
+    leaves = jax.tree.leaves(params)
+    seeds = int(np.shape(leaves[0])[0]) if leaves else 0
+    out = np.full(seeds, np.nan)
+    for s in range(seeds):
+        try:
+            eig = rg_eigenvalues(model, jax.tree.map(lambda a: a[s], params), order)
+        except (ValueError, CumulantMemoryError, CumulantCostError):
+            return out  # the activation or the request is outside the exact rule: all seeds
+        if eig.label == "exact":
+            out[s] = float(np.max(np.abs(eig.eigenvalues - eig.exact) / eig.exact))
+    return out
