@@ -61,7 +61,7 @@ __all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atom
 # Columns of summary.txt (those a variant lacks are shown as '-').
 SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
                    "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
-                   "cum_err/k4")
+                   "cum_err/k4", "rg_eig_err")
 # The key columns printed at the end of a run, (metric, short header): medians at 2
 # significant digits, so the table fits a terminal; summary.txt/.csv/.json hold the rest.
 PRINTED_COLUMNS = (("train_loss", "train"), ("test_rel_err", "test"),
@@ -410,13 +410,23 @@ def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
     return jax.tree.map(lambda a: a[index], rec.params)
 
 
+def _rg_eig_err(config: dict, params) -> np.ndarray:
+    """[S] ``cumulants.rg_eigenvalue_error`` of each seed's learned map: NaN where the exact
+    rule does not apply; in float64 whatever the run's dtype (the solver's states are)."""
+    from rgsym.cumulants import predict
+    model = models.build(config)
+    with jax.enable_x64(True):
+        return predict.rg_eigenvalue_error(model, params)
+
+
 def _finalise_variant(vdir: Path, name: str) -> dict:
     v = load_variant(vdir)
+    final = dict(v.final, rg_eig_err=_rg_eig_err(v.config, v.params))
     lines, rows, curve_rows = [], [], []
     for i, s in enumerate(v.seeds):
         rec = dict(variant=name, seed=int(s), diverged=bool(v.diverged[i]),
                    diverged_step=int(v.diverged_step[i]))
-        fin = {k: _finite_or_none(a[i]) for k, a in sorted(v.final.items())}
+        fin = {k: _finite_or_none(a[i]) for k, a in sorted(final.items())}
         curve = {k: [_finite_or_none(x) for x in a[i]] for k, a in sorted(v.curves.items())}
         lines.append(json.dumps(rec | dict(final=fin, curves=dict(step=v.steps.tolist(),
                                                                   **curve))))
@@ -428,7 +438,7 @@ def _finalise_variant(vdir: Path, name: str) -> dict:
     atomic_write_text(vdir / "metrics.csv", _csv(rows))
     atomic_write_text(vdir / "curves.csv", _csv(curve_rows))
     kill_point(f"finalise:{name}")
-    summary = metrics_lib.summarise(_with_derived(v.final), v.diverged)
+    summary = metrics_lib.summarise(_with_derived(final), v.diverged)
     atomic_write_json(vdir / "summary.json", summary)
     atomic_write_text(vdir / "DONE", "")
     return summary

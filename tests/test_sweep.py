@@ -35,6 +35,10 @@ def test_sweep_script_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert MISSING_BACKEND_LOG not in done.stderr
     assert "test_rel_err" in done.stdout and "mlp-block_local-quadratic" in done.stdout
     assert json.loads((clean / "config.json").read_text())["model"]["width"] == 6
+    # the learned maps' distance from the RG eigenvalues: exact for the quadratic nets only
+    records = _records(clean)
+    assert all(r["final"]["rg_eig_err"] is None for r in records["mlp-none-tanh"])
+    assert all(r["final"]["rg_eig_err"] > 0 for r in records["mlp-block_local-quadratic"])
 
     # SIGKILLed deterministically inside the second chunk's write: its temporary file is
     # written and synced, not yet renamed (a SIGKILL runs no cleanup: the file stays).
