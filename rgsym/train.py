@@ -270,6 +270,11 @@ class Trainer(NamedTuple):
       ``{'curves': {name: [E]}, 'final': {name: []}, 'diverged': [], 'diverged_step': []}``
       with E = steps // eval.every evaluation points (at ``eval_steps``).
     hparams: ``(**overrides) -> HParams`` with config defaults, broadcast to a common shape.
+    train_packed: ``train`` with the metrics as vectors, ``{'curves': [E, Mc], 'final':
+      [Mf], 'diverged_step': []}`` (what a sweep compiles: a named scalar taken out of an
+      array in the program is one more kernel to compile).
+    unpack: ``packed metrics [..., E, Mc] / [..., Mf] -> metrics`` as ``train`` returns
+      them, with any leading (seed) axes; numpy on the host or traced.
     """
     train: Callable
     hparams: Callable
@@ -277,6 +282,8 @@ class Trainer(NamedTuple):
     evaluator: metrics_lib.Evaluator
     config: ml_collections.ConfigDict
     eval_steps: np.ndarray
+    train_packed: Callable
+    unpack: Callable
 
 
 def _schedule(o) -> optax.Schedule:
@@ -332,9 +339,26 @@ def make_train(cfg, validate: bool = True) -> Trainer:
         shape = jnp.broadcast_shapes(*(v.shape for v in vals))
         return HParams(*(jnp.broadcast_to(v, shape) for v in vals))
 
+    # Curve vector: the evaluator's curve metrics (symmetry diagnostics last), then the
+    # training loss; the final vector takes both from the last curve point (same params).
+    curve_names = evaluator.curve_names + ("train_loss",)
+    first_sym = min((i for i, n in enumerate(curve_names) if n.startswith("sym/")),
+                    default=len(curve_names) - 1)
+    final_names = evaluator.final_names + curve_names[first_sym:]
+
+    def unpack(packed):
+        step = packed["diverged_step"]
+        return dict(curves=metrics_lib.unpack(curve_names, packed["curves"]),
+                    final=metrics_lib.unpack(final_names, packed["final"]),
+                    diverged=step >= 0, diverged_step=step)
+
     def train(key: jax.Array, hp: HParams | None = None, eval_data=None):
         """One run; consumes ``key``.  ``eval_data`` defaults to the evaluator's fixed set
         (pass it as an argument to keep it out of the compiled constants)."""
+        params, packed = train_packed(key, hp, eval_data)
+        return params, unpack(packed)
+
+    def train_packed(key: jax.Array, hp: HParams | None = None, eval_data=None):
         hp = hparams() if hp is None else HParams(*(jnp.asarray(v, dtype) for v in hp))
         lr_finite = jnp.isfinite(hp.lr)  # step-invariant: tested once, outside the scan
         if eval_data is None:
@@ -375,17 +399,16 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             ts = e * every + jnp.arange(every, dtype=jnp.int32)
             carry, mse = jax.lax.scan(step, carry, ts)
             curve = evaluator.curve(carry[0], hp, eval_data)
-            return carry, dict(train_loss=jnp.mean(mse), **curve)
+            return carry, jnp.concatenate([curve, jnp.mean(mse, keepdims=True).astype(dtype)])
 
         carry = (params, tx.init(params), jnp.asarray(-1, jnp.int32))
         periods = jnp.arange(n_evals, dtype=jnp.int32)
         (params, _, div_step), curves = jax.lax.scan(period, carry, periods)
-        final = evaluator.final(params, hp, eval_data)
-        final["train_loss"] = curves["train_loss"][-1]
-        return params, dict(curves=curves, final=final, diverged=div_step >= 0,
-                            diverged_step=div_step)
+        final = jnp.concatenate([evaluator.final(params, hp, eval_data), curves[-1, first_sym:]])
+        return params, dict(curves=curves, final=final, diverged_step=div_step)
 
-    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1))
+    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1),
+                   train_packed, unpack)
 
 
 # ------------------------------------------------------------------------------------------
@@ -475,7 +498,7 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
     size = -(-size // len(devices)) * len(devices)  # every device gets the same share
 
     def run(seeds, hp, eval_data):
-        train = lambda s, h: trainer.train(jax.random.key(s), h, eval_data)
+        train = lambda s, h: trainer.train_packed(jax.random.key(s), h, eval_data)
         return jax.vmap(train)(seeds, hp)
 
     jitted = jax.jit(run, in_shardings=(shard, shard, NamedSharding(mesh, P())),
@@ -501,7 +524,8 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             out = multihost_utils.process_allgather(out, tiled=True)
-        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
+        params, packed = jax.tree.map(lambda a: np.asarray(a)[:n], out)
+        return params, trainer.unpack(packed)
 
     return Sweep(run_chunk, trainer, mesh, size)
 
