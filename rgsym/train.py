@@ -44,6 +44,7 @@ __all__ = [
     "make_sweep",
     "sweep",
     "seed_chunks",
+    "compiler_options",
 ]
 
 # Model-zoo fields that other sections own (one source of truth).
@@ -51,6 +52,7 @@ _OWNED = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b", "dty
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 _PRECISIONS = ("default", "highest")
+_OPT_LEVELS = ("auto", "xla", "0", "1", "2", "3")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -67,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
     # JAX's persistent compilation cache (an execution setting: results never depend on it,
     # so resuming with another value is allowed): 'auto' = ~/.cache/rgsym/jax, '' = off
     c.compile_cache = "auto"
+    # XLA's backend (LLVM) optimisation level for the sweep program: 'auto' = 1 on CPUs (it
+    # compiles a sweep program ~40% faster than XLA's default and runs it as fast,
+    # benchmarks/RESULTS.md), XLA's default elsewhere; 'xla' = XLA's default; or '0'..'3'.
+    # Results may differ from another level in the last bits (other instruction selection).
+    c.backend_opt_level = "auto"
     c.lattice = ml_collections.ConfigDict(dict(dim=1, sites=16, b=2))
     c.data = ml_collections.ConfigDict(dict(family="uniform", batch=256))
     c.model = ml_collections.ConfigDict(dict(
@@ -149,6 +156,7 @@ def validate_config(cfg) -> None:
         compile_cache.resolve(cfg.compile_cache)
     except ValueError as e:
         _fail("compile_cache", cfg.compile_cache, str(e).split(": ", 1)[1])
+    _choice(cfg, "backend_opt_level", _OPT_LEVELS)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
     _choice(cfg, "lattice.dim", (1, 2))
@@ -481,6 +489,14 @@ def seed_chunks(cfg) -> list[np.ndarray]:
     return [seeds[i: i + size] for i in range(0, len(seeds), size)]
 
 
+def compiler_options(cfg, devices: Sequence) -> dict:
+    """XLA compile options of a sweep program on ``devices`` (see ``backend_opt_level``)."""
+    level = cfg.backend_opt_level
+    if level == "auto":
+        level = "1" if devices[0].platform == "cpu" else "xla"
+    return {} if level == "xla" else {"xla_backend_optimization_level": int(level)}
+
+
 def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = None,
                validate: bool = True) -> Sweep:
     """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
@@ -502,7 +518,7 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
         return jax.vmap(train)(seeds, hp)
 
     jitted = jax.jit(run, in_shardings=(shard, shard, NamedSharding(mesh, P())),
-                     out_shardings=shard)
+                     out_shardings=shard, compiler_options=compiler_options(cfg, devices))
     eval_data = trainer.evaluator.fixed_data()
 
     def to_global(host):

@@ -227,6 +227,7 @@ def test_the_refusal_check_fails_when_something_compiles_first():
     (lambda c: setattr(c.eval, "families", ("student_t",)), None),
     (lambda c: setattr(c.data, "family", "nosuch"), "data.family"),
     (lambda c: setattr(c, "matmul_precision", "fast"), "matmul_precision"),
+    (lambda c: setattr(c, "backend_opt_level", "4"), "backend_opt_level"),
     (lambda c: setattr(c, "variants", (dict(nosuch=1),)), "variants[0].nosuch"),
     (lambda c: setattr(c, "variants", (dict(symmetry="bogus"),)), "symmetry"),
 ])
