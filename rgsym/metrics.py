@@ -75,8 +75,9 @@ def eval_sets(cfg) -> EvalSets:
         names.append(f"scale_{s:g}")
         dists.append(base.affine(float(s)))
     lat = cfg.lattice
-    exact = np.stack([np.asarray(clt.cumulant_recursion(d.cumulants(ORDERS), lat.b, 1, lat.dim))
-                      for d in dists])
+    # One small program for all sets (op by op, each jnp op would compile one of its own).
+    exact = np.asarray(jax.jit(clt.cumulant_recursion, static_argnums=(1, 2, 3))(
+        np.stack([d.cumulants(ORDERS) for d in dists]), lat.b, 1, lat.dim))
     ood = np.array([names.index(f) for f in dict.fromkeys(families) if f != train], dtype=int)
     return EvalSets(names, dists, exact[:, 1].copy(), exact, ood, 0, names.index("gaussian"))
 
@@ -150,7 +151,14 @@ def make_evaluator(cfg, model) -> Evaluator:
                str(jax.config.jax_default_prng_impl))
         if key not in _DATA_CACHE:
             with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-                _DATA_CACHE[key] = jax.device_get(jax.jit(sample)(jax.random.key(cfg.eval.seed)))
+                k = jax.random.key(cfg.eval.seed)
+            # Lowered outside compile-time evaluation, which would run (and compile) its
+            # constant parts op by op.  Compiled for one call: at XLA's backend optimisation
+            # level 0 it compiles twice as fast (the gamma-based samplers are large
+            # programs) and runs in milliseconds all the same (benchmarks/RESULTS.md).
+            run = jax.jit(sample).lower(k).compile({"xla_backend_optimization_level": 0})
+            with jax.ensure_compile_time_eval():
+                _DATA_CACHE[key] = jax.device_get(run(k))
         return _DATA_CACHE[key]
 
     def per_set(params, hp, xy, with_kstats):
