@@ -91,7 +91,7 @@ class CompileEvents:
         return {k: after[k] - before[k] for k in after}
 
 
-def staged(fn, *args, **jit_kwargs):
+def staged(fn, *args, compiler_options=None, **jit_kwargs):
     """(lower s, compile s, StableHLO chars, StableHLO ops, optimised HLO instructions)."""
     import jax
     t = time.perf_counter()
@@ -99,7 +99,7 @@ def staged(fn, *args, **jit_kwargs):
     text = lowered.as_text()
     t_lower = time.perf_counter() - t
     t = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options)
     t_compile = time.perf_counter() - t
     ops = len(re.findall(r"^\s*(?:%\S+ = )?\"?[a-z_]+\.[a-z_]+", text, re.M))
     hlo = compiled.as_text() or ""
@@ -187,11 +187,21 @@ def breakdown(variant: str, seeds: int = 8):
          dict(in_shardings=(NamedSharding(sw.mesh, P("seeds")),) * 2
               + (NamedSharding(sw.mesh, P()),), out_shardings=NamedSharding(sw.mesh, P("seeds")))),
     ]
+    # As make_sweep compiles them, where it sets XLA's backend optimisation level.
+    options = getattr(train, "compiler_options", lambda *a: {})(cfg, list(sw.mesh.devices.flat))
+    if options:
+        level = options["xla_backend_optimization_level"]
+        parts.append((f"  the same at backend opt level {level} (as run)",
+                      *parts[-1][1:3], dict(parts[-1][3], compiler_options=options)))
+        parts.append(("evaluation-data sampler at backend opt level 0", ev.sample,
+                      (jax.random.key(1),), dict(compiler_options={
+                          "xla_backend_optimization_level": 0})))
     print(f"\n## breakdown: {variant}, {seeds} seeds, {cfg.optim.steps} steps, "
           f"{len(ev.sets.names)} evaluation sets\n{machine()}")
     print(f"make_sweep (eager set-up): {setup:.2f} s, {setup_events['programs']} XLA programs "
           f"compiled ({setup_events['compile']:.2f} s of XLA compile)")
-    print(f"{'part':<46} {'lower s':>8} {'compile s':>10} {'StableHLO kB':>13} "
+    print(f"{'part (XLA default options unless named)':<46} {'lower s':>8} {'compile s':>10} "
+          f"{'StableHLO kB':>13} "
           f"{'ops':>6} {'HLO instr':>10}")
     rows = {}
     for name, fn, args, kw in parts:

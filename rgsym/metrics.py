@@ -184,9 +184,9 @@ def make_evaluator(cfg, model) -> Evaluator:
         x, y = xy
         b = cfg.eval.curve_batch
         errors = evaluate(params, hp, x[:, :b], y[:, :b], with_kstats=False)[0]
-        sym = model.symmetry_diagnostics(params)
-        return jnp.concatenate([errors, jnp.stack([sym[n[4:]] for n in sym_names]
-                                                  ).astype(errors.dtype).reshape(-1)])
+        sym = model.symmetry_diagnostics(params)  # {} for a model with none (a shared GNN)
+        return jnp.concatenate([errors] + [sym[n[4:]].astype(errors.dtype)[None]
+                                           for n in sym_names])
 
     def final(params, hp, xy):
         x, y = xy
