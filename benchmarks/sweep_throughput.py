@@ -13,7 +13,8 @@ timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python loo
 jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over
 --torch_vmap_seeds seeds (PyTorch is the optional `bench` extra: `make bench-deps`), on the
 GPU when torch sees one; (d) JAX, the bare jit(vmap(lax.scan)) training loop over
---ratio_seeds seeds on one device, without rgsym's metrics or guard.  Sizes whose estimated
+--ratio_seeds seeds, without rgsym's metrics or guard, sharded over the same devices as
+rgsym's sweep of that size (the same mesh).  Sizes whose estimated
 time exceeds --max_seconds are skipped.  The ratios at S = --ratio_seeds come from
 --repeats interleaved rounds (each round times rgsym and every peer back to back, so a
 shared machine's load hits them alike).  Not a test: nothing here asserts.
@@ -122,11 +123,12 @@ def scan_rate(run, seeds: int, mesh=None):
 
 
 def jax_bare_scan(seeds: int):
-    """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, on
-    one device, so what rgsym adds (evaluation, divergence guard, final metrics, sharding)
-    shows as the difference."""
+    """(d) the floor of rgsym's own sweep: jit(vmap(lax.scan(step))) with nothing else, its
+    seed axis sharded over the devices rgsym's sweep of ``seeds`` uses (the same mesh), so
+    what rgsym adds (evaluation, divergence guard, final metrics) shows as the difference."""
     model, tx, step = _bare_step()
-    return scan_rate(bare_run(model, step, lambda p, _: tx.init(p)), seeds)[0]
+    mesh = train.make_sweep(reference_config(seeds), validate=False).mesh
+    return scan_rate(bare_run(model, step, lambda p, _: tx.init(p)), seeds, mesh)[0]
 
 
 def jax_python_loop():

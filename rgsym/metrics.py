@@ -33,8 +33,8 @@ import numpy as np
 from rgsym import clt, data, distributions
 from rgsym.cumulants.estimators import k_statistics
 
-__all__ = ["EvalSets", "Evaluator", "eval_sets", "make_evaluator", "aggregate", "summarise",
-           "default_families"]
+__all__ = ["EvalSets", "Evaluator", "eval_sets", "make_evaluator", "unpack", "aggregate",
+           "summarise", "default_families"]
 
 ORDERS = 4
 _DATA_CACHE: dict = {}
@@ -75,8 +75,9 @@ def eval_sets(cfg) -> EvalSets:
         names.append(f"scale_{s:g}")
         dists.append(base.affine(float(s)))
     lat = cfg.lattice
-    exact = np.stack([np.asarray(clt.cumulant_recursion(d.cumulants(ORDERS), lat.b, 1, lat.dim))
-                      for d in dists])
+    # One small program for all sets (op by op, each jnp op would compile one of its own).
+    exact = np.asarray(jax.jit(clt.cumulant_recursion, static_argnums=(1, 2, 3))(
+        np.stack([d.cumulants(ORDERS) for d in dists]), lat.b, 1, lat.dim))
     ood = np.array([names.index(f) for f in dict.fromkeys(families) if f != train], dtype=int)
     return EvalSets(names, dists, exact[:, 1].copy(), exact, ood, 0, names.index("gaussian"))
 
@@ -84,14 +85,31 @@ def eval_sets(cfg) -> EvalSets:
 class Evaluator(NamedTuple):
     """sample: ``key -> (x [F, B, *lattice], y [F, B, *coarse])``; consumes ``key``.
     fixed_data: ``() -> sample(key(eval.seed))`` as host arrays, computed once.
-    curve: ``(params, hp, data) -> {name: []}`` on the first ``eval.curve_batch`` samples.
-    final: ``(params, hp, data) -> {name: []}`` on all ``eval.batch`` samples, plus flow.
+    curve: ``(params, hp, data) -> [Mc]`` metrics named by ``curve_names``, on the first
+      ``eval.curve_batch`` samples (symmetry diagnostics included).
+    final: ``(params, hp, data) -> [Mf]`` metrics named by ``final_names``, on all
+      ``eval.batch`` samples, plus flow errors; no symmetry diagnostics (they depend on the
+      parameters alone: the last curve point has them).
+    Metrics travel as one vector rather than a dict of scalars: each named scalar taken
+    out of an array in the program is a kernel XLA compiles (about half of a sweep
+    program's kernels were such slices, benchmarks/RESULTS.md); :func:`unpack` names them.
     """
     sample: Callable
     fixed_data: Callable
     curve: Callable
     final: Callable
     sets: EvalSets
+    curve_names: tuple
+    final_names: tuple
+
+
+def unpack(names, vector) -> dict:
+    """``{name: vector[..., i]}``: the named metrics of a metric vector [..., M] (numpy on
+    the host, or traced)."""
+    if vector.shape[-1] != len(names):
+        raise ValueError(f"a metric vector of shape {vector.shape} does not hold the "
+                         f"{len(names)} metrics {list(names)[:3]}...")
+    return {n: vector[..., i] for i, n in enumerate(names)}
 
 
 def make_evaluator(cfg, model) -> Evaluator:
@@ -101,6 +119,20 @@ def make_evaluator(cfg, model) -> Evaluator:
     dtype = jnp.dtype(cfg.dtype)
     shape = data.lattice_shape(lat.sites, lat.dim)
     iterable = bool(model.describe().get("iterable", False))
+    # Names only (traced, nothing compiled): which diagnostics this model reports.
+    params_shape = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1,) + shape, dtype)),
+                                  jax.random.key(0))
+    sym_names = tuple(f"sym/{k}" for k in jax.eval_shape(model.symmetry_diagnostics,
+                                                         params_shape))
+    rel_names = tuple(f"rel_err/{n}" for n in sets.names)
+    ood_names = ("ood_rel_err_median", "ood_rel_err_max") if len(sets.ood) else ()
+    error_names = rel_names + ("test_rel_err", "test_mse") + ood_names
+    flow_names = tuple(f"flow_rel_err/k{j}" for j in range(2, cfg.eval.flow_steps + 1)
+                       ) if iterable else ()
+    final_names = (error_names + tuple(f"mse/{n}" for n in sets.names)
+                   + tuple(f"cum_err/{n}/k{j + 1}" for n in sets.names for j in range(ORDERS))
+                   + tuple(f"cum_err/k{j + 1}" for j in range(ORDERS))
+                   + ("fixed_point/k3", "fixed_point/k4", "fixed_point_violation") + flow_names)
 
     def sample(key):
         keys = jax.random.split(key, len(sets.dists))
@@ -119,7 +151,14 @@ def make_evaluator(cfg, model) -> Evaluator:
                str(jax.config.jax_default_prng_impl))
         if key not in _DATA_CACHE:
             with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-                _DATA_CACHE[key] = jax.device_get(jax.jit(sample)(jax.random.key(cfg.eval.seed)))
+                k = jax.random.key(cfg.eval.seed)
+            # Lowered outside compile-time evaluation, which would run (and compile) its
+            # constant parts op by op.  Compiled for one call: at XLA's backend optimisation
+            # level 0 it compiles twice as fast (the gamma-based samplers are large
+            # programs) and runs in milliseconds all the same (benchmarks/RESULTS.md).
+            run = jax.jit(sample).lower(k).compile({"xla_backend_optimization_level": 0})
+            with jax.ensure_compile_time_eval():
+                _DATA_CACHE[key] = jax.device_get(run(k))
         return _DATA_CACHE[key]
 
     def per_set(params, hp, xy, with_kstats):
@@ -133,51 +172,47 @@ def make_evaluator(cfg, model) -> Evaluator:
         # lax.map runs the sets one after another: memory is one set's activations.
         # kstats [F, 2, 4]: k-statistics of the model's output and of RG(x), same inputs;
         # only the final evaluation needs them, not the curves inside the training scan.
+        # Returns the vector of error_names, kstats and mse [F].
         mse, kstats = jax.lax.map(lambda xy: per_set(params, hp, xy, with_kstats), (x, y))
         rel = mse / jnp.asarray(sets.target_var, mse.dtype)
-        out = {f"rel_err/{n}": rel[i] for i, n in enumerate(sets.names)}
-        out["test_rel_err"] = rel[sets.train]
-        out["test_mse"] = mse[sets.train]
+        parts = [rel, jnp.stack([rel[sets.train], mse[sets.train]])]
         if len(sets.ood):
-            out["ood_rel_err_median"] = jnp.median(rel[sets.ood])
-            out["ood_rel_err_max"] = jnp.max(rel[sets.ood])
-        out.update({f"sym/{k}": v for k, v in model.symmetry_diagnostics(params).items()})
-        return out, kstats, mse
+            parts.append(jnp.stack([jnp.median(rel[sets.ood]), jnp.max(rel[sets.ood])]))
+        return jnp.concatenate(parts), kstats, mse
 
     def curve(params, hp, xy):
         x, y = xy
         b = cfg.eval.curve_batch
-        return evaluate(params, hp, x[:, :b], y[:, :b], with_kstats=False)[0]
+        errors = evaluate(params, hp, x[:, :b], y[:, :b], with_kstats=False)[0]
+        sym = model.symmetry_diagnostics(params)  # {} for a model with none (a shared GNN)
+        return jnp.concatenate([errors] + [sym[n[4:]].astype(errors.dtype)[None]
+                                           for n in sym_names])
 
     def final(params, hp, xy):
         x, y = xy
-        out, kstats, mse = evaluate(params, hp, x, y)
-        out.update({f"mse/{n}": mse[i] for i, n in enumerate(sets.names)})
+        errors, kstats, mse = evaluate(params, hp, x, y)
         err = jnp.abs(kstats[:, 0] - jnp.asarray(sets.exact_cumulants, kstats.dtype))
-        for i, n in enumerate(sets.names):
-            out.update({f"cum_err/{n}/k{j + 1}": err[i, j] for j in range(ORDERS)})
-        out.update({f"cum_err/k{j + 1}": err[sets.train, j] for j in range(ORDERS)})
         # Paired with RG(x) on the same Gaussian inputs, so the sampling noise cancels.
         k3, k4 = (kstats[sets.gaussian, 0, 2:] - kstats[sets.gaussian, 1, 2:])
-        out.update({"fixed_point/k3": k3, "fixed_point/k4": k4,
-                    "fixed_point_violation": jnp.sqrt(k3 ** 2 + k4 ** 2)})
-        if iterable:
-            out.update(flow_errors(params, hp, x[sets.train]))
-        return out
+        parts = [errors, mse, err.reshape(-1), err[sets.train],
+                 jnp.stack([k3, k4, jnp.sqrt(k3 ** 2 + k4 ** 2)])]
+        if flow_names:
+            parts.append(flow_errors(params, hp, x[sets.train]))
+        return jnp.concatenate(parts)
 
     def flow_errors(params, hp, x):
-        """Relative error of the model iterated j = 2..flow_steps times vs RG^j."""
+        """Relative errors [flow_steps - 1] of the model iterated j = 2..flow_steps times
+        vs RG^j.  A Python loop: each step acts on a coarser lattice (another shape)."""
         targets = clt.flow(x, lat.b, cfg.eval.flow_steps, lat.dim)
-        out, pred = {}, x
+        out, pred = [], x
         for j in range(1, cfg.eval.flow_steps + 1):
             pred = model.apply(params, pred, alpha=hp.alpha)
             if j > 1:
-                mse = jnp.mean((pred - targets[j]) ** 2)
-                out[f"flow_rel_err/k{j}"] = mse / jnp.asarray(sets.target_var[sets.train],
-                                                               mse.dtype)
-        return out
+                out.append(jnp.mean((pred - targets[j]) ** 2))
+        return jnp.stack(out) / jnp.asarray(sets.target_var[sets.train], pred.dtype)
 
-    return Evaluator(sample, fixed_data, curve, final, sets)
+    return Evaluator(sample, fixed_data, curve, final, sets, error_names + sym_names,
+                     final_names)
 
 
 # ------------------------------------------------------------------------------------------

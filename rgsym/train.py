@@ -44,6 +44,7 @@ __all__ = [
     "make_sweep",
     "sweep",
     "seed_chunks",
+    "compiler_options",
 ]
 
 # Model-zoo fields that other sections own (one source of truth).
@@ -51,6 +52,7 @@ _OWNED = models.spec.RUN_CONFIG_FIELDS
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 _PRECISIONS = ("default", "highest")
+_OPT_LEVELS = ("auto", "xla", "0", "1", "2", "3")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -67,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
     # JAX's persistent compilation cache (an execution setting: results never depend on it,
     # so resuming with another value is allowed): 'auto' = ~/.cache/rgsym/jax, '' = off
     c.compile_cache = "auto"
+    # XLA's backend (LLVM) optimisation level for the sweep program: 'auto' = 1 on CPUs (it
+    # compiles a sweep program ~40% faster than XLA's default and runs it as fast,
+    # benchmarks/RESULTS.md), XLA's default elsewhere; 'xla' = XLA's default; or '0'..'3'.
+    # Results may differ from another level in the last bits (other instruction selection).
+    c.backend_opt_level = "auto"
     c.lattice = ml_collections.ConfigDict(dict(dim=1, sites=16, b=2))
     c.data = ml_collections.ConfigDict(dict(family="uniform", batch=256))
     c.model = ml_collections.ConfigDict(dict(
@@ -149,6 +156,7 @@ def validate_config(cfg) -> None:
         compile_cache.resolve(cfg.compile_cache)
     except ValueError as e:
         _fail("compile_cache", cfg.compile_cache, str(e).split(": ", 1)[1])
+    _choice(cfg, "backend_opt_level", _OPT_LEVELS)
     if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
         _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
     _choice(cfg, "lattice.dim", (1, 2))
@@ -270,6 +278,11 @@ class Trainer(NamedTuple):
       ``{'curves': {name: [E]}, 'final': {name: []}, 'diverged': [], 'diverged_step': []}``
       with E = steps // eval.every evaluation points (at ``eval_steps``).
     hparams: ``(**overrides) -> HParams`` with config defaults, broadcast to a common shape.
+    train_packed: ``train`` with the metrics as vectors, ``{'curves': [E, Mc], 'final':
+      [Mf], 'diverged_step': []}`` (what a sweep compiles: a named scalar taken out of an
+      array in the program is one more kernel to compile).
+    unpack: ``packed metrics [..., E, Mc] / [..., Mf] -> metrics`` as ``train`` returns
+      them, with any leading (seed) axes; numpy on the host or traced.
     """
     train: Callable
     hparams: Callable
@@ -277,6 +290,8 @@ class Trainer(NamedTuple):
     evaluator: metrics_lib.Evaluator
     config: ml_collections.ConfigDict
     eval_steps: np.ndarray
+    train_packed: Callable
+    unpack: Callable
 
 
 def _schedule(o) -> optax.Schedule:
@@ -332,9 +347,26 @@ def make_train(cfg, validate: bool = True) -> Trainer:
         shape = jnp.broadcast_shapes(*(v.shape for v in vals))
         return HParams(*(jnp.broadcast_to(v, shape) for v in vals))
 
+    # Curve vector: the evaluator's curve metrics (symmetry diagnostics last), then the
+    # training loss; the final vector takes both from the last curve point (same params).
+    curve_names = evaluator.curve_names + ("train_loss",)
+    first_sym = min((i for i, n in enumerate(curve_names) if n.startswith("sym/")),
+                    default=len(curve_names) - 1)
+    final_names = evaluator.final_names + curve_names[first_sym:]
+
+    def unpack(packed):
+        step = packed["diverged_step"]
+        return dict(curves=metrics_lib.unpack(curve_names, packed["curves"]),
+                    final=metrics_lib.unpack(final_names, packed["final"]),
+                    diverged=step >= 0, diverged_step=step)
+
     def train(key: jax.Array, hp: HParams | None = None, eval_data=None):
         """One run; consumes ``key``.  ``eval_data`` defaults to the evaluator's fixed set
         (pass it as an argument to keep it out of the compiled constants)."""
+        params, packed = train_packed(key, hp, eval_data)
+        return params, unpack(packed)
+
+    def train_packed(key: jax.Array, hp: HParams | None = None, eval_data=None):
         hp = hparams() if hp is None else HParams(*(jnp.asarray(v, dtype) for v in hp))
         lr_finite = jnp.isfinite(hp.lr)  # step-invariant: tested once, outside the scan
         if eval_data is None:
@@ -379,17 +411,16 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             ts = e * every + jnp.arange(every, dtype=jnp.int32)
             carry, mse = jax.lax.scan(step, carry, ts)
             curve = evaluator.curve(carry[0], hp, eval_data)
-            return carry, dict(train_loss=jnp.mean(mse), **curve)
+            return carry, jnp.concatenate([curve, jnp.mean(mse, keepdims=True).astype(dtype)])
 
         carry = (params, tx.init(params), jnp.asarray(-1, jnp.int32))
         periods = jnp.arange(n_evals, dtype=jnp.int32)
         (params, _, div_step), curves = jax.lax.scan(period, carry, periods)
-        final = evaluator.final(params, hp, eval_data)
-        final["train_loss"] = curves["train_loss"][-1]
-        return params, dict(curves=curves, final=final, diverged=div_step >= 0,
-                            diverged_step=div_step)
+        final = jnp.concatenate([evaluator.final(params, hp, eval_data), curves[-1, first_sym:]])
+        return params, dict(curves=curves, final=final, diverged_step=div_step)
 
-    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1))
+    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1),
+                   train_packed, unpack)
 
 
 # ------------------------------------------------------------------------------------------
@@ -462,6 +493,14 @@ def seed_chunks(cfg) -> list[np.ndarray]:
     return [seeds[i: i + size] for i in range(0, len(seeds), size)]
 
 
+def compiler_options(cfg, devices: Sequence) -> dict:
+    """XLA compile options of a sweep program on ``devices`` (see ``backend_opt_level``)."""
+    level = cfg.backend_opt_level
+    if level == "auto":
+        level = "1" if devices[0].platform == "cpu" else "xla"
+    return {} if level == "xla" else {"xla_backend_optimization_level": int(level)}
+
+
 def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = None,
                validate: bool = True) -> Sweep:
     """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
@@ -479,11 +518,11 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
     size = -(-size // len(devices)) * len(devices)  # every device gets the same share
 
     def run(seeds, hp, eval_data):
-        train = lambda s, h: trainer.train(jax.random.key(s), h, eval_data)
+        train = lambda s, h: trainer.train_packed(jax.random.key(s), h, eval_data)
         return jax.vmap(train)(seeds, hp)
 
     jitted = jax.jit(run, in_shardings=(shard, shard, NamedSharding(mesh, P())),
-                     out_shardings=shard)
+                     out_shardings=shard, compiler_options=compiler_options(cfg, devices))
     eval_data = trainer.evaluator.fixed_data()
 
     def to_global(host):
@@ -505,7 +544,8 @@ def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = No
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             out = multihost_utils.process_allgather(out, tiled=True)
-        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
+        params, packed = jax.tree.map(lambda a: np.asarray(a)[:n], out)
+        return params, trainer.unpack(packed)
 
     return Sweep(run_chunk, trainer, mesh, size)
 

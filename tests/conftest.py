@@ -14,3 +14,8 @@ jax.config.update("jax_threefry_partitionable", True)
 from rgsym import compile_cache  # noqa: E402
 
 compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE", compile_cache.AUTO))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.json from the current code (test_golden.py)")

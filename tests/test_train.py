@@ -90,7 +90,8 @@ def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_back
 
 @pytest.mark.parametrize("model", [dict(symmetry="none"), dict(symmetry="odd"),
                                    dict(symmetry="block_local"),
-                                   dict(family="gnn", symmetry="separate")])
+                                   dict(family="gnn", symmetry="separate"),
+                                   dict(family="gnn", symmetry="shared")])  # no sym/* at all
 def test_last_learning_curve_point_equals_the_final_evaluation_on_the_same_samples(model):
     # The in-scan curve evaluation (first curve_batch samples, no k-statistics) and the
     # final one are separate code paths: with curve_batch = batch, after the last period,
@@ -261,6 +262,7 @@ def test_the_refusal_check_fails_when_something_compiles_first():
     (lambda c: setattr(c.eval, "families", ("student_t",)), None),
     (lambda c: setattr(c.data, "family", "nosuch"), "data.family"),
     (lambda c: setattr(c, "matmul_precision", "fast"), "matmul_precision"),
+    (lambda c: setattr(c, "backend_opt_level", "4"), "backend_opt_level"),
     (lambda c: setattr(c, "variants", (dict(nosuch=1),)), "variants[0].nosuch"),
     (lambda c: setattr(c, "variants", (dict(symmetry="bogus"),)), "symmetry"),
 ])
