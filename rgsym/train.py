@@ -293,6 +293,11 @@ class Trainer(NamedTuple):
     train_packed: Callable
     unpack: Callable
 
+    def __call__(self, key, hparams=None, eval_data=None):
+        """``self.train``: a Trainer is the pure function of a key it wraps, so
+        ``jax.jit(jax.vmap(make_train(cfg)))(keys)`` is a seed sweep."""
+        return self.train(key, hparams, eval_data)
+
 
 def _schedule(o) -> optax.Schedule:
     """A multiplier of the learning rate (the rate itself is a traced hyper-parameter)."""

@@ -296,3 +296,14 @@ def test_bad_sweep_arguments_are_refused_by_name(call, argument):
     jax.block_until_ready(trainer.hparams())
     with _refused_before_compiling(argument):
         call(cfg, trainer)
+
+
+def test_the_trainer_is_the_pure_function_jit_vmap_takes():
+    """``jax.jit(jax.vmap(make_train(cfg)))(keys)`` is a seed sweep: each seed equals the
+    trainer's own single-key run."""
+    trainer = train.make_train(tiny())
+    keys = jax.random.split(jax.random.key(7), 2)
+    params, m = jax.jit(jax.vmap(trainer))(keys)
+    one_params, one = jax.jit(trainer.train)(keys[1])
+    assert_trees_close(jax.tree.map(lambda a: a[1], (params, m["final"])),
+                       (one_params, one["final"]))
