@@ -132,8 +132,9 @@ def _config_json(cfg) -> dict:
 
 
 # Config fields that choose how a run executes, never what it computes: a run may be
-# resumed with other values.
-EXECUTION_FIELDS = ("compile_cache",)
+# resumed with other values (a sweep started on one machine may be resumed on many: the
+# seeds' results do not depend on the processes they ran in).
+EXECUTION_FIELDS = ("compile_cache", "multihost")
 
 
 def _check_resume(path: Path, cfg) -> None:
@@ -612,10 +613,52 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
       ValueError: naming the field, for a config that ``rgsym.train.validate_config``
         refuses, a ``workdir`` holding a run of another config, or one written under other
         rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
+        With many processes (``jax.process_count() > 1``) a collective: process 0 alone
+        checks the run directory, and every process raises when any refuses or when its
+        config is not process 0's.
     """
-    train_lib.validate_config(cfg)
-    _check_resume(Path(workdir) / "config.json", cfg)
-    _check_versions(_sessions(Path(workdir) / "environment.json"), allow_version_change)
+    error = None
+    try:
+        train_lib.validate_config(cfg)
+        if jax.process_index() == 0:  # the writer: only it needs to see the run directory
+            _check_resume(Path(workdir) / "config.json", cfg)
+            _check_versions(_sessions(Path(workdir) / "environment.json"),
+                            allow_version_change)
+    except ValueError as e:
+        if jax.process_count() == 1:
+            raise
+        error = e
+    _agree(cfg, error)
+
+
+def _agree(cfg, error: ValueError | None) -> None:
+    """Many processes: every one refuses the run together, in seconds, when any refuses it
+    or when its config is not process 0's (one that went on alone would wait in a collective
+    until JAX's heartbeat timeout, or with another config train its seeds silently wrong)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    mine = _config_json(cfg)
+    for field in EXECUTION_FIELDS:
+        mine.pop(field, None)
+    text = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8).astype(np.int32)
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(text))))
+    buf = np.zeros(n, np.int32)
+    if jax.process_index() == 0:
+        buf[:] = text
+    writer = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf))
+                              .astype(np.uint8)).decode())
+    if error is None and writer != mine:
+        fields = sorted({k for k, _ in _flat(writer).items() ^ _flat(mine).items()})
+        error = ValueError(f"process {jax.process_index()} was given another config than "
+                           f"process 0 (fields differ: {', '.join(fields)}); every process "
+                           "of a sweep must be given the same config and overrides")
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ValueError(f"process(es) {', '.join(map(str, np.flatnonzero(failed)))} refused "
+                         "the run (see their error); every process stops")
 
 
 def run(cfg, workdir, *, progress: bool = True, devices=None,

@@ -363,6 +363,16 @@ def test_a_full_disk_names_the_file_keeps_earlier_results_and_a_resume_completes
     assert not [p for p in work.rglob(".tmp-*")]
 
 
+def test_a_run_started_in_one_process_may_be_resumed_on_many(tmp_path):
+    """multihost chooses where seeds run, not what they compute (tests/test_multiprocess.py):
+    a run begun on one machine resumes under --config.multihost=True, and back."""
+    work = tmp_path / "run"
+    results.run(tiny(num_seeds=2), work, progress=False, log=lambda s: None)
+    results.check(tiny(num_seeds=2, multihost=True), work)
+    with pytest.raises(ValueError, match=r"fields differ: model\.width\)"):
+        results.check(tiny(num_seeds=2, multihost=True, model__width=5), work)
+
+
 def test_resuming_under_other_versions_is_refused_unless_allowed_and_recorded(tmp_path):
     cfg = tiny(num_seeds=2)
     quiet = dict(progress=False, log=lambda s: None)
