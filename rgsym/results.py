@@ -38,6 +38,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -127,6 +128,16 @@ def _version(pkg):
         return None
 
 
+def _read_json(path: Path):
+    """A JSON file of a run directory; one that does not parse is named."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): it was cut or damaged outside "
+                         "rgsym's atomic writes (a disk error, a copy); restore it or use a "
+                         "new --workdir") from None
+
+
 def _config_json(cfg) -> dict:
     return json.loads(cfg.to_json(sort_keys=True))
 
@@ -140,7 +151,7 @@ EXECUTION_FIELDS = ("compile_cache", "multihost")
 def _check_resume(path: Path, cfg) -> None:
     if not path.exists():
         return
-    old, new = json.loads(path.read_text()), _config_json(cfg)
+    old, new = _read_json(path), _config_json(cfg)
     for field in EXECUTION_FIELDS:
         old.pop(field, None)
         new.pop(field, None)
@@ -199,10 +210,10 @@ def _read_chunk(path: Path, template) -> dict:
     """One chunk as ``{seeds, diverged, diverged_step, final, curves, params}``, parameters
     restored into the model's pytree (``template``) with a leading seed axis."""
     if path.suffix == CHUNK_SUFFIX:
-        chunk = serialization.msgpack_restore(path.read_bytes())
+        chunk = _restore_chunk(path)
         state = chunk["params"]
     else:  # legacy: flat arrays, parameters under 'params/' + jax.tree_util.keystr(path)
-        flat = load_npz(path)
+        flat = _restore_chunk(path)
         chunk = dict(seeds=flat["seeds"], diverged=flat["diverged"],
                      diverged_step=flat["diverged_step"], final=_group(flat, "final"),
                      curves=_group(flat, "curves"))
@@ -234,6 +245,26 @@ def _read_chunk(path: Path, template) -> dict:
                              f"{np.shape(got)}, but {n} seeds of the model built from its "
                              f"variant's config.json need {(n, *want.shape)}")
     chunk["params"] = jax.tree.map(np.asarray, params)
+    return chunk
+
+
+def _restore_chunk(path: Path) -> dict:
+    """A chunk file's contents (msgpack pytree, or legacy npz arrays); one that does not
+    decode (cut or damaged outside rgsym's atomic writes) is named, with the way out."""
+    try:
+        if path.suffix == CHUNK_SUFFIX:
+            chunk = serialization.msgpack_restore(path.read_bytes())
+        else:
+            chunk = load_npz(path)
+        if not isinstance(chunk, Mapping) or not {"seeds", "diverged"} <= set(chunk):
+            raise ValueError("no seeds or diverged")
+        if path.suffix == CHUNK_SUFFIX and not {"final", "curves", "params"} <= set(chunk):
+            raise ValueError("no final, curves or params")
+    except (ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"{path} is not a readable chunk ({type(e).__name__}: {e}): it was cut or damaged "
+            "outside rgsym's atomic writes (a disk error, a copy); delete it, and the "
+            "variant's DONE if there is one, then rerun: its seeds are trained again") from None
     return chunk
 
 
@@ -302,7 +333,7 @@ def load_variant(vdir) -> VariantRecord:
     files = _chunk_files(vdir)
     if not files:
         raise ValueError(f"vdir={str(vdir)!r} holds no finished chunk of seeds yet")
-    cfg = json.loads((vdir / "config.json").read_text())
+    cfg = _read_json(vdir / "config.json")
     template = _params_template(cfg)
     chunks = [_read_chunk(p, template) for p in files]
     cat = lambda *a: np.concatenate(a)
@@ -461,7 +492,7 @@ def _pending(vdir: Path, vcfg) -> Plan:
     if not files:
         return list(enumerate(train_lib.seed_chunks(vcfg)))
     if ((vdir / "DONE").exists()
-            and json.loads((vdir / "config.json").read_text())["num_seeds"] == vcfg.num_seeds):
+            and _read_json(vdir / "config.json")["num_seeds"] == vcfg.num_seeds):
         return []
     held = np.concatenate([_chunk_seeds(p) for p in files])
     wanted = vcfg.seed + np.arange(vcfg.num_seeds)
@@ -472,10 +503,7 @@ def _pending(vdir: Path, vcfg) -> Plan:
 
 
 def _chunk_seeds(path: Path) -> np.ndarray:
-    if path.suffix == CHUNK_SUFFIX:
-        return np.asarray(serialization.msgpack_restore(path.read_bytes())["seeds"])
-    with np.load(path) as z:
-        return z["seeds"]
+    return np.asarray(_restore_chunk(path)["seeds"])
 
 
 def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
@@ -583,7 +611,7 @@ def _sessions(path: Path) -> list[dict]:
     the latest with the earlier ones under 'history'; older runs have no history)."""
     if not path.exists():
         return []
-    latest = json.loads(path.read_text())
+    latest = _read_json(path)
     return list(latest.pop("history", [])) + [latest]
 
 

@@ -363,6 +363,32 @@ def test_a_full_disk_names_the_file_keeps_earlier_results_and_a_resume_completes
     assert not [p for p in work.rglob(".tmp-*")]
 
 
+def test_a_damaged_chunk_or_json_file_is_named_with_the_way_out(tmp_path):
+    """A file cut outside the atomic writes (a disk error, an interrupted copy): the error
+    names it; deleting the chunk and DONE, as it says, trains its seeds again."""
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    work = tmp_path / "run"
+    first = results.run(cfg, work, **quiet)
+    vdir = work / "variants" / "mlp-none-tanh"
+    chunk = vdir / "chunks" / "00001.msgpack"
+    whole = chunk.read_bytes()
+    chunk.write_bytes(whole[:100])
+    (vdir / "DONE").unlink()
+    for call in (lambda: results.run(cfg, work, **quiet), lambda: results.load_variant(vdir)):
+        with pytest.raises(ValueError, match=r"00001\.msgpack is not a readable chunk .*"
+                                             r"delete it, and the variant's DONE"):
+            call()
+    chunk.unlink()
+    assert results.run(cfg, work, **quiet) == first
+    assert chunk.read_bytes() == whole
+    for name in ("environment.json", "config.json"):
+        (work / name).write_text('{"jax": ')
+        with pytest.raises(ValueError, match=rf"{name} is not valid JSON"):
+            results.check(cfg, work)
+        (work / name).unlink()
+
+
 def test_a_run_started_in_one_process_may_be_resumed_on_many(tmp_path):
     """multihost chooses where seeds run, not what they compute (tests/test_multiprocess.py):
     a run begun on one machine resumes under --config.multihost=True, and back."""
