@@ -618,8 +618,10 @@ def _sessions(path: Path) -> list[dict]:
 def _check_versions(sessions: list[dict], allow_version_change: bool) -> None:
     now = versions()
     for past in sessions:
-        differ = [f"{k} {past.get(k)} -> {now[k]}" for k in RESUME_VERSION_KEYS
-                  if past.get(k) != now[k]]
+        # A key that a session lacks was not recorded then (rgsym's own version, in run
+        # directories written before it was): no evidence of a change, not compared.
+        differ = [f"{k} {past[k]} -> {now[k]}" for k in RESUME_VERSION_KEYS
+                  if k in past and past[k] != now[k]]
         if differ and not allow_version_change:
             raise ValueError(
                 f"the run was written under other versions ({'; '.join(differ)}): its chunks "

@@ -389,6 +389,23 @@ def test_a_damaged_chunk_or_json_file_is_named_with_the_way_out(tmp_path):
         (work / name).unlink()
 
 
+def test_a_run_directory_older_than_the_rgsym_version_record_resumes(tmp_path):
+    """Run directories written before environment.json kept rgsym's version (and its
+    history) resume: an unrecorded version is no evidence of a change; jax is compared."""
+    cfg = tiny(num_seeds=2)
+    work = tmp_path / "run"
+    results.run(cfg, work, progress=False, log=lambda s: None)
+    env_path = work / "environment.json"
+    env = json.loads(env_path.read_text())
+    del env["rgsym"], env["history"], env["allow_version_change"]
+    env_path.write_text(json.dumps(env))
+    results.check(cfg, work)
+    env["jax"] = "0.0.1"
+    env_path.write_text(json.dumps(env))
+    with pytest.raises(ValueError, match=r"versions \(jax 0\.0\.1 -> "):
+        results.check(cfg, work)
+
+
 def test_a_run_started_in_one_process_may_be_resumed_on_many(tmp_path):
     """multihost chooses where seeds run, not what they compute (tests/test_multiprocess.py):
     a run begun on one machine resumes under --config.multihost=True, and back."""
