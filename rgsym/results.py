@@ -647,26 +647,27 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
         checks the run directory, and every process raises when any refuses or when its
         config is not process 0's.
     """
+    # (one process: no JAX backend is started here, so split_host_cpu may still follow)
+    many = jax.distributed.is_initialized() and jax.process_count() > 1
     error = None
     try:
         train_lib.validate_config(cfg)
-        if jax.process_index() == 0:  # the writer: only it needs to see the run directory
+        if not many or jax.process_index() == 0:  # the writer alone needs the run directory
             _check_resume(Path(workdir) / "config.json", cfg)
             _check_versions(_sessions(Path(workdir) / "environment.json"),
                             allow_version_change)
     except ValueError as e:
-        if jax.process_count() == 1:
+        if not many:
             raise
         error = e
-    _agree(cfg, error)
+    if many:
+        _agree(cfg, error)
 
 
 def _agree(cfg, error: ValueError | None) -> None:
     """Many processes: every one refuses the run together, in seconds, when any refuses it
     or when its config is not process 0's (one that went on alone would wait in a collective
     until JAX's heartbeat timeout, or with another config train its seeds silently wrong)."""
-    if jax.process_count() == 1:
-        return
     from jax.experimental import multihost_utils
     mine = _config_json(cfg)
     for field in EXECUTION_FIELDS:

@@ -406,6 +406,23 @@ def test_a_run_directory_older_than_the_rgsym_version_record_resumes(tmp_path):
         results.check(cfg, work)
 
 
+def test_check_starts_no_jax_backend_so_the_cpu_may_still_be_split(tmp_path):
+    """check() runs before split_host_cpu in scripts of one process: it must not start a
+    backend (which would fix the device count)."""
+    import subprocess
+    import sys
+    code = ("import jax; from jax._src import xla_bridge; from rgsym import results, train; "
+            "c = train.base_config(); c.num_seeds = 2; "
+            f"results.check(c, {str(tmp_path / 'run')!r}); "
+            "assert not xla_bridge.backends_are_initialized(); "
+            "train.split_host_cpu(3); assert jax.device_count() == 3, jax.devices()")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=Path(results.__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_a_run_started_in_one_process_may_be_resumed_on_many(tmp_path):
     """multihost chooses where seeds run, not what they compute (tests/test_multiprocess.py):
     a run begun on one machine resumes under --config.multihost=True, and back."""
