@@ -66,3 +66,16 @@ def test_processes_given_different_configs_all_refuse_at_once(tmp_path):
         in outs[1][2]
     assert "process(es) 1 refused the run" in outs[0][2]
     assert not (tmp_path / "two" / "variants").exists()
+
+
+def test_an_error_in_one_process_ends_every_process_in_seconds(tmp_path):
+    """Process 0 fails (here: a folder where a chunk file should be, as a write error
+    would): both processes end within a minute, not after jax.distributed's 5-minute
+    shutdown barrier, and process 0 names the file."""
+    (tmp_path / "two" / "variants" / "mlp-none-tanh" / "chunks" / "00000.msgpack").mkdir(
+        parents=True)
+    start = time.monotonic()
+    outs = _launch(tmp_path, [[], []], timeout=150)
+    assert time.monotonic() - start < 60
+    assert all(rc != 0 for rc, _, _ in outs)
+    assert "IsADirectoryError" in outs[0][2] and "chunks/00000.msgpack" in outs[0][2]
