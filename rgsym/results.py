@@ -527,7 +527,7 @@ def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
         out[name], count, i = [], flat[i], i + 1
         for _ in range(count):
             index, size = flat[i], flat[i + 1]
-            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int32)))
+            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int64)))
             i += 2 + size
     return out
 

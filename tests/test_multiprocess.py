@@ -52,6 +52,12 @@ def test_two_processes_give_the_results_of_one(tmp_path):
     assert env_two["process_count"] == 2 and len(env_two["devices"]) == 8
     assert _records(tmp_path / "two") == _records(tmp_path / "one")
     assert_same_params(tmp_path / "two", tmp_path / "one")
+    chunks = sorted(p.relative_to(tmp_path / "one")
+                    for p in (tmp_path / "one").rglob("chunks/*.msgpack"))
+    assert chunks and chunks == sorted(p.relative_to(tmp_path / "two")
+                                       for p in (tmp_path / "two").rglob("chunks/*.msgpack"))
+    for c in chunks:  # the very bytes (seeds once came back int32 from the broadcast plan)
+        assert (tmp_path / "one" / c).read_bytes() == (tmp_path / "two" / c).read_bytes(), c
 
 
 def test_processes_given_different_configs_all_refuse_at_once(tmp_path):
