@@ -11,7 +11,9 @@ field and exits with status 1 before anything is compiled.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -124,8 +126,19 @@ def _sweep_main(argv) -> None:
         results.check(cfg, FLAGS.workdir, allow_version_change=FLAGS.allow_version_change)
     except ValueError as e:
         sys.exit(f"error: {_one_line(e)}")
-    results.run(cfg, FLAGS.workdir, progress=FLAGS.progress,
-                allow_version_change=FLAGS.allow_version_change)
+    try:
+        results.run(cfg, FLAGS.workdir, progress=FLAGS.progress,
+                    allow_version_change=FLAGS.allow_version_change)
+    except BaseException:
+        if jax.process_count() == 1:
+            raise
+        # Many processes: an error in one (a full disk on process 0) leaves the others in a
+        # collective; a normal exit would then wait in jax.distributed's shutdown barrier
+        # for them (5 minutes) before aborting.  Leaving at once ends them in seconds.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     if jax.process_index() == 0:
         print(f"results, figures and full summary tables under {FLAGS.workdir}")
 

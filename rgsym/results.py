@@ -38,6 +38,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -127,19 +128,30 @@ def _version(pkg):
         return None
 
 
+def _read_json(path: Path):
+    """A JSON file of a run directory; one that does not parse is named."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): it was cut or damaged outside "
+                         "rgsym's atomic writes (a disk error, a copy); restore it or use a "
+                         "new --workdir") from None
+
+
 def _config_json(cfg) -> dict:
     return json.loads(cfg.to_json(sort_keys=True))
 
 
 # Config fields that choose how a run executes, never what it computes: a run may be
-# resumed with other values.
-EXECUTION_FIELDS = ("compile_cache",)
+# resumed with other values (a sweep started on one machine may be resumed on many: the
+# seeds' results do not depend on the processes they ran in).
+EXECUTION_FIELDS = ("compile_cache", "multihost")
 
 
 def _check_resume(path: Path, cfg) -> None:
     if not path.exists():
         return
-    old, new = json.loads(path.read_text()), _config_json(cfg)
+    old, new = _read_json(path), _config_json(cfg)
     for field in EXECUTION_FIELDS:
         old.pop(field, None)
         new.pop(field, None)
@@ -198,10 +210,10 @@ def _read_chunk(path: Path, template) -> dict:
     """One chunk as ``{seeds, diverged, diverged_step, final, curves, params}``, parameters
     restored into the model's pytree (``template``) with a leading seed axis."""
     if path.suffix == CHUNK_SUFFIX:
-        chunk = serialization.msgpack_restore(path.read_bytes())
+        chunk = _restore_chunk(path)
         state = chunk["params"]
     else:  # legacy: flat arrays, parameters under 'params/' + jax.tree_util.keystr(path)
-        flat = load_npz(path)
+        flat = _restore_chunk(path)
         chunk = dict(seeds=flat["seeds"], diverged=flat["diverged"],
                      diverged_step=flat["diverged_step"], final=_group(flat, "final"),
                      curves=_group(flat, "curves"))
@@ -233,6 +245,26 @@ def _read_chunk(path: Path, template) -> dict:
                              f"{np.shape(got)}, but {n} seeds of the model built from its "
                              f"variant's config.json need {(n, *want.shape)}")
     chunk["params"] = jax.tree.map(np.asarray, params)
+    return chunk
+
+
+def _restore_chunk(path: Path) -> dict:
+    """A chunk file's contents (msgpack pytree, or legacy npz arrays); one that does not
+    decode (cut or damaged outside rgsym's atomic writes) is named, with the way out."""
+    try:
+        if path.suffix == CHUNK_SUFFIX:
+            chunk = serialization.msgpack_restore(path.read_bytes())
+        else:
+            chunk = load_npz(path)
+        if not isinstance(chunk, Mapping) or not {"seeds", "diverged"} <= set(chunk):
+            raise ValueError("no seeds or diverged")
+        if path.suffix == CHUNK_SUFFIX and not {"final", "curves", "params"} <= set(chunk):
+            raise ValueError("no final, curves or params")
+    except (ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"{path} is not a readable chunk ({type(e).__name__}: {e}): it was cut or damaged "
+            "outside rgsym's atomic writes (a disk error, a copy); delete it, and the "
+            "variant's DONE if there is one, then rerun: its seeds are trained again") from None
     return chunk
 
 
@@ -301,7 +333,7 @@ def load_variant(vdir) -> VariantRecord:
     files = _chunk_files(vdir)
     if not files:
         raise ValueError(f"vdir={str(vdir)!r} holds no finished chunk of seeds yet")
-    cfg = json.loads((vdir / "config.json").read_text())
+    cfg = _read_json(vdir / "config.json")
     template = _params_template(cfg)
     chunks = [_read_chunk(p, template) for p in files]
     cat = lambda *a: np.concatenate(a)
@@ -470,7 +502,7 @@ def _pending(vdir: Path, vcfg) -> Plan:
     if not files:
         return list(enumerate(train_lib.seed_chunks(vcfg)))
     if ((vdir / "DONE").exists()
-            and json.loads((vdir / "config.json").read_text())["num_seeds"] == vcfg.num_seeds):
+            and _read_json(vdir / "config.json")["num_seeds"] == vcfg.num_seeds):
         return []
     held = np.concatenate([_chunk_seeds(p) for p in files])
     wanted = vcfg.seed + np.arange(vcfg.num_seeds)
@@ -481,10 +513,7 @@ def _pending(vdir: Path, vcfg) -> Plan:
 
 
 def _chunk_seeds(path: Path) -> np.ndarray:
-    if path.suffix == CHUNK_SUFFIX:
-        return np.asarray(serialization.msgpack_restore(path.read_bytes())["seeds"])
-    with np.load(path) as z:
-        return z["seeds"]
+    return np.asarray(_restore_chunk(path)["seeds"])
 
 
 def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
@@ -508,7 +537,7 @@ def _from_writer(plans: dict[str, Plan]) -> dict[str, Plan]:
         out[name], count, i = [], flat[i], i + 1
         for _ in range(count):
             index, size = flat[i], flat[i + 1]
-            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int32)))
+            out[name].append((index, np.asarray(flat[i + 2: i + 2 + size], np.int64)))
             i += 2 + size
     return out
 
@@ -592,15 +621,17 @@ def _sessions(path: Path) -> list[dict]:
     the latest with the earlier ones under 'history'; older runs have no history)."""
     if not path.exists():
         return []
-    latest = json.loads(path.read_text())
+    latest = _read_json(path)
     return list(latest.pop("history", [])) + [latest]
 
 
 def _check_versions(sessions: list[dict], allow_version_change: bool) -> None:
     now = versions()
     for past in sessions:
-        differ = [f"{k} {past.get(k)} -> {now[k]}" for k in RESUME_VERSION_KEYS
-                  if past.get(k) != now[k]]
+        # A key that a session lacks was not recorded then (rgsym's own version, in run
+        # directories written before it was): no evidence of a change, not compared.
+        differ = [f"{k} {past[k]} -> {now[k]}" for k in RESUME_VERSION_KEYS
+                  if k in past and past[k] != now[k]]
         if differ and not allow_version_change:
             raise ValueError(
                 f"the run was written under other versions ({'; '.join(differ)}): its chunks "
@@ -622,10 +653,53 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
       ValueError: naming the field, for a config that ``rgsym.train.validate_config``
         refuses, a ``workdir`` holding a run of another config, or one written under other
         rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
+        With many processes (``jax.process_count() > 1``) a collective: process 0 alone
+        checks the run directory, and every process raises when any refuses or when its
+        config is not process 0's.
     """
-    train_lib.validate_config(cfg)
-    _check_resume(Path(workdir) / "config.json", cfg)
-    _check_versions(_sessions(Path(workdir) / "environment.json"), allow_version_change)
+    # (one process: no JAX backend is started here, so split_host_cpu may still follow)
+    many = jax.distributed.is_initialized() and jax.process_count() > 1
+    error = None
+    try:
+        train_lib.validate_config(cfg)
+        if not many or jax.process_index() == 0:  # the writer alone needs the run directory
+            _check_resume(Path(workdir) / "config.json", cfg)
+            _check_versions(_sessions(Path(workdir) / "environment.json"),
+                            allow_version_change)
+    except ValueError as e:
+        if not many:
+            raise
+        error = e
+    if many:
+        _agree(cfg, error)
+
+
+def _agree(cfg, error: ValueError | None) -> None:
+    """Many processes: every one refuses the run together, in seconds, when any refuses it
+    or when its config is not process 0's (one that went on alone would wait in a collective
+    until JAX's heartbeat timeout, or with another config train its seeds silently wrong)."""
+    from jax.experimental import multihost_utils
+    mine = _config_json(cfg)
+    for field in EXECUTION_FIELDS:
+        mine.pop(field, None)
+    text = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8).astype(np.int32)
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(text))))
+    buf = np.zeros(n, np.int32)
+    if jax.process_index() == 0:
+        buf[:] = text
+    writer = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf))
+                              .astype(np.uint8)).decode())
+    if error is None and writer != mine:
+        fields = sorted({k for k, _ in _flat(writer).items() ^ _flat(mine).items()})
+        error = ValueError(f"process {jax.process_index()} was given another config than "
+                           f"process 0 (fields differ: {', '.join(fields)}); every process "
+                           "of a sweep must be given the same config and overrides")
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ValueError(f"process(es) {', '.join(map(str, np.flatnonzero(failed)))} refused "
+                         "the run (see their error); every process stops")
 
 
 def run(cfg, workdir, *, progress: bool = True, devices=None,

@@ -363,6 +363,76 @@ def test_a_full_disk_names_the_file_keeps_earlier_results_and_a_resume_completes
     assert not [p for p in work.rglob(".tmp-*")]
 
 
+def test_a_damaged_chunk_or_json_file_is_named_with_the_way_out(tmp_path):
+    """A file cut outside the atomic writes (a disk error, an interrupted copy): the error
+    names it; deleting the chunk and DONE, as it says, trains its seeds again."""
+    cfg = tiny(num_seeds=4, chunk_size=2)
+    quiet = dict(progress=False, log=lambda s: None)
+    work = tmp_path / "run"
+    first = results.run(cfg, work, **quiet)
+    vdir = work / "variants" / "mlp-none-tanh"
+    chunk = vdir / "chunks" / "00001.msgpack"
+    whole = chunk.read_bytes()
+    chunk.write_bytes(whole[:100])
+    (vdir / "DONE").unlink()
+    for call in (lambda: results.run(cfg, work, **quiet), lambda: results.load_variant(vdir)):
+        with pytest.raises(ValueError, match=r"00001\.msgpack is not a readable chunk .*"
+                                             r"delete it, and the variant's DONE"):
+            call()
+    chunk.unlink()
+    assert results.run(cfg, work, **quiet) == first
+    assert chunk.read_bytes() == whole
+    for name in ("environment.json", "config.json"):
+        (work / name).write_text('{"jax": ')
+        with pytest.raises(ValueError, match=rf"{name} is not valid JSON"):
+            results.check(cfg, work)
+        (work / name).unlink()
+
+
+def test_a_run_directory_older_than_the_rgsym_version_record_resumes(tmp_path):
+    """Run directories written before environment.json kept rgsym's version (and its
+    history) resume: an unrecorded version is no evidence of a change; jax is compared."""
+    cfg = tiny(num_seeds=2)
+    work = tmp_path / "run"
+    results.run(cfg, work, progress=False, log=lambda s: None)
+    env_path = work / "environment.json"
+    env = json.loads(env_path.read_text())
+    del env["rgsym"], env["history"], env["allow_version_change"]
+    env_path.write_text(json.dumps(env))
+    results.check(cfg, work)
+    env["jax"] = "0.0.1"
+    env_path.write_text(json.dumps(env))
+    with pytest.raises(ValueError, match=r"versions \(jax 0\.0\.1 -> "):
+        results.check(cfg, work)
+
+
+def test_check_starts_no_jax_backend_so_the_cpu_may_still_be_split(tmp_path):
+    """check() runs before split_host_cpu in scripts of one process: it must not start a
+    backend (which would fix the device count)."""
+    import subprocess
+    import sys
+    code = ("import jax; from jax._src import xla_bridge; from rgsym import results, train; "
+            "c = train.base_config(); c.num_seeds = 2; "
+            f"results.check(c, {str(tmp_path / 'run')!r}); "
+            "assert not xla_bridge.backends_are_initialized(); "
+            "train.split_host_cpu(3); assert jax.device_count() == 3, jax.devices()")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=Path(results.__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_run_started_in_one_process_may_be_resumed_on_many(tmp_path):
+    """multihost chooses where seeds run, not what they compute (tests/test_multiprocess.py):
+    a run begun on one machine resumes under --config.multihost=True, and back."""
+    work = tmp_path / "run"
+    results.run(tiny(num_seeds=2), work, progress=False, log=lambda s: None)
+    results.check(tiny(num_seeds=2, multihost=True), work)
+    with pytest.raises(ValueError, match=r"fields differ: model\.width\)"):
+        results.check(tiny(num_seeds=2, multihost=True, model__width=5), work)
+
+
 def test_resuming_under_other_versions_is_refused_unless_allowed_and_recorded(tmp_path):
     cfg = tiny(num_seeds=2)
     quiet = dict(progress=False, log=lambda s: None)
