@@ -202,15 +202,28 @@ def _unbounded(width: int):
     return jnp.full((width, surrogate.BOUND_ORDERS), jnp.inf)
 
 
-def _errors(state: State, norms, low_unbounded: bool):
+def _errors(state: State, norms, low_unbounded: bool, activation: str | None = None,
+            linear_units: int = 0):
     """[H, K] error bounds of a state's marginal cumulants (``surrogate.cumulant_bound``);
     orders 1-2 unbounded after a Gaussian closure (its mean and covariance assume Gaussian
-    pre-activations)."""
+    pre-activations).  activation: the state is that activation's output (a bounded one's
+    range then overrules an estimate it proves wrong, ``surrogate.range_check``; not on
+    the trailing ``linear_units``)."""
     if norms is None:
         return jnp.zeros((state.width, state.order))
     kappa = marginals(state, min(state.order, surrogate.BOUND_ORDERS))
     bound = surrogate.cumulant_bound(kappa, norms, state.order)
-    return bound.at[:, :2].set(jnp.inf) if low_unbounded else bound
+    if low_unbounded:
+        bound = bound.at[:, :2].set(jnp.inf)
+    if activation is None:
+        return bound
+    return surrogate.range_check(kappa, bound, activation, linear_units)
+
+
+def _output_of(chain, i: int):
+    """The activation whose output layer ``i``'s state is (None after an Affine)."""
+    layer = chain[i]
+    return None if isinstance(layer, Affine) else layer.activation
 
 
 def _expands_kink(layer, order: int, mode: str) -> bool:
@@ -342,7 +355,8 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
                                              linear_units, flop_limit, degree)
                     states.append(hidden)
                     labels.append(label)
-                    errors.append(_errors(hidden, norms, low_unbounded))
+                    errors.append(_errors(hidden, norms, low_unbounded, layer.activation,
+                                          linear_units))
                 fused = rules.add_bias(fused, chain[i + 1].bias)
                 norms = None if norms is None else surrogate.through_affine(norms, readout)
                 i += 1
@@ -350,12 +364,15 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
         if every_layer:
             states.append(state)
             labels.append(label)
-            errors.append(_errors(state, norms, low_unbounded))
+            errors.append(_errors(state, norms, low_unbounded, _output_of(chain, i),
+                                  linear_units))
         i += 1
     if not every_layer:
         states.append(state)
         labels.append(label)
-        errors.append(_errors(state, norms, low_unbounded))
+        errors.append(_errors(state, norms, low_unbounded,
+                              _output_of(chain, len(chain) - 1) if chain else None,
+                              linear_units))
     return Propagation(tuple(states), tuple(labels), tuple(errors)), near
 
 
