@@ -279,3 +279,14 @@ def test_hermite_error_bound_holds_for_a_skewed_input_law():
     want, se = np.asarray(mc.layers[2].value), np.asarray(mc.layers[2].se)
     assert np.all(np.isfinite(err))
     assert np.all(np.abs(got - want) <= err + SE_TOL * se), (got, want, err)
+
+
+def test_hermite_degree_beyond_max_legs_is_refused_naming_degree():
+    """degree=4 at order 4 needs 16 legs: the refusal named order and internal_order
+    only, not the argument the user can lower."""
+    model = build(dict(family="mlp", symmetry="none", activation="tanh", width=3, depth=1,
+                       sites=4, b=2, dim=1, dtype="float64"))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"degree=4.*lower degree \(<= 3 at order 4\)"):
+        propagate(model, params, distributions.get("uniform"), order=4, mode="hermite",
+                  degree=4)

@@ -128,7 +128,9 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     for i in reversed(range(len(chain))):
         outs[i] = cur
         if _degree(chain[i], degree) > 1:  # refused up front, before any layer is computed
-            check_legs(_degree(chain[i], degree), cur)
+            surrogate = (chain[i].activation if degree != 2 and _poly(chain[i]) is None
+                         else None)
+            check_legs(_degree(chain[i], degree), cur, surrogate)
         cur *= _degree(chain[i], degree)
         if i > first:
             cur = min(cur, cap)
