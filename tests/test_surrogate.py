@@ -257,19 +257,25 @@ def test_degree_three_within_its_bound_and_closer_on_kappa_4():
     assert dev[3] < dev[2], dev
 
 
+def _jiggled_tanh_mlp(width, sites, scale):
+    """A one-hidden-layer tanh MLP with every parameter moved by N(0, scale^2) (key 7),
+    so that no bias is zero and no unit sits at the activation's centre."""
+    model = build(dict(family="mlp", symmetry="none", activation="tanh", width=width,
+                       depth=1, sites=sites, b=2, dim=1, dtype="float64"))
+    params = model.init(jax.random.key(1), jnp.zeros((1, sites)))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    return model, jax.tree.unflatten(tree, [a + scale * jax.random.normal(k, a.shape, a.dtype)
+                                            for a, k in zip(leaves, keys)])
+
+
 def test_hermite_error_bound_holds_for_a_skewed_input_law():
     """The surrogate is fitted, and its residual measured, under each unit's Gaussian law.
     A skewed, exponential-tailed input puts the degree-3 polynomial far out of tanh's
     range: kappa_4 of a tanh unit came out 887 (Monte Carlo: -0.38) with an 'error
     bound' of 494.  The range of tanh ([-1, 1]) bounds every true cumulant, so such an
     estimate is provably wrong and must give way to the range bound."""
-    model = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, depth=1,
-                       sites=2, b=2, dim=1, dtype="float64"))
-    params = model.init(jax.random.key(1), jnp.zeros((1, 2)))
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(7), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                       for a, k in zip(leaves, keys)])
+    model, params = _jiggled_tanh_mlp(width=4, sites=2, scale=0.3)
     fam = distributions.get("exponential", standardised=True)
     out = propagate(model, params, fam, order=4, mode="hermite", degree=3)
     mc = monte_carlo(model, params, fam, jax.random.key(3), n_samples=2 ** 17,
@@ -295,13 +301,7 @@ def test_hermite_degree_beyond_max_legs_is_refused_naming_degree():
 def test_predict_mse_carries_an_error_estimate_that_bounds_monte_carlo():
     """An approximate MSE came with its label only: tanh 'hermite' gave 1.555 where Monte
     Carlo measures 1.670 (48 standard errors), with nothing saying how far to trust it."""
-    model = build(dict(family="mlp", symmetry="none", activation="tanh", width=6, depth=1,
-                       sites=8, b=2, dim=1, dtype="float64"))
-    params = model.init(jax.random.key(1), jnp.zeros((1, 8)))
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(7), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.2 * jax.random.normal(k, a.shape, a.dtype)
-                                       for a, k in zip(leaves, keys)])
+    model, params = _jiggled_tanh_mlp(width=6, sites=8, scale=0.2)
     fam = distributions.get("uniform", standardised=True)
     pred = predict.predict_mse(model, params, fam, mode="hermite")
     mc = monte_carlo(model, params, fam, jax.random.key(5), n_samples=2 ** 17, batch=2 ** 15,
