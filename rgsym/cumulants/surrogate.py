@@ -267,7 +267,8 @@ def range_check(kappa, bound, activation: str, linear_units: int = 0):
     than its estimated bound proves the estimate wrong (the residual norms were taken
     under the unit's Gaussian law, and a heavy-tailed or skewed true law can put the
     surrogate polynomial far out of range).  There the bound becomes the rigorous one, the
-    distance to the interval's far end.  Other activations, and the trailing
+    distance to the interval's far end, which also caps any larger finite estimate (an
+    unbounded one, inf, stays: it marks a closure).  Other activations, and the trailing
     ``linear_units`` (identities): ``bound`` unchanged."""
     if activation not in RANGES:
         return bound
@@ -277,5 +278,6 @@ def range_check(kappa, bound, activation: str, linear_units: int = 0):
         c, b = kappa[:, n], bound[:, n]
         dist = jnp.maximum(jnp.maximum(low - c, c - high), 0.0)
         cap = jnp.maximum(jnp.abs(c - low), jnp.abs(c - high))
-        cols.append(jnp.where((b < dist) & ~lin, cap, b))
+        cols.append(jnp.where(lin, b, jnp.where(b < dist, cap,
+                                                jnp.where(jnp.isfinite(b), jnp.minimum(b, cap), b))))
     return jnp.concatenate([jnp.stack(cols, -1), bound[:, len(cols):]], -1)
