@@ -426,6 +426,11 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     chain = model_chain(model, params, shape, alpha, steps)
     state = input_state(input_cumulants, math.prod(shape), order_schedule(
         chain, order, internal_order, degree if mode == "hermite" else 2)[0])
+    if state.order < order:  # a linear chain would return only state.order orders
+        raise ValueError(
+            f"input_cumulants has kappa_1..kappa_{state.order} only: order={order} needs "
+            f"at least kappa_1..kappa_{order} of the input (pass more kappas, a state of "
+            "that order or a Distribution)")
     return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
                            internal_order=internal_order, joint=joint, flop_limit=flop_limit,
                            degree=degree)
