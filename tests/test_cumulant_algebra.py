@@ -160,6 +160,8 @@ _U = distributions.get("uniform")
     ("input_cumulants", "shape (2, 4)", lambda: propagate(_IDENT, _P, np.ones((2, 4)))),
     ("input_cumulants", "width 8", lambda: propagate(_IDENT, _P, iid_lattice(_U, 8))),
     ("input_cumulants", "width 3", lambda: propagate(_IDENT, _P, to_dense(iid_lattice(_U, 3)))),
+    # fewer input orders than asked for: a linear chain returned kappa_1, kappa_2 only
+    ("input_cumulants", "kappa_1..kappa_2 only", lambda: propagate(_IDENT, _P, [0.0, 1.0])),
 ])
 def test_bad_arguments_are_refused_up_front(name, value, call):
     """Each bad argument raises a ValueError naming it and its value."""

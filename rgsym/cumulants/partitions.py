@@ -140,15 +140,21 @@ def _canonical(blocks, n: int):
     return min(forms, key=lambda f: (tuple(tuple(bool(c) for c in v) for v in f), f))
 
 
-def check_legs(degree: int, n: int) -> None:
+def check_legs(degree: int, n: int, surrogate: str | None = None) -> None:
     """ValueError when the joint cumulant of n factors of a degree-``degree`` polynomial has
-    more than :data:`MAX_LEGS` legs (classes too many to enumerate)."""
+    more than :data:`MAX_LEGS` legs (classes too many to enumerate).  surrogate: the
+    activation, where the polynomial is mode 'hermite''s surrogate of that degree (the
+    message then names ``degree``)."""
     if degree * n > MAX_LEGS:
+        what = ("" if surrogate is None else
+                f" (mode='hermite''s surrogate of activation={surrogate!r}, degree={degree})")
+        fix = "" if surrogate is None else f"degree (<= {MAX_LEGS // n} at order {n}), "
         raise ValueError(
-            f"order {n} through a degree-{degree} polynomial needs the connected partitions of "
-            f"{degree * n} legs, beyond MAX_LEGS={MAX_LEGS} (24078 classes at 12 legs for a "
-            "quadratic activation, growing faster than exponentially): lower order or "
-            "internal_order (the truncation closure then drops the missing cumulants)")
+            f"order {n} through a degree-{degree} polynomial{what} needs the connected "
+            f"partitions of {degree * n} legs, beyond MAX_LEGS={MAX_LEGS} (24078 classes at 12 "
+            "legs for a quadratic activation, growing faster than exponentially): lower "
+            f"{fix}order or internal_order (the truncation closure then drops the missing "
+            "cumulants)")
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,10 +42,13 @@ __all__ = ["MSEPrediction", "RecursionCheck", "RGEigenvalues", "error_chain", "p
 
 class MSEPrediction(NamedTuple):
     """mse: mean over output sites of E (f - RG)^2; per_site: [O]; label: 'exact' or the
-    approximation used ('closure', 'quadratic', 'gaussian_closure')."""
+    approximation used ('closure', 'quadratic', 'gaussian_closure', 'hermite'); error: the
+    estimated bound on |mse(true) - mse| from the propagation's error estimates (0 where
+    exact, inf where unbounded; see ``surrogate.py``)."""
     mse: jnp.ndarray
     per_site: jnp.ndarray
     label: str
+    error: jnp.ndarray | float = 0.0
 
 
 class RecursionCheck(NamedTuple):
@@ -102,7 +105,12 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
                           linear_units=target.shape[0], internal_order=internal_order)
     k = marginals(out.output, 2)
     per_site = k[:, 1] + k[:, 0] ** 2
-    return MSEPrediction(per_site.mean(), per_site, out.labels[-1])
+    # E e^2 = kappa_2 + kappa_1^2: |Delta| <= d2 + 2 |kappa_1| d1 + d1^2 per site
+    d = out.errors[-1]
+    d1, d2 = d[:, 0], d[:, 1]
+    bound = jnp.where(jnp.isfinite(d1) & jnp.isfinite(d2),
+                      d2 + 2 * jnp.abs(k[:, 0]) * d1 + d1 ** 2, jnp.inf)
+    return MSEPrediction(per_site.mean(), per_site, out.labels[-1], bound.mean())
 
 
 def clt_recursion_check(model, params, family, order: int = 4, mode: str = "exact", *,

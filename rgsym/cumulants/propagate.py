@@ -128,7 +128,9 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     for i in reversed(range(len(chain))):
         outs[i] = cur
         if _degree(chain[i], degree) > 1:  # refused up front, before any layer is computed
-            check_legs(_degree(chain[i], degree), cur)
+            surrogate = (chain[i].activation if degree != 2 and _poly(chain[i]) is None
+                         else None)
+            check_legs(_degree(chain[i], degree), cur, surrogate)
         cur *= _degree(chain[i], degree)
         if i > first:
             cur = min(cur, cap)
@@ -202,15 +204,28 @@ def _unbounded(width: int):
     return jnp.full((width, surrogate.BOUND_ORDERS), jnp.inf)
 
 
-def _errors(state: State, norms, low_unbounded: bool):
+def _errors(state: State, norms, low_unbounded: bool, activation: str | None = None,
+            linear_units: int = 0):
     """[H, K] error bounds of a state's marginal cumulants (``surrogate.cumulant_bound``);
     orders 1-2 unbounded after a Gaussian closure (its mean and covariance assume Gaussian
-    pre-activations)."""
+    pre-activations).  activation: the state is that activation's output (a bounded one's
+    range then overrules an estimate it proves wrong, ``surrogate.range_check``; not on
+    the trailing ``linear_units``)."""
     if norms is None:
         return jnp.zeros((state.width, state.order))
     kappa = marginals(state, min(state.order, surrogate.BOUND_ORDERS))
     bound = surrogate.cumulant_bound(kappa, norms, state.order)
-    return bound.at[:, :2].set(jnp.inf) if low_unbounded else bound
+    if low_unbounded:
+        bound = bound.at[:, :2].set(jnp.inf)
+    if activation is None:
+        return bound
+    return surrogate.range_check(kappa, bound, activation, linear_units)
+
+
+def _output_of(chain, i: int):
+    """The activation whose output layer ``i``'s state is (None after an Affine)."""
+    layer = chain[i]
+    return None if isinstance(layer, Affine) else layer.activation
 
 
 def _expands_kink(layer, order: int, mode: str) -> bool:
@@ -342,7 +357,8 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
                                              linear_units, flop_limit, degree)
                     states.append(hidden)
                     labels.append(label)
-                    errors.append(_errors(hidden, norms, low_unbounded))
+                    errors.append(_errors(hidden, norms, low_unbounded, layer.activation,
+                                          linear_units))
                 fused = rules.add_bias(fused, chain[i + 1].bias)
                 norms = None if norms is None else surrogate.through_affine(norms, readout)
                 i += 1
@@ -350,12 +366,15 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
         if every_layer:
             states.append(state)
             labels.append(label)
-            errors.append(_errors(state, norms, low_unbounded))
+            errors.append(_errors(state, norms, low_unbounded, _output_of(chain, i),
+                                  linear_units))
         i += 1
     if not every_layer:
         states.append(state)
         labels.append(label)
-        errors.append(_errors(state, norms, low_unbounded))
+        errors.append(_errors(state, norms, low_unbounded,
+                              _output_of(chain, len(chain) - 1) if chain else None,
+                              linear_units))
     return Propagation(tuple(states), tuple(labels), tuple(errors)), near
 
 
@@ -407,6 +426,11 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
     chain = model_chain(model, params, shape, alpha, steps)
     state = input_state(input_cumulants, math.prod(shape), order_schedule(
         chain, order, internal_order, degree if mode == "hermite" else 2)[0])
+    if state.order < order:  # a linear chain would return only state.order orders
+        raise ValueError(
+            f"input_cumulants has kappa_1..kappa_{state.order} only: order={order} needs "
+            f"at least kappa_1..kappa_{order} of the input (pass more kappas, a state of "
+            "that order or a Distribution)")
     return propagate_chain(chain, state, order, mode, every_layer, memory_limit,
                            internal_order=internal_order, joint=joint, flop_limit=flop_limit,
                            degree=degree)

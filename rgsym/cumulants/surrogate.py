@@ -39,7 +39,7 @@ from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, Den
 
 __all__ = ["DEFAULT_DEGREE", "LIPSCHITZ", "BOUND_ORDERS", "law_quadrature", "hermite",
            "taylor_residual", "residual_norms", "hermite_rule", "hermite_coefficients", "through_affine", "through_activation",
-           "cumulant_bound"]
+           "cumulant_bound", "RANGES", "range_check"]
 
 #: Degree of the 'hermite' surrogate unless told.  The exact polynomial rule's cost grows
 #: steeply with degree: at output order 4, degree 2 has 144 partition classes and runs in
@@ -51,6 +51,9 @@ DEFAULT_DEGREE = 2
 #: grows by at most this factor (gelu: 1.129 at z = sqrt 2; silu: 1.0998).
 LIPSCHITZ = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "softplus": 1.0, "gelu": 1.13,
              "silu": 1.1}
+#: [lo, hi] of the bounded activations: every cumulant of phi(z) then lies in a known
+#: interval whatever z's law (:func:`range_check`).
+RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 #: Cumulant orders that :func:`cumulant_bound` covers (higher ones are reported unbounded).
 BOUND_ORDERS = 4
 _SMOOTH_NODES, _PANEL_NODES, _TAIL = 96, 64, 12.0
@@ -244,3 +247,37 @@ def _cubic_correction(out, state, fn, g, lin, readout, kinks):
     t = 6 * jnp.einsum("pa,qa,ra,sa->pqrs", w3, q, q, q)
     t = t + t.transpose(1, 0, 2, 3) + t.transpose(2, 1, 0, 3) + t.transpose(3, 1, 2, 0)
     return DenseCumulants(out.tensors[:3] + (out.tensors[3] + t,) + out.tensors[4:])
+
+
+def _feasible(lo: float, hi: float, order: int):
+    """[(low, high)] for n = 1..min(order, 4): where kappa_n of any variable with values in
+    [lo, hi] lies (w = hi - lo): kappa_1 in [lo, hi], kappa_2 in [0, w^2/4], |kappa_3| =
+    |mu_3| <= w mu_2 <= w^3/4, kappa_4 = mu_4 - 3 mu_2^2 in [-2 mu_2^2, w^2 mu_2] within
+    [-w^4/8, w^4/4]."""
+    w = hi - lo
+    return [(lo, hi), (0.0, w ** 2 / 4), (-w ** 3 / 4, w ** 3 / 4),
+            (-w ** 4 / 8, w ** 4 / 4)][:min(order, BOUND_ORDERS)]
+
+
+def range_check(kappa, bound, activation: str, linear_units: int = 0):
+    """Error bounds of a bounded activation's outputs (:data:`RANGES`) made honest.
+
+    kappa, bound: [H, K] computed cumulants and their estimated bounds.  The true kappa_n
+    lies in a known interval (:func:`_feasible`), so a computed value farther outside it
+    than its estimated bound proves the estimate wrong (the residual norms were taken
+    under the unit's Gaussian law, and a heavy-tailed or skewed true law can put the
+    surrogate polynomial far out of range).  There the bound becomes the rigorous one, the
+    distance to the interval's far end, which also caps any larger finite estimate (an
+    unbounded one, inf, stays: it marks a closure).  Other activations, and the trailing
+    ``linear_units`` (identities): ``bound`` unchanged."""
+    if activation not in RANGES:
+        return bound
+    lin = rules.linear_mask(kappa.shape[0], linear_units)
+    cols = []
+    for n, (low, high) in enumerate(_feasible(*RANGES[activation], kappa.shape[1])):
+        c, b = kappa[:, n], bound[:, n]
+        dist = jnp.maximum(jnp.maximum(low - c, c - high), 0.0)
+        cap = jnp.maximum(jnp.abs(c - low), jnp.abs(c - high))
+        cols.append(jnp.where(lin, b, jnp.where(b < dist, cap,
+                                                jnp.where(jnp.isfinite(b), jnp.minimum(b, cap), b))))
+    return jnp.concatenate([jnp.stack(cols, -1), bound[:, len(cols):]], -1)
