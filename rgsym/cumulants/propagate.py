@@ -188,7 +188,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
         out, norms = surrogate.hermite_rule(state, fn, degree, order, readout, memory_limit,
                                             linear_units, kinks, flop_limit)
         if state.order >= degree * order:
-            return out, mode, norms
+            return out, mode, surrogate.untrusted_where_far_from_gaussian(state, norms)
         return out, f"{mode}+closure", _unbounded(state.width)
     rule = rules.quadratic_expansion if mode == "quadratic" else rules.gaussian_closure
     out = rule(state, fn, order, readout, memory_limit, linear_units, kinks=kinks,
@@ -196,7 +196,8 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
     if state.order < 2 * order:  # the expansion's polynomial rule ran as a closure
         return out, mode, _unbounded(state.width)
     g = marginals(state, 2)
-    norms = surrogate.taylor_residual(fn, g[:, 0], g[:, 1], kinks)
+    norms = surrogate.untrusted_where_far_from_gaussian(
+        state, surrogate.taylor_residual(fn, g[:, 0], g[:, 1], kinks))
     return out, mode, jnp.where(rules.linear_mask(state.width, linear_units)[:, None], 0.0, norms)
 
 
