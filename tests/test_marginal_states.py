@@ -63,3 +63,18 @@ def test_marginal_state_refuses_joint_use():
         to_dense(hidden)
     with pytest.raises(ValueError, match="exceeds"):
         out.marginals(3)
+
+
+def test_marginals_of_a_batched_propagation_keep_the_seed_axis():
+    """propagate_many stacks every state over seeds: marginals() maps over that axis
+    (it raised a shape error) and equals each seed's own propagation."""
+    from rgsym.cumulants import propagate_many
+    model = build(dict(family="mlp", symmetry="none", activation="quadratic", depth=1, width=3,
+                       sites=4, b=2, dim=1, alpha=0.4, dtype="float64"))
+    params = [_random_params(model, k) for k in (1, 2)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+    fam = distributions.get("exponential")
+    many = propagate_many(model, stacked, fam, order=3).marginals()
+    for s, p in enumerate(params):
+        for got, want in zip(many, propagate(model, p, fam, order=3).marginals()):
+            np.testing.assert_allclose(got[s], want, rtol=1e-12, atol=1e-13)

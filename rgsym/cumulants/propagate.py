@@ -61,14 +61,30 @@ class Propagation:
         return self.states[-1]
 
     def marginals(self, order: int | None = None) -> list:
-        """Per-unit kappa_1..kappa_order of every state, each [H_layer, order]."""
-        return [marginals(s, order) for s in self.states]
+        """Per-unit kappa_1..kappa_order of every state, each [H_layer, order] (with the
+        leading axes of a batched result, e.g. [S, H_layer, order] from
+        :func:`propagate_many`)."""
+        return [_batched_marginals(s, order) for s in self.states]
 
     def __repr__(self) -> str:
         # One line per state with array shapes: the default printed every array in full.
         from rgsym.reprs import short_repr
         return "\n".join([f"Propagation({len(self.states)} states)"] + [
             f"  {label}: {short_repr(s)}" for label, s in zip(self.labels, self.states)])
+
+
+def _batched_marginals(state: State, order: int | None):
+    """:func:`state.marginals` mapped over any leading (batch) axes of ``state``."""
+    if isinstance(state, FactorCumulants):
+        extra = state.weight.ndim - 2
+    elif isinstance(state, DenseCumulants):
+        extra = state.tensors[0].ndim - 1
+    else:
+        extra = state.kappa.ndim - 2
+    fn = functools.partial(marginals, order=order)
+    for _ in range(extra):
+        fn = jax.vmap(fn)
+    return fn(state)
 
 
 def geometry(model, lattice_shape=None):
