@@ -78,3 +78,10 @@ def test_rg_eigenvalue_error_is_zero_for_the_exact_map_and_nan_where_no_exact_ru
     p = tanh.init(jax.random.key(0), jnp.zeros((1, 4)))
     assert np.isnan(predict.rg_eigenvalue_error(
         tanh, jax.tree.map(lambda a: a[None], p))).all()
+    # two quadratic layers at order 4 run as a closure by default: NaN, not a number
+    deep = models.build(dict(family="mlp", symmetry="none", activation="quadratic", width=4,
+                             depth=2, b=2, dim=1, sites=4, dtype="float64"))
+    pd = deep.init(jax.random.key(0), jnp.zeros((1, 4)))
+    assert predict.rg_eigenvalues(deep, pd, 4).label == "closure"
+    assert np.isnan(predict.rg_eigenvalue_error(
+        deep, jax.tree.map(lambda a: a[None], pd))).all()

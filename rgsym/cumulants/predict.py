@@ -194,6 +194,16 @@ def rg_eigenvalue_error(model, params, order: int = 4) -> np.ndarray:
     leaves = jax.tree.leaves(params)
     seeds = int(np.shape(leaves[0])[0]) if leaves else 0
     out = np.full(seeds, np.nan)
+    if not seeds:
+        return out
+    # Exact only if no hidden state needs more orders than it carries by default (else
+    # the rule runs as a closure): known from the schedule, before any cumulant is built.
+    chain = model_chain(model, jax.tree.map(lambda a: a[0], params))
+    try:
+        if order_schedule(chain, order) != order_schedule(chain, order, 2 ** 20):
+            return out
+    except ValueError:  # the uncapped schedule needs more legs than are enumerated
+        return out
     for s in range(seeds):
         try:
             eig = rg_eigenvalues(model, jax.tree.map(lambda a: a[s], params), order)
