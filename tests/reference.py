@@ -139,3 +139,23 @@ def mlp_weights(params, symmetry, width, block_of=None):
             w = q["kernel"]
         out.append((w, np.broadcast_to(q.get("bias", 0.0), w.shape[:1]).copy()))
     return out
+
+
+def assert_jacobian_is_finite_differences(out, net, params, order, mode="exact", rtol=1e-6,
+                                          h=1e-5):
+    """``out.jacobian`` [order, order] (``predict.rg_eigenvalues``) against central
+    differences of the propagator's mean output cumulants about the Gaussian fixed point
+    (kappa_2 = 1, the 2 * order input cumulants the exact rule needs)."""
+    from rgsym.cumulants import predict
+    star = np.zeros(2 * order)
+    star[1] = 1.0
+
+    def mean_output(kappa):
+        return np.asarray(predict.clt_recursion_check(
+            net, params, np.asarray(kappa), order=order, mode=mode).predicted.mean(0))
+    for m in range(order):
+        e = np.zeros(2 * order)
+        e[m] = h
+        fd = (mean_output(star + e) - mean_output(star - e)) / (2 * h)
+        np.testing.assert_allclose(out.jacobian[:, m], fd, rtol=rtol, atol=1e-8)
+

@@ -13,6 +13,7 @@ from rgsym import clt, distributions
 from rgsym.cumulants import (iid_lattice, marginals, monte_carlo, predict, propagate, rules,
                              surrogate)
 from rgsym.models import GNN_SYMMETRIES, build
+from tests.reference import assert_jacobian_is_finite_differences
 
 SE_TOL = 4.0  # standard errors allowed where a mode claims exactness
 
@@ -205,17 +206,7 @@ def test_rg_eigenvalues_run_through_the_hermite_mode():
     params = net.init(jax.random.key(4), jnp.zeros(4))
     out = predict.rg_eigenvalues(net, params, order=4, mode="hermite")
     assert out.label == "hermite"
-
-    def mean_output(kappa):
-        return np.asarray(predict.clt_recursion_check(
-            net, params, np.asarray(kappa), order=4, mode="hermite").predicted.mean(0))
-    star, h = np.zeros(8), 1e-5
-    star[1] = 1.0
-    for m in range(4):
-        e = np.zeros(8)
-        e[m] = h
-        fd = (mean_output(star + e) - mean_output(star - e)) / (2 * h)
-        np.testing.assert_allclose(out.jacobian[:, m], fd, rtol=1e-5, atol=1e-8)
+    assert_jacobian_is_finite_differences(out, net, params, order=4, mode="hermite", rtol=1e-5)
 
 
 def test_cubic_correction_leaves_an_error_second_order_in_the_cubic():
