@@ -38,15 +38,13 @@ from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, Den
                                    MarginalCumulants, marginals, to_dense)
 
 __all__ = ["DEFAULT_DEGREE", "LIPSCHITZ", "BOUND_ORDERS", "law_quadrature", "hermite",
-           "taylor_residual", "residual_norms", "hermite_rule", "hermite_coefficients", "through_affine", "through_activation",
-           "cumulant_bound", "RANGES", "range_check", "MAX_SKEWNESS", "MAX_EXCESS_KURTOSIS",
+           "taylor_residual", "residual_norms", "hermite_rule", "hermite_coefficients",
+           "through_affine", "through_activation", "cumulant_bound", "RANGES", "range_check", "MAX_SKEWNESS", "MAX_EXCESS_KURTOSIS",
            "untrusted_where_far_from_gaussian"]
 
 #: Degree of the 'hermite' surrogate unless told.  The exact polynomial rule's cost grows
-#: steeply with degree: at output order 4, degree 2 has 144 partition classes and runs in
-#: about 1 ms (16 -> 16 -> 8 MLP), degree 3 has 6,884 and takes 0.3-0.8 s per call after a
-#: compile of about 15 s, but carries kappa_4 to within 0.03-0.14 standard units where
-#: degree 2 is off by 0.13-0.5 (benchmarks/RESULTS.md).
+#: steeply with degree (the classes of degree x order legs): degree 3 carries kappa_4 far
+#: better at a far higher cost (benchmarks/RESULTS.md, "Orders 3-4 through tanh and relu").
 DEFAULT_DEGREE = 2
 #: sup |phi'| of each non-polynomial activation: a residual entering a later activation
 #: grows by at most this factor (gelu: 1.129 at z = sqrt 2; silu: 1.0998).
@@ -57,8 +55,8 @@ LIPSCHITZ = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "softplus": 1.0, "gelu":
 RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 #: The residual norms are taken under each unit's Gaussian law; a pre-activation whose own
 #: law is skewed or heavy-tailed beyond these (standardised kappa_3 / kappa_2^(3/2), and
-#: kappa_4 / kappa_2^2) was measured to carry errors up to 20x the estimate (exponential
-#: and lognormal inputs over few sites: docs/science.md), so its estimate is not given.
+#: kappa_4 / kappa_2^2) was measured to carry errors above the estimate (exponential and
+#: lognormal inputs over few sites: tests/test_surrogate.py), so its estimate is not given.
 #: Light tails (negative excess kurtosis: uniform, Rademacher) kept within the estimate.
 MAX_SKEWNESS, MAX_EXCESS_KURTOSIS = 0.5, 1.0
 #: Cumulant orders that :func:`cumulant_bound` covers (higher ones are reported unbounded).
