@@ -79,23 +79,6 @@ def centre_coefficients(coeffs, mean):
     return jnp.stack(cols, -1)
 
 
-def _einsum(subs: str, arrays, memory_limit, what: str, flops: list | None = None):
-    """einsum along opt_einsum's greedy path, refusing paths whose largest intermediate
-    exceeds ``memory_limit`` bytes (checked at trace time, before anything is built).
-    flops: if given, the path's estimated cost is appended to it."""
-    path, info = opt_einsum.contract_path(subs, *[a.shape for a in arrays], shapes=True,
-                                          optimize="greedy")
-    if flops is not None:
-        flops.append(float(info.opt_cost))
-    need = int(info.largest_intermediate) * arrays[0].dtype.itemsize
-    if need > memory_limit:
-        raise CumulantMemoryError(
-            f"{what} needs an intermediate of about {need / 2 ** 30:.3g} GiB "
-            f"(einsum {subs}), above memory_limit={memory_limit / 2 ** 30:.3g} GiB; lower "
-            "the order or width, or raise memory_limit")
-    return jnp.einsum(subs, *arrays, optimize=path)
-
-
 def _symmetrise(t):
     """The mean of ``t`` over all permutations of its axes, as n(n-1)/2 transposes: every
     permutation is a transposition (i j) with i <= j after one fixing j, so the sum over
@@ -120,24 +103,47 @@ def _head(coeffs, q: int, i: int, readout):
     return [u, _OUT[i] + u], [coeffs[:, q], readout], u, _OUT[i]
 
 
-def _unit_tensor(state: FactorCumulants, coeffs, q: int, powers: tuple, readout, library,
-                 memory_limit, what):
+class _Contractions:
+    """The einsums of one :func:`polynomial` trace: each checked against ``memory_limit``
+    (:func:`_einsum`), their estimated costs collected in ``flops``, and the unit tensors
+    (:func:`_unit_tensor`) memoised, shared by every class and order.  ``what`` names the
+    cumulant being built, for the errors."""
+
+    def __init__(self, memory_limit):
+        self.memory_limit, self.what = memory_limit, ""
+        self.flops, self.unit_tensors = [], {}
+
+    def __call__(self, subs: str, arrays):
+        """einsum along opt_einsum's greedy path; refused (CumulantMemoryError) where the
+        path's largest intermediate exceeds ``memory_limit`` bytes, at trace time."""
+        path, info = opt_einsum.contract_path(subs, *[a.shape for a in arrays], shapes=True,
+                                              optimize="greedy")
+        self.flops.append(float(info.opt_cost))
+        need = int(info.largest_intermediate) * arrays[0].dtype.itemsize
+        if need > self.memory_limit:
+            raise CumulantMemoryError(
+                f"{self.what} needs an intermediate of about {need / 2 ** 30:.3g} GiB "
+                f"(einsum {subs}), above memory_limit={self.memory_limit / 2 ** 30:.3g} GiB; "
+                "lower the order or width, or raise memory_limit")
+        return jnp.einsum(subs, *arrays, optimize=path)
+
+
+def _unit_tensor(state: FactorCumulants, coeffs, q: int, powers: tuple, readout,
+                 ctx: _Contractions):
     """``T[out, s_1..s_r] = sum_a R[out, a] C[a, q] prod_j W[a, s_j]^powers[j]``: one factor
     with q legs spread over r blocks (sites), its unit summed out (cost H x S^r, never
-    H^n).  Memoised in ``library`` for the trace: every class and order reuses it."""
+    H^n).  Memoised in ``ctx`` for the trace."""
     key = (q, powers)
-    if key not in library:
+    if key not in ctx.unit_tensors:
         subs, arrays, unit, out = _head(coeffs, q, 0, readout)
         sites = _SITE[:len(powers)]
         subs += [unit + site for site in sites]
         arrays += [state.weight ** e for e in powers]
-        library[key] = _einsum(",".join(subs) + "->" + out + sites, arrays, memory_limit, what,
-                               library["flops"])
-    return library[key]
+        ctx.unit_tensors[key] = ctx(",".join(subs) + "->" + out + sites, arrays)
+    return ctx.unit_tensors[key]
 
 
-def _factor_group(state: FactorCumulants, coeffs, group, readout, library, memory_limit,
-                  what):
+def _factor_group(state: FactorCumulants, coeffs, group, readout, ctx: _Contractions):
     """One group of classes (:func:`partitions.class_groups`) on a factor state, batched
     over its K classes on a leading axis k: factor i is a unit tensor of the blocks it
     touches (:func:`_unit_tensor`, stacked over k where the classes differ), each block
@@ -147,7 +153,7 @@ def _factor_group(state: FactorCumulants, coeffs, group, readout, library, memor
     for i in range(n):
         blocks = [j for j in range(m) if group.incidence[j][i]]
         tensors = [_unit_tensor(state, coeffs, int(q), tuple(int(e) for e in legs[blocks, i]),
-                                readout, library, memory_limit, what)
+                                readout, ctx)
                    for q, legs in zip(group.q[:, i], group.legs)]
         out = _OUT[i] if readout is not None else _UNIT[i]
         sites = "".join(_SITE[j] for j in blocks)
@@ -164,38 +170,31 @@ def _factor_group(state: FactorCumulants, coeffs, group, readout, library, memor
             ops.append(("k" + _SITE[j], state.kappa[:, order].T))
     ops.append(("k", jnp.asarray(group.weight, coeffs.dtype)))
     subs, arrays = zip(*ops)
-    return _einsum(",".join(subs) + "->" + out_sub, arrays, memory_limit, what,
-                   library["flops"])
+    return ctx(",".join(subs) + "->" + out_sub, arrays)
 
 
-def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, memory_limit, what,
-                 flops):
+def _dense_class(state: DenseCumulants, coeffs, blocks, q, readout, ctx: _Contractions):
     """One class on a dense state: each block's G_|B| with its legs' unit letters."""
     heads = [_head(coeffs, int(qi), i, readout) for i, qi in enumerate(q)]
     ops = [(sub, arr) for subs, arrays, _, _ in heads for sub, arr in zip(subs, arrays)]
     ops += [("".join(heads[i][2] * int(c) for i, c in enumerate(v)),
              state.tensors[int(sum(v)) - 1]) for v in blocks]
     subs, arrays = zip(*ops)
-    return _einsum(",".join(subs) + "->" + "".join(h[3] for h in heads), arrays,
-                   memory_limit, what, flops)
+    return ctx(",".join(subs) + "->" + "".join(h[3] for h in heads), arrays)
 
 
-def _order_n(state: State, coeffs, n: int, readout, library, memory_limit):
+def _order_n(state: State, coeffs, n: int, readout, ctx: _Contractions):
     """G_n of ``y`` (or of ``readout @ y``) without the constant: the symmetrisation of
-    the weighted class terms of :func:`partitions.class_groups`; None if no class.
-    library: the trace's unit tensors (:func:`_unit_tensor`), shared across orders, and
-    under "flops" the estimated cost of every contraction so far."""
+    the weighted class terms of :func:`partitions.class_groups`; None if no class."""
     deg = coeffs.shape[-1] - 1
-    what = (f"cumulant order={n} at width={state.width} (degree {deg} activation, "
-            f"input order {state.order})")
+    ctx.what = (f"cumulant order={n} at width={state.width} (degree {deg} activation, "
+                f"input order {state.order})")
     total = None
     for group in class_groups(deg, n, state.order):
         if isinstance(state, FactorCumulants):
-            terms = [_factor_group(state, coeffs, group, readout, library, memory_limit,
-                                   what)]
+            terms = [_factor_group(state, coeffs, group, readout, ctx)]
         else:
-            terms = [w * _dense_class(state, coeffs, blocks, q, readout, memory_limit, what,
-                                      library["flops"])
+            terms = [w * _dense_class(state, coeffs, blocks, q, readout, ctx)
                      for blocks, q, w in zip(group.legs, group.q, group.weight)]
         for term in terms:
             total = term if total is None else total + term
@@ -243,21 +242,21 @@ def polynomial(state: State, coeffs, order: int, readout=None,
         return _unit_polynomial(state, coeffs, order)
     width = coeffs.shape[0] if readout is None else readout.shape[0]
     check_memory(width, order, memory_limit)
-    tensors, library = [], {"flops": []}
+    tensors, ctx = [], _Contractions(memory_limit)
     for n in range(1, order + 1):
-        total = _order_n(state, coeffs, n, readout, library, memory_limit)
+        total = _order_n(state, coeffs, n, readout, ctx)
         if total is None:
             total = jnp.zeros((width,) * n, coeffs.dtype)
         if n == 1:
             mean0 = coeffs[:, 0] if readout is None else readout @ coeffs[:, 0]
             total = total + mean0  # the constant coefficient enters the mean only
         tensors.append(total)
-    cost = sum(library["flops"])
+    cost = sum(ctx.flops)
     if cost > flop_limit:
         raise CumulantCostError(
             f"cumulant orders 1..{order} through a degree-{coeffs.shape[-1] - 1} activation at "
             f"width={state.width} (input order {state.order}) would cost about {cost:.3g} "
-            f"floating-point operations in {len(library['flops'])} contractions, above "
+            f"floating-point operations in {len(ctx.flops)} contractions, above "
             f"flop_limit={flop_limit:.3g}; lower the order, internal_order or width, or raise "
             "flop_limit")
     return DenseCumulants(tuple(tensors))
