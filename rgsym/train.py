@@ -399,19 +399,12 @@ def make_train(cfg, validate: bool = True) -> Trainer:
             grads = jax.tree.map(lambda g: jnp.where(ok, g, jnp.zeros_like(g)), grads)
             direction, opt_state = tx.update(grads, opt_state, params)
             lr = jnp.where(ok, hp.lr, jnp.zeros_like(hp.lr))
-
-            def move(p, d):
-                q = (p - lr * d).astype(p.dtype)
-                finite = jnp.isfinite(q)
-                return jnp.where(finite, q, p), jnp.all(finite)
-
-            moved = jax.tree.map(move, params, direction)
-            params = jax.tree.map(lambda m: m[0], moved, is_leaf=lambda m: isinstance(m, tuple))
             # A non-finite step (a NaN or inf made inside the optimiser's update, or an
-            # overflow) diverges the seed at this step; its finite elements moved, the
-            # others held.  The reduction reads the select's own mask (one fused pass).
-            finite = [m[1] for m in jax.tree.leaves(moved, is_leaf=lambda m: isinstance(m, tuple))]
-            ok = ok & jnp.all(jnp.stack(finite))
+            # overflow) diverges the seed at this step: its finite elements move, the
+            # others are held (XLA fuses the finiteness test, the select and the reduction).
+            moved = jax.tree.map(lambda p, d: (p - lr * d).astype(p.dtype), params, direction)
+            params = jax.tree.map(lambda q, p: jnp.where(jnp.isfinite(q), q, p), moved, params)
+            ok = ok & _all_finite(moved)
             div_step = jnp.where((div_step < 0) & ~ok, t, div_step).astype(jnp.int32)
             return (params, opt_state, div_step), mse
 
