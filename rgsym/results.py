@@ -392,12 +392,12 @@ def load_run(run_dir) -> RunRecord:
     path = Path(run_dir)
     if not (path / "config.json").exists():
         raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
-    config = json.loads((path / "config.json").read_text())
+    config = _read_json(path / "config.json")
     names = tuple(n for n, _ in train_lib.variant_configs(ml_collections.ConfigDict(config)))
-    summaries = {n: json.loads((path / "variants" / n / "summary.json").read_text())
+    summaries = {n: _read_json(path / "variants" / n / "summary.json")
                  for n in names if (path / "variants" / n / "DONE").exists()}
     env = path / "environment.json"
-    return RunRecord(path, config, json.loads(env.read_text()) if env.exists() else {},
+    return RunRecord(path, config, _read_json(env) if env.exists() else {},
                      names, summaries)
 
 
@@ -770,7 +770,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         if writer:
             if not (vdir / "DONE").exists():
                 _finalise_variant(vdir, name)
-            summaries[name] = json.loads((vdir / "summary.json").read_text())
+            summaries[name] = _read_json(vdir / "summary.json")
     bar.close()
     if writer:
         table = summary_table(summaries)
