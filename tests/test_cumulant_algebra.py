@@ -222,3 +222,20 @@ def test_costly_contractions_are_refused_before_they_run():
         propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e5)
     out = propagate(net, p, distributions.get("uniform"), order=4, flop_limit=1e9)
     assert out.labels[-1] == "exact"
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(flop_limit=np.float64(0.0)), "flop_limit=0.0 is not valid"),
+    (dict(flop_limit=jnp.array(1e9)), "flop_limit=.* must be a finite real"),
+    (dict(memory_limit="big"), "memory_limit='big' is not valid"),
+    (dict(joint="yes"), "joint='yes' is not valid: it must be True or False"),
+    (dict(every_layer=1), "every_layer=1 is not valid"),
+])
+def test_propagation_limits_and_flags_are_checked_by_name(kw, message):
+    """Before, a traced flop_limit failed deep in jax.jit (an unhashable static argument),
+    a string memory_limit in a comparison, and joint='yes' ran as True."""
+    net = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4, depth=1,
+                     sites=4, dtype="float64"))
+    p = net.init(jax.random.key(0), jnp.zeros(4))
+    with pytest.raises(ValueError, match=message):
+        propagate(net, p, distributions.get("uniform"), order=2, **kw)

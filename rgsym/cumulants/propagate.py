@@ -74,7 +74,8 @@ class Propagation:
 
 
 def _batched_marginals(state: State, order: int | None):
-    """:func:`state.marginals` mapped over any leading (batch) axes of ``state``."""
+    """:func:`~rgsym.cumulants.state.marginals` mapped over the leading (batch) axes of
+    ``state``, e.g. the seed axis of a :func:`propagate_many` result."""
     if isinstance(state, FactorCumulants):
         extra = state.weight.ndim - 2
     elif isinstance(state, DenseCumulants):
@@ -316,6 +317,11 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     """
     validation.choice("mode", mode, MODES)
     degree = validation.integer("degree", degree, 1)
+    memory_limit = validation.real("memory_limit", memory_limit, positive=True)
+    flop_limit = validation.real("flop_limit", flop_limit, positive=True)
+    for name, flag in (("every_layer", every_layer), ("joint", joint)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name}={flag!r} is not valid: it must be True or False")
     chain = tuple(chain)
     _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
     kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
