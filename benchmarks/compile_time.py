@@ -59,11 +59,11 @@ def machine() -> str:
 def default_variants():
     import importlib.util
 
-    from rgsym import train
+    from rgsym import config
     spec = importlib.util.spec_from_file_location("default_config", CONFIG)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return train.variant_configs(module.get_config())
+    return config.variant_configs(module.get_config())
 
 
 class CompileEvents:

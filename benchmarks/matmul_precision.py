@@ -17,7 +17,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from rgsym import cli, train
+from rgsym import cli, config, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 256, "Seeds per sweep.")
@@ -31,7 +31,7 @@ PROBLEMS = {  # name: (model overrides, lattice sites)
 
 
 def config(model: dict, sites: int, precision: str):
-    c = train.base_config()
+    c = config.base_config()
     c.num_seeds, c.matmul_precision = FLAGS.seeds, precision
     c.lattice.sites = sites
     c.eval.flow_steps = 1

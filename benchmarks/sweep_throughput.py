@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import cli, data, distributions, models, train
+from rgsym import cli, config, data, distributions, models, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "16", "64", "256", "1024", "8192"], "Sweep sizes S.")
@@ -50,7 +50,7 @@ N, B, WIDTH, DEPTH, BATCH, LR = 16, 2, 64, 2, 256, 1e-3
 
 
 def reference_config(seeds: int):
-    c = train.base_config()
+    c = config.base_config()
     c.num_seeds = seeds
     c.lattice.sites, c.lattice.b = N, B
     c.data.batch = BATCH
@@ -82,7 +82,7 @@ def rgsym_sweep(seeds: int):
 
 def _bare_step():
     """The reference training step alone: in-graph data, MSE, Adam; no metrics or guard."""
-    model = models.build(train.model_config(reference_config(1)))
+    model = models.build(config.model_config(reference_config(1)))
     dist = distributions.get("uniform", standardised=True)
     tx = optax.adam(LR)
 

@@ -8,5 +8,5 @@ from rgsym import clt, distributions
 
 __version__ = "0.1.0"
 # The public modules.
-__all__ = ["atomic", "cli", "clt", "compile_cache", "cumulants", "data", "distributions", "flow_check",
+__all__ = ["atomic", "cli", "clt", "compile_cache", "config", "cumulants", "data", "distributions", "flow_check",
            "metrics", "models", "plotting", "reprs", "results", "train", "validation"]

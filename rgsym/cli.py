@@ -87,7 +87,8 @@ def run(main) -> None:
 def _define_sweep_flags() -> None:
     config_flags.DEFINE_config_file(
         "config", None, "Sweep config file (experiments/configs/*.py); override any field "
-        "with --config.<section>.<field>=<value>.", lock_config=True)
+        "with --config.<section>.<field>=<value> (rgsym-config FILE lists every field with "
+        "its doc).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory (created, or resumed when it exists).")
     flags.DEFINE_bool("progress", True, "Show a progress bar with ETA over variants and chunks.")
     flags.DEFINE_bool("allow_version_change", False, "Resume a run directory written under "
@@ -111,9 +112,15 @@ def _sweep_main(argv) -> None:
     del argv
     import jax
 
-    from rgsym import results, train
+    from rgsym import config, results, train
 
     cfg = _loaded_config()
+    overridden = [a[len("--config."):].split("=")[0] for a in sys.argv[1:]
+                  if a.startswith("--config.")]
+    for field in config.shadowed_fields(cfg, overridden):
+        sys.exit(f"error: --config.{field}: every variant of this config sets its own "
+                 f"'{field.split('.')[-1]}', so the override would reach none of them; change "
+                 "the variants in the config file instead")
     train.split_host_cpu(FLAGS.cpu_devices)
     if cfg.multihost:
         # CPU processes exchange the gathered results through gloo (accelerators: their own)

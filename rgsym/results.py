@@ -52,6 +52,7 @@ from rgsym import compile_cache, models
 from rgsym.atomic import (KILL_AT_ENV, atomic_savez, atomic_write_bytes,  # noqa: F401
                           atomic_write_json, atomic_write_text, kill_point, load_npz)
 from rgsym import metrics as metrics_lib
+from rgsym import config as config_lib
 from rgsym import train as train_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atomic_write_bytes", "atomic_write_text",
@@ -393,7 +394,7 @@ def load_run(run_dir) -> RunRecord:
     if not (path / "config.json").exists():
         raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
     config = _read_json(path / "config.json")
-    names = tuple(n for n, _ in train_lib.variant_configs(ml_collections.ConfigDict(config)))
+    names = tuple(n for n, _ in config_lib.variant_configs(ml_collections.ConfigDict(config)))
     summaries = {n: _read_json(path / "variants" / n / "summary.json")
                  for n in names if (path / "variants" / n / "DONE").exists()}
     env = path / "environment.json"
@@ -644,13 +645,13 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
     """Everything that refuses a run before anything is compiled.
 
     Args:
-      cfg: a whole run config (``rgsym.train.base_config`` with overrides and variants).
+      cfg: a whole run config (``rgsym.config.base_config`` with overrides and variants).
       workdir: the run directory; where it already holds a run, that run's config and the
         versions (:data:`RESUME_VERSION_KEYS`) of every session that wrote to it.
       allow_version_change: resume a run written under other versions anyway.
 
     Raises:
-      ValueError: naming the field, for a config that ``rgsym.train.validate_config``
+      ValueError: naming the field, for a config that ``rgsym.config.validate_config``
         refuses, a ``workdir`` holding a run of another config, or one written under other
         rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
         With many processes (``jax.process_count() > 1``) a collective: process 0 alone
@@ -661,7 +662,7 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
     many = jax.distributed.is_initialized() and jax.process_count() > 1
     error = None
     try:
-        train_lib.validate_config(cfg)
+        config_lib.validate_config(cfg)
         if not many or jax.process_index() == 0:  # the writer alone needs the run directory
             _check_resume(Path(workdir) / "config.json", cfg)
             _check_versions(_sessions(Path(workdir) / "environment.json"),
@@ -732,7 +733,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
 
     check(cfg, workdir, allow_version_change=allow_version_change)
     cache_dir = compile_cache.enable(cfg.compile_cache)
-    variants = train_lib.variant_configs(cfg)
+    variants = config_lib.variant_configs(cfg)
     workdir = Path(workdir)
     writer = jax.process_index() == 0
     if writer:

@@ -29,235 +29,20 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import compile_cache, data, distributions, models, validation
+from rgsym import data, distributions, models, validation
+from rgsym.config import fail, model_config, validate_config
 from rgsym import metrics as metrics_lib
 
 __all__ = [
     "HParams",
     "Trainer",
     "Sweep",
-    "base_config",
-    "validate_config",
-    "variant_configs",
-    "model_config",
     "make_train",
     "make_sweep",
     "sweep",
     "seed_chunks",
     "compiler_options",
 ]
-
-# Model-zoo fields that other sections own (one source of truth).
-_OWNED = models.spec.RUN_CONFIG_FIELDS
-_OPTIMIZERS = ("adam", "adamw", "sgd")
-_SCHEDULES = ("constant", "cosine", "warmup_cosine")
-_PRECISIONS = ("default", "highest")
-_OPT_LEVELS = ("auto", "xla", "0", "1", "2", "3")
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """Every config field with its default; config files start from this (the schema)."""
-    c = ml_collections.ConfigDict()
-    c.name = "sweep"
-    c.seed = 0                  # first seed; seeds are seed .. seed + num_seeds - 1
-    c.num_seeds = 8
-    c.chunk_size = 0            # seeds per compiled call (memory bound); 0 = all at once
-    c.num_devices = 0           # devices the seed axis is sharded over; 0 = all local
-    c.multihost = False         # call jax.distributed.initialize() and shard over hosts
-    c.dtype = "float32"
-    c.matmul_precision = "default"   # 'highest' avoids TF32 on GPUs (exact-map science)
-    # JAX's persistent compilation cache (an execution setting: results never depend on it,
-    # so resuming with another value is allowed): 'auto' = ~/.cache/rgsym/jax, '' = off
-    c.compile_cache = "auto"
-    # XLA's backend (LLVM) optimisation level for the sweep program: 'auto' = 1 on CPUs (it
-    # compiles a sweep program ~40% faster than XLA's default and runs it as fast,
-    # benchmarks/RESULTS.md), XLA's default elsewhere; 'xla' = XLA's default; or '0'..'3'.
-    # Results may differ from another level in the last bits (other instruction selection).
-    c.backend_opt_level = "auto"
-    c.lattice = ml_collections.ConfigDict(dict(dim=1, sites=16, b=2))
-    c.data = ml_collections.ConfigDict(dict(family="uniform", batch=256))
-    c.model = ml_collections.ConfigDict(dict(
-        family="mlp", symmetry="none", activation="tanh", width=64, depth=2, alpha=0.1,
-        init_scale=1.0, soft_symmetry=ml_collections.config_dict.placeholder(str),
-        symmetry_strength=0.0, pooling="sum", boundary="periodic", block_edges=False,
-        use_bias=True))
-    c.optim = ml_collections.ConfigDict(dict(
-        optimizer="adam", lr=1e-3, schedule="constant", warmup_steps=0, steps=500,
-        weight_decay=0.0, momentum=0.0, grad_clip=0.0))
-    c.eval = ml_collections.ConfigDict(dict(
-        every=100,              # steps between in-scan evaluations (must divide steps)
-        batch=1024,             # samples per evaluation set at the end of training
-        curve_batch=256,        # samples per evaluation set during training
-        families=(),            # OOD families (standardised); () = all with finite kappa_4
-        scales=(0.5, 2.0),      # the training family at other scales
-        flow_steps=2,           # k-step iterated flow error (iterable models)
-        seed=12345))            # evaluation data is common to every seed and variant
-    # Model variants of the sweep: each a dict of overrides; plain keys name model fields
-    # (else top-level ones, e.g. chunk_size), dotted keys ('optim.lr') any field.  () = the
-    # base config alone.
-    c.variants = ()
-    return c
-
-
-# ------------------------------------------------------------------------------------------
-# Validation: every check runs before anything is traced and names the offending field.
-
-def _fail(field: str, value, why: str):
-    raise ValueError(f"config field '{field}'={value!r} is not valid: {why}")
-
-
-def _check_keys(cfg, schema, prefix=""):
-    for k in cfg.keys():
-        if k not in schema:
-            raise ValueError(f"config field '{prefix}{k}' is unknown; known fields here: "
-                             f"{', '.join(sorted(schema.keys()))}")
-        if isinstance(schema[k], ml_collections.ConfigDict):
-            if not isinstance(cfg[k], (ml_collections.ConfigDict, Mapping)):
-                _fail(prefix + k, cfg[k], "it must be a section (a dict of fields)")
-            _check_keys(cfg[k], schema[k], f"{prefix}{k}.")
-
-
-def _int(cfg, field, low):
-    return validation.integer(f"config field '{field}'", _get(cfg, field), low)
-
-
-def _real(cfg, field, positive=False):
-    return validation.real(f"config field '{field}'", _get(cfg, field), positive=positive,
-                           low=None if positive else 0.0)
-
-
-def _choice(cfg, field, options):
-    return validation.choice(f"config field '{field}'", _get(cfg, field), options)
-
-
-def _get(cfg, field):
-    for part in field.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
-def validate_config(cfg) -> None:
-    """Checks a (variant-free or full) config; raises ValueError naming the field.
-
-    Runs in Python before any tracing: unknown keys, negative steps/seeds, lattices or
-    batches that do not fit, unknown families, and every model variant's build.
-    """
-    _check_keys(cfg, base_config())
-    _int(cfg, "seed", 0)
-    _int(cfg, "num_seeds", 1)
-    _int(cfg, "chunk_size", 0)
-    if _int(cfg, "num_devices", 0):  # (only then are the devices looked up)
-        available = len(jax.devices() if cfg.multihost else jax.local_devices())
-        if cfg.num_devices > available:
-            _fail("num_devices", cfg.num_devices, f"only {available} devices are available")
-    _choice(cfg, "dtype", models.spec.DTYPES)
-    _choice(cfg, "matmul_precision", _PRECISIONS)
-    try:
-        compile_cache.resolve(cfg.compile_cache)
-    except ValueError as e:
-        _fail("compile_cache", cfg.compile_cache, str(e).split(": ", 1)[1])
-    _choice(cfg, "backend_opt_level", _OPT_LEVELS)
-    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
-        _fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (experiments/sweep.py sets it)")
-    _choice(cfg, "lattice.dim", (1, 2))
-    b = _int(cfg, "lattice.b", 2)
-    sites = _int(cfg, "lattice.sites", 1)
-    if sites % b:
-        _fail("lattice.sites", sites, f"a lattice side must be a multiple of lattice.b={b}")
-    _int(cfg, "data.batch", 1)
-    fam = _choice(cfg, "data.family", distributions.names())
-    if distributions.get(fam).max_order < 2:
-        _fail("data.family", fam, "training needs a family with finite variance")
-    _choice(cfg, "optim.optimizer", _OPTIMIZERS)
-    _choice(cfg, "optim.schedule", _SCHEDULES)
-    steps = _int(cfg, "optim.steps", 1)
-    _int(cfg, "optim.warmup_steps", 0)
-    if cfg.optim.warmup_steps > steps:
-        _fail("optim.warmup_steps", cfg.optim.warmup_steps, f"it exceeds optim.steps={steps}")
-    _real(cfg, "optim.lr", positive=True)
-    for f in ("weight_decay", "momentum", "grad_clip"):
-        _real(cfg, "optim." + f)
-    every = _int(cfg, "eval.every", 1)
-    if steps % every:
-        _fail("eval.every", every, f"it must divide optim.steps={steps}")
-    # k-statistics to order ORDERS need more than ORDERS samples
-    batch = _int(cfg, "eval.batch", metrics_lib.ORDERS + 1)
-    curve = _int(cfg, "eval.curve_batch", metrics_lib.ORDERS + 1)
-    if curve > batch:
-        _fail("eval.curve_batch", curve, f"curves use a slice of eval.batch={batch} samples")
-    _int(cfg, "eval.seed", 0)
-    for f in cfg.eval.families:
-        if f not in distributions.names():
-            _fail("eval.families", f, f"unknown family; known: {', '.join(distributions.names())}")
-        if f not in metrics_lib.default_families():
-            _fail("eval.families", f, f"its kappa_{metrics_lib.ORDERS} diverges, so cumulant "
-                                      "errors do not exist")
-    for s in cfg.eval.scales:
-        validation.real("config field 'eval.scales' entry", s, positive=True)
-    if len(set(cfg.eval.scales)) != len(cfg.eval.scales):
-        _fail("eval.scales", cfg.eval.scales, "a scale listed twice would name two metrics alike")
-    k = _int(cfg, "eval.flow_steps", 1)
-    if sites % b ** k:
-        _fail("eval.flow_steps", k, f"lattice.sites={sites} must be a multiple of "
-                                    f"lattice.b**flow_steps={b ** k}")
-    if not isinstance(cfg.variants, (tuple, list)):
-        _fail("variants", cfg.variants, "it must be a list of dicts of overrides")
-    for i, v in enumerate(cfg.variants):
-        if not isinstance(v, Mapping):
-            _fail(f"variants[{i}]", v, "each variant is a dict of overrides")
-    if not cfg.variants:
-        try:
-            models.build(model_config(cfg))
-        except ValueError as e:
-            raise ValueError(f"config section 'model': {e}") from None
-    for name, vcfg in variant_configs(cfg) if cfg.variants else ():
-        try:
-            validate_config(vcfg)
-        except ValueError as e:
-            raise ValueError(f"variant {name!r}: {e}") from None
-
-
-def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
-    """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared);
-    unchecked: :func:`validate_config` checks every variant of a whole config."""
-    out = []
-    for i, overrides in enumerate(cfg.variants or ({},)):
-        v = ml_collections.ConfigDict(cfg.to_dict())
-        v.variants = ()
-        for key, value in dict(overrides).items():
-            field = key if "." in key or key not in cfg.model else f"model.{key}"
-            *path, leaf = field.split(".")
-            try:
-                section = _get(v, ".".join(path)) if path else v
-                if leaf not in section:
-                    raise KeyError(leaf)
-            except KeyError:
-                raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
-                                 "not a config field") from None
-            section[leaf] = value
-        out.append((variant_name(v, overrides), v))
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        _fail("variants", names, "two variants resolve to the same name")
-    return out
-
-
-def variant_name(cfg, overrides: Mapping = ()) -> str:
-    """``family-symmetry-activation`` plus any other override, filesystem-safe."""
-    m = cfg.model
-    parts = [m.family, m.symmetry, m.activation]
-    for k, v in dict(overrides).items():
-        if k not in ("family", "symmetry", "activation"):
-            parts.append(f"{k.split('.')[-1]}={v}")
-    return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
-
-
-def model_config(cfg) -> dict:
-    """The model zoo's config: the model section plus the lattice fields and dtype."""
-    out = dict(cfg.model.to_dict())
-    out.update({k: _get(cfg, field) for k, field in _OWNED.items()})
-    return out
-
 
 # ------------------------------------------------------------------------------------------
 # The run as a pure function.
@@ -330,7 +115,8 @@ def make_train(cfg, validate: bool = True) -> Trainer:
     if validate:
         validate_config(cfg)
     if cfg.variants:
-        _fail("variants", cfg.variants, "make_train takes one variant: use variant_configs")
+        fail("variants", cfg.variants, "make_train takes one variant: use "
+             "rgsym.config.variant_configs")
     dtype = jnp.dtype(cfg.dtype)
     model = models.build(model_config(cfg))
     lat, o = cfg.lattice, cfg.optim

@@ -14,6 +14,9 @@ CONFIG = f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}"
     ([CONFIG, "--config.model.width=-3"],
      "error: variant 'mlp-none-tanh': config section 'model': width=-3 is not valid"),
     ([CONFIG, "--config.model.width=abc"], "error: flag --config.model.width=abc"),
+    # every variant of test.py sets its activation: the base value would reach none
+    ([CONFIG, "--config.model.activation=tnah"],
+     "error: --config.model.activation: every variant of this config sets its own"),
     (["--config=experiments/configs/nope.py"],
      "error: --config=experiments/configs/nope.py: cannot be loaded: [Errno 2]"),
 ])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgsym import clt, cumulants, distributions as D, metrics, models, train
+from rgsym import clt, config, cumulants, distributions as D, metrics, models, train
 from rgsym.cumulants import rules
 from rgsym.cumulants.state import DenseCumulants
 from rgsym.models.activations import KINKS, activation_fn
@@ -144,7 +144,7 @@ def test_evaluation_data_cache_never_serves_a_re_registered_family():
             lambda k, s, dt: jax.random.uniform(jax.random.fold_in(k, stream), s, dt, -1.0, 1.0),
             lambda n: np.array([0.0, 1 / 3, 0.0, -2 / 15, 0.0, 16 / 63, 0.0, -16 / 15])[:n])
 
-    cfg = train.base_config()
+    cfg = config.base_config()
     cfg.lattice.sites, cfg.eval.batch, cfg.eval.curve_batch = 4, 64, 64
     cfg.eval.families, cfg.eval.scales = ("gaussian",), ()
     cfg.data.family = "edgecase"

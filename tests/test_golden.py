@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rgsym import train
+from rgsym import config, train
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "test_config_metrics.json"
@@ -41,9 +41,9 @@ def _metrics() -> dict:
     """``{variant: {'seeds', 'diverged', 'final/<name>', 'curves/<name>'}}`` as lists, the
     seeds run chunk by chunk as experiments/sweep.py does."""
     cfg = _test_config()
-    train.validate_config(cfg)
+    config.validate_config(cfg)
     out = {}
-    for name, vcfg in train.variant_configs(cfg):
+    for name, vcfg in config.variant_configs(cfg):
         sw = train.make_sweep(vcfg, validate=False)
         chunks = [sw.run_chunk(seeds)[1] for seeds in train.seed_chunks(vcfg)]
         m = {k: np.concatenate([c[k] for c in chunks]) for k in ("diverged", "diverged_step")}

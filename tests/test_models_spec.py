@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from rgsym import models, validation
+from rgsym import config, models, validation
 from rgsym.models import activations
 from rgsym.models.spec import spec_from_config
 
@@ -170,9 +170,9 @@ def test_lattice_shape_must_be_a_tuple_of_sides():
 
 def test_a_run_config_of_one_variant_builds_its_model_and_one_with_variants_is_refused():
     from rgsym import train
-    cfg = train.base_config()
+    cfg = config.base_config()
     cfg.lattice.sites, cfg.model.width = 8, 5
-    assert spec_from_config(cfg) == spec_from_config(train.model_config(cfg))
+    assert spec_from_config(cfg) == spec_from_config(config.model_config(cfg))
     assert spec_from_config(cfg.to_dict()).sites == 8  # a saved config.json (a dict)
     cfg.variants = (dict(width=3),)
     with pytest.raises(ValueError, match="holds 1 variants: build one variant's config"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from rgsym import cumulants, distributions, metrics, models, results, train
+from rgsym import config, cumulants, distributions, metrics, models, results, train
 from tests.test_sweep import assert_same_params
 from tests.test_train import tiny
 
@@ -172,7 +172,7 @@ def _captured_run(cfg, work, monkeypatch):
 
     def capturing(vcfg, *a, **k):
         sw = make_sweep(vcfg, *a, **k)
-        name = train.variant_name(vcfg, {"family": 0})  # family-symmetry-activation
+        name = config.variant_name(vcfg, {"family": 0})  # family-symmetry-activation
 
         def run_chunk(seeds, *r):
             out = sw.run_chunk(seeds, *r)
@@ -411,8 +411,8 @@ def test_check_starts_no_jax_backend_so_the_cpu_may_still_be_split(tmp_path):
     backend (which would fix the device count)."""
     import subprocess
     import sys
-    code = ("import jax; from jax._src import xla_bridge; from rgsym import results, train; "
-            "c = train.base_config(); c.num_seeds = 2; "
+    code = ("import jax; from jax._src import xla_bridge; from rgsym import config, results, train; "
+            "c = config.base_config(); c.num_seeds = 2; "
             f"results.check(c, {str(tmp_path / 'run')!r}); "
             "assert not xla_bridge.backends_are_initialized(); "
             "train.split_host_cpu(3); assert jax.device_count() == 3, jax.devices()")

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from rgsym import metrics, results, train
+from rgsym import config, metrics, results, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
@@ -249,8 +249,9 @@ def test_the_refusal_check_fails_when_something_compiles_first():
 
 
 @pytest.mark.parametrize("edit, field", [
-    (lambda c: setattr(c, "bogus", 1), "bogus"),
-    (lambda c: setattr(c.model, "widht", 3), "model.widht"),
+    # (base_config is locked against new keys; an unlocked copy reaches validation)
+    (lambda c: (c.unlock(), setattr(c, "bogus", 1)), "bogus"),
+    (lambda c: (c.unlock(), setattr(c.model, "widht", 3)), "model.widht"),
     (lambda c: setattr(c.optim, "steps", -5), "optim.steps"),
     (lambda c: setattr(c, "num_seeds", -1), "num_seeds"),
     (lambda c: setattr(c, "seed", -3), "seed"),
@@ -273,7 +274,7 @@ def test_bad_config_fails_before_compilation_naming_the_field(edit, field, tmp_p
     cfg = tiny()
     edit(cfg)
     if field is None:  # student_t(df=5) has kappa_4: a valid config
-        train.validate_config(cfg)
+        config.validate_config(cfg)
         return
     with _refused_before_compiling(re.escape(field)):
         train.make_sweep(cfg)

@@ -4,7 +4,7 @@ Every variant learns the 1-D block map (N = 16, b = 2) from standardised uniform
 and is judged on every family with finite kappa_4 and at other scales.  Sized to finish in
 a few minutes on 2 CPU cores (compilation dominates: one program per variant).
 """
-from rgsym.train import base_config
+from rgsym.config import base_config
 
 _MLP = [("none", "identity"), ("none", "quadratic"), ("none", "tanh"), ("none", "relu"),
         ("tied_hidden", "quadratic"), ("tied_hidden", "tanh"),

@@ -6,7 +6,7 @@ chunk_size bounds device memory (seeds x batch x width activations per chunk); t
 seed axis of each chunk is sharded over every local device (and over hosts with
 --config.multihost=True after jax.distributed.initialize).
 """
-from rgsym.train import base_config
+from rgsym.config import base_config
 
 _MLP_SYMMETRIES = ("none", "block_local", "block_permutation", "tied_hidden", "odd",
                    "nonnegative", "symmetric_weights")

@@ -1,5 +1,5 @@
 """Tiny sweep for the end-to-end test: 2 MLP variants x 4 seeds in 2 chunks, 40 steps."""
-from rgsym.train import base_config
+from rgsym.config import base_config
 
 
 def get_config():

@@ -24,7 +24,7 @@ SOFT_SYMMETRIES = ("block_local", "block_permutation", "tied_hidden", "odd", "no
                    "symmetric_weights")
 POOLINGS = ("sum", "mean", "learned")
 DTYPES = ("float32", "float64")
-# ModelSpec fields that a run config (rgsym.train.base_config) keeps outside its model
+# ModelSpec fields that a run config (rgsym.config.base_config) keeps outside its model
 # section: spec field -> dotted run-config field.
 RUN_CONFIG_FIELDS = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "lattice.b",
                      "dtype": "dtype"}
@@ -182,7 +182,7 @@ def _from_run_config(cfg: Mapping) -> dict:
     """The model section of a one-variant run config plus the fields other sections own."""
     if cfg.get("variants"):
         raise ValueError(f"cfg holds {len(cfg['variants'])} variants: build one variant's "
-                         "config (rgsym.train.variant_configs resolves them)")
+                         "config (rgsym.config.variant_configs resolves them)")
     out = dict(cfg["model"])
     for key, field in RUN_CONFIG_FIELDS.items():
         value = cfg

@@ -1,0 +1,409 @@
+"""The run config: one schema with a one-line doc per field, its validation, variants and grids.
+
+    from rgsym.config import base_config, grid
+    c = base_config()                                  # every field, with its default
+    c.optim.steps = 2000
+    c.variants = grid(symmetry=("none", "tied_hidden"), activation=("quadratic", "tanh"))
+    validate_config(c)                                 # ValueError naming the field
+
+``python -m rgsym.config [config_file]`` (or ``rgsym-config``) lists every field with its
+value and doc.  A sweep's variants are dicts of overrides: a plain key names a model field
+(``width``), a dotted key any field (``optim.lr``).  :func:`grid` (Cartesian product) and
+:func:`zipped` (axes varied together) build them; :func:`product` combines such lists, in the
+style of flax's hyper-parameter sweeps.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Any, Iterable, Mapping, Sequence
+
+import ml_collections
+
+from rgsym import compile_cache, distributions, models, validation
+
+__all__ = ["base_config", "describe", "validate_config", "variant_configs", "variant_name",
+           "model_config", "shadowed_fields", "grid", "zipped", "product", "fail", "OPTIMIZERS", "SCHEDULES",
+           "PRECISIONS", "OPT_LEVELS"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+PRECISIONS = ("default", "highest")
+OPT_LEVELS = ("auto", "xla", "0", "1", "2", "3")
+# Model-zoo fields that other sections own (one source of truth).
+_OWNED = models.spec.RUN_CONFIG_FIELDS
+_ORDERS = 4  # k-statistics to kappa_4 (rgsym.metrics.ORDERS) need more samples than this
+
+_PLACEHOLDER_STR = ml_collections.config_dict.placeholder(str)
+
+# (dotted field, default, doc): the schema.  base_config builds the ConfigDict from it and
+# describe() prints it, so a field's default and its doc live on one line.
+SCHEMA: tuple[tuple[str, Any, str], ...] = (
+    ("name", "sweep", "run name, shown in figure titles and records"),
+    ("seed", 0, "first seed; the seeds are seed .. seed + num_seeds - 1"),
+    ("num_seeds", 8, "seeds per variant (a larger value extends a finished run)"),
+    ("chunk_size", 0, "seeds per compiled call (bounds memory); 0 = all at once"),
+    ("num_devices", 0, "devices the seed axis is sharded over; 0 = all local ones"),
+    ("multihost", False, "call jax.distributed.initialize() and shard seeds over processes"),
+    ("dtype", "float32", "parameter and compute dtype: float32 or float64 (needs x64)"),
+    ("matmul_precision", "default", "'highest' avoids TF32 on GPUs (exact-map science)"),
+    ("compile_cache", "auto", "JAX persistent compilation cache dir; 'auto' = "
+     "~/.cache/rgsym/jax, '' = off (execution only: results never depend on it)"),
+    ("backend_opt_level", "auto", "XLA backend (LLVM) optimisation level: 'auto' = 1 on "
+     "CPUs (faster compiles, same speed), XLA's default elsewhere; 'xla'; or '0'..'3'"),
+    ("lattice.dim", 1, "lattice dimension: 1 or 2"),
+    ("lattice.sites", 16, "sites per side of the fine lattice (a multiple of lattice.b)"),
+    ("lattice.b", 2, "block size per side: the RG sums b**dim sites into one"),
+    ("data.family", "uniform", "training input family (standardised: mean 0, variance 1)"),
+    ("data.batch", 256, "training samples per step"),
+    ("model.family", "mlp", "network kind: mlp or gnn"),
+    ("model.symmetry", "none", "weight symmetry (mlp: none, block_local, block_permutation, "
+     "tied_hidden, odd, nonnegative, symmetric_weights; gnn: shared, separate, edge_typed, "
+     "directional)"),
+    ("model.activation", "tanh", "hidden activation (identity, quadratic, cubic, tanh, "
+     "relu, ...)"),
+    ("model.width", 64, "hidden units per layer (mlp) or features per node (gnn)"),
+    ("model.depth", 2, "hidden layers (mlp) or message-passing layers (gnn)"),
+    ("model.alpha", 0.1, "activation parameter (quadratic z + alpha z^2, cubic "
+     "z + alpha z^3)"),
+    ("model.init_scale", 1.0, "weights start with std init_scale / sqrt(fan_in)"),
+    ("model.soft_symmetry", _PLACEHOLDER_STR, "an MLP symmetry imposed as a penalty on a "
+     "free ('none') MLP; None = no penalty"),
+    ("model.symmetry_strength", 0.0, "weight of the soft-symmetry penalty (0 = free)"),
+    ("model.pooling", "sum", "gnn: per-block pooling: sum, mean or learned"),
+    ("model.boundary", "periodic", "gnn: lattice graph boundary: periodic or open"),
+    ("model.block_edges", False, "gnn: also connect every pair of sites in a block"),
+    ("model.use_bias", True, "biases in every affine map"),
+    ("optim.optimizer", "adam", "adam, adamw or sgd"),
+    ("optim.lr", 1e-3, "learning rate"),
+    ("optim.schedule", "constant", "learning-rate multiplier: constant, cosine, "
+     "warmup_cosine"),
+    ("optim.warmup_steps", 0, "warmup steps of warmup_cosine"),
+    ("optim.steps", 500, "training steps"),
+    ("optim.weight_decay", 0.0, "adamw's decoupled weight decay"),
+    ("optim.momentum", 0.0, "sgd momentum"),
+    ("optim.grad_clip", 0.0, "clip gradients to this global norm; 0 = off"),
+    ("eval.every", 100, "steps between in-scan evaluations (must divide optim.steps)"),
+    ("eval.batch", 1024, "samples per evaluation set at the end of training"),
+    ("eval.curve_batch", 256, "samples per evaluation set during training"),
+    ("eval.families", (), "OOD families (standardised); () = all with finite kappa_4"),
+    ("eval.scales", (0.5, 2.0), "the training family at these other scales"),
+    ("eval.flow_steps", 2, "k-step iterated-flow error of iterable models"),
+    ("eval.seed", 12345, "key of the evaluation sets, common to every seed and variant"),
+    ("variants", (), "the sweep's variants: dicts of overrides (see grid); () = the base "
+     "config alone"),
+)
+_DOCS = {field: doc for field, _, doc in SCHEMA}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every config field with its default (:data:`SCHEMA`); config files start from this.
+
+    The dict is locked: assigning a field the schema lacks (a typo such as ``c.modle``)
+    raises AttributeError naming it, instead of adding a field nothing reads.
+    """
+    c = ml_collections.ConfigDict()
+    for field, default, _ in SCHEMA:
+        *path, leaf = field.split(".")
+        section = c
+        for part in path:
+            if part not in section:
+                section[part] = ml_collections.ConfigDict()
+            section = section[part]
+        section[leaf] = default
+    c.lock()
+    return c
+
+
+def describe(cfg=None) -> str:
+    """Every field as ``field = value  # doc``, one per line (``cfg`` default: the defaults).
+
+    Raises:
+      ValueError: ``cfg`` holds a field the schema does not know.
+    """
+    cfg = base_config() if cfg is None else cfg
+    _check_keys(cfg, base_config())
+    rows = [(f, repr(_get(cfg, f))) for f, _, _ in SCHEMA]
+    width = max(len(f) + len(v) for f, v in rows) + 3
+    return "\n".join(f"{f + ' = ' + v:<{width}}  # {_DOCS[f]}" for f, v in rows)
+
+
+# ------------------------------------------------------------------------------------------
+# Variants and grids.
+
+def grid(**axes: Sequence) -> list[dict]:
+    """The Cartesian product of ``axes`` as a list of override dicts (first axis slowest).
+
+    ``grid(symmetry=('none', 'odd'), width=(8, 32))`` gives 4 variants; dotted fields go in
+    as ``grid(**{'optim.lr': (1e-3, 1e-2)})``.
+
+    Raises:
+      ValueError: an axis that is not a non-empty list or tuple of values.
+    """
+    return product(*([{name: v} for v in _axis(name, values)] for name, values in axes.items()))
+
+
+def zipped(**axes: Sequence) -> list[dict]:
+    """Axes varied together: the i-th variant takes the i-th value of every axis.
+
+    Raises:
+      ValueError: axes of different lengths (the lengths are named), or a bad axis.
+    """
+    lengths = {name: len(_axis(name, values)) for name, values in axes.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"zipped axes must have equal lengths, got {lengths}")
+    return [dict(zip(axes, values)) for values in zip(*axes.values())]
+
+
+def product(*factors: Iterable[Mapping]) -> list[dict]:
+    """Every combination of one override dict from each factor (lists of dicts), merged.
+
+    ``product(grid(activation=('tanh', 'relu')), zipped(width=(8, 32), depth=(1, 2)))``.
+
+    Raises:
+      ValueError: two factors that set the same field (the field is named).
+    """
+    out = []
+    for combo in itertools.product(*(list(f) for f in factors)):
+        merged: dict = {}
+        for part in combo:
+            clash = merged.keys() & dict(part).keys()
+            if clash:
+                raise ValueError(f"product: field {sorted(clash)[0]!r} is set by two factors")
+            merged.update(part)
+        out.append(merged)
+    return out
+
+
+def _axis(name: str, values) -> Sequence:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"axis {name}={values!r} is not valid: give a non-empty list or "
+                         "tuple of values")
+    return values
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: every check runs before anything is traced and names the offending field.
+
+def fail(field: str, value, why: str):
+    """Raises the config error of ``field``: ValueError naming the field, value and reason."""
+    raise ValueError(f"config field '{field}'={value!r} is not valid: {why}")
+
+
+def _check_keys(cfg, schema, prefix=""):
+    for k in cfg.keys():
+        if k not in schema:
+            raise ValueError(f"config field '{prefix}{k}' is unknown; known fields here: "
+                             f"{', '.join(sorted(schema.keys()))}")
+        if isinstance(schema[k], ml_collections.ConfigDict):
+            if not isinstance(cfg[k], (ml_collections.ConfigDict, Mapping)):
+                fail(prefix + k, cfg[k], "it must be a section (a dict of fields)")
+            _check_keys(cfg[k], schema[k], f"{prefix}{k}.")
+
+
+def _int(cfg, field, low):
+    return validation.integer(f"config field '{field}'", _get(cfg, field), low)
+
+
+def _real(cfg, field, positive=False):
+    return validation.real(f"config field '{field}'", _get(cfg, field), positive=positive,
+                           low=None if positive else 0.0)
+
+
+def _choice(cfg, field, options):
+    return validation.choice(f"config field '{field}'", _get(cfg, field), options)
+
+
+def _get(cfg, field):
+    for part in field.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def validate_config(cfg) -> None:
+    """Checks a (variant-free or full) config, section by section, before anything is traced.
+
+    Raises:
+      ValueError: naming the field, its value and what is valid: unknown keys, negative
+        steps or seeds, lattices or batches that do not fit, unknown families, a model
+        that does not build, and the same for every variant (named).
+    """
+    _check_keys(cfg, base_config())
+    _check_run(cfg)
+    _check_lattice(cfg)
+    _check_data(cfg)
+    _check_optim(cfg)
+    _check_eval(cfg)
+    if not isinstance(cfg.variants, (tuple, list)):
+        fail("variants", cfg.variants, "it must be a list of dicts of overrides")
+    for i, v in enumerate(cfg.variants):
+        if not isinstance(v, Mapping):
+            fail(f"variants[{i}]", v, "each variant is a dict of overrides")
+    if not cfg.variants:
+        try:
+            models.build(model_config(cfg))
+        except ValueError as e:
+            raise ValueError(f"config section 'model': {e}") from None
+    for name, vcfg in variant_configs(cfg) if cfg.variants else ():
+        try:
+            validate_config(vcfg)
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from None
+
+
+def _check_run(cfg) -> None:
+    import jax  # (a config is described and gridded without JAX's backends)
+    _int(cfg, "seed", 0)
+    _int(cfg, "num_seeds", 1)
+    _int(cfg, "chunk_size", 0)
+    if _int(cfg, "num_devices", 0):  # (only then are the devices looked up)
+        available = len(jax.devices() if cfg.multihost else jax.local_devices())
+        if cfg.num_devices > available:
+            fail("num_devices", cfg.num_devices, f"only {available} devices are available")
+    _choice(cfg, "dtype", models.spec.DTYPES)
+    _choice(cfg, "matmul_precision", PRECISIONS)
+    try:
+        compile_cache.resolve(cfg.compile_cache)
+    except ValueError as e:
+        fail("compile_cache", cfg.compile_cache, str(e).split(": ", 1)[1])
+    _choice(cfg, "backend_opt_level", OPT_LEVELS)
+    if cfg.dtype == "float64" and not jax.config.jax_enable_x64:
+        fail("dtype", cfg.dtype, "float64 needs jax_enable_x64 (rgsym-sweep sets it)")
+
+
+def _check_lattice(cfg) -> None:
+    _choice(cfg, "lattice.dim", (1, 2))
+    b = _int(cfg, "lattice.b", 2)
+    sites = _int(cfg, "lattice.sites", 1)
+    if sites % b:
+        fail("lattice.sites", sites, f"a lattice side must be a multiple of lattice.b={b}")
+
+
+def _check_data(cfg) -> None:
+    _int(cfg, "data.batch", 1)
+    fam = _choice(cfg, "data.family", distributions.names())
+    if distributions.get(fam).max_order < 2:
+        fail("data.family", fam, "training needs a family with finite variance")
+
+
+def _check_optim(cfg) -> None:
+    _choice(cfg, "optim.optimizer", OPTIMIZERS)
+    _choice(cfg, "optim.schedule", SCHEDULES)
+    steps = _int(cfg, "optim.steps", 1)
+    _int(cfg, "optim.warmup_steps", 0)
+    if cfg.optim.warmup_steps > steps:
+        fail("optim.warmup_steps", cfg.optim.warmup_steps, f"it exceeds optim.steps={steps}")
+    _real(cfg, "optim.lr", positive=True)
+    for f in ("weight_decay", "momentum", "grad_clip"):
+        _real(cfg, "optim." + f)
+
+
+def _check_eval(cfg) -> None:
+    steps = cfg.optim.steps
+    every = _int(cfg, "eval.every", 1)
+    if steps % every:
+        fail("eval.every", every, f"it must divide optim.steps={steps}")
+    batch = _int(cfg, "eval.batch", _ORDERS + 1)
+    curve = _int(cfg, "eval.curve_batch", _ORDERS + 1)
+    if curve > batch:
+        fail("eval.curve_batch", curve, f"curves use a slice of eval.batch={batch} samples")
+    _int(cfg, "eval.seed", 0)
+    finite = distributions.finite_order_names(_ORDERS)
+    for f in cfg.eval.families:
+        if f not in distributions.names():
+            fail("eval.families", f, f"unknown family; known: {', '.join(distributions.names())}")
+        if f not in finite:
+            fail("eval.families", f, f"its kappa_{_ORDERS} diverges, so cumulant errors do "
+                                     "not exist")
+    for s in cfg.eval.scales:
+        validation.real("config field 'eval.scales' entry", s, positive=True)
+    if len(set(cfg.eval.scales)) != len(cfg.eval.scales):
+        fail("eval.scales", cfg.eval.scales, "a scale listed twice would name two metrics alike")
+    k = _int(cfg, "eval.flow_steps", 1)
+    sites, b = cfg.lattice.sites, cfg.lattice.b
+    if sites % b ** k:
+        fail("eval.flow_steps", k, f"lattice.sites={sites} must be a multiple of "
+                                   f"lattice.b**flow_steps={b ** k}")
+
+
+def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """``[(name, resolved config)]`` for every variant (overrides applied, variants cleared).
+
+    Unchecked: :func:`validate_config` checks every variant of a whole config.
+
+    Raises:
+      ValueError: an override naming no field, or two variants with the same name.
+    """
+    out = []
+    for i, overrides in enumerate(cfg.variants or ({},)):
+        v = ml_collections.ConfigDict(cfg.to_dict())
+        v.variants = ()
+        for key, value in dict(overrides).items():
+            field = _field_of(cfg, key)
+            *path, leaf = field.split(".")
+            try:
+                section = _get(v, ".".join(path)) if path else v
+                if leaf not in section:
+                    raise KeyError(leaf)
+            except KeyError:
+                raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
+                                 "not a config field") from None
+            section[leaf] = value
+        out.append((variant_name(v, overrides), v))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        fail("variants", names, "two variants resolve to the same name")
+    return out
+
+
+def _field_of(cfg, key: str) -> str:
+    """The dotted field a variant key sets: a plain key names a model field if there is one."""
+    return key if "." in key or key not in cfg.model else f"model.{key}"
+
+
+def shadowed_fields(cfg, fields: Iterable[str]) -> list[str]:
+    """The dotted ``fields`` that every variant of ``cfg`` sets itself: a value given to
+    them on the base config (a command-line override) would reach no variant."""
+    if not cfg.variants:
+        return []
+    sets = [{_field_of(cfg, k) for k in dict(v)} for v in cfg.variants]
+    return [f for f in fields if all(f in s for s in sets)]
+
+
+def variant_name(cfg, overrides: Mapping = ()) -> str:
+    """``family-symmetry-activation`` plus any other override, filesystem-safe."""
+    m = cfg.model
+    parts = [m.family, m.symmetry, m.activation]
+    for k, v in dict(overrides).items():
+        if k not in ("family", "symmetry", "activation"):
+            parts.append(f"{k.split('.')[-1]}={v}")
+    return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
+
+
+def model_config(cfg) -> dict:
+    """The model zoo's config: the model section plus the lattice fields and dtype."""
+    out = dict(cfg.model.to_dict())
+    out.update({k: _get(cfg, field) for k, field in _OWNED.items()})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``rgsym-config [config_file]``: every field with its value and doc."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        sys.exit("usage: rgsym-config [config_file.py]  (lists every field with its doc)")
+    cfg = None
+    if argv:
+        import importlib.util
+        try:
+            spec = importlib.util.spec_from_file_location("rgsym_user_config", argv[0])
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            cfg = module.get_config()
+        except Exception as e:  # (any failure of the user's file, told in one line)
+            sys.exit(f"error: {argv[0]}: cannot be loaded: {e}")
+    print(describe(cfg))
+
+
+if __name__ == "__main__":
+    main()

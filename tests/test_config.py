@@ -1,0 +1,105 @@
+"""The run config's home: schema with docs, locking, grids, and listing fields from the shell."""
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from rgsym import config
+from tests.scripts import ROOT, script_env
+
+
+def _leaves(c, prefix=""):
+    out = []
+    for k, v in c.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out += _leaves(v, f"{prefix}{k}.")
+        else:
+            out.append(prefix + k)
+    return out
+
+
+def test_every_field_has_one_schema_row_with_a_doc():
+    fields = [f for f, _, _ in config.SCHEMA]
+    assert len(set(fields)) == len(fields)
+    assert sorted(_leaves(config.base_config())) == sorted(fields)
+    assert all(doc.strip() for _, _, doc in config.SCHEMA)
+
+
+def test_describe_lists_every_field_with_its_value_and_doc():
+    c = config.base_config()
+    c.optim.lr = 0.25
+    lines = config.describe(c).splitlines()
+    assert len(lines) == len(config.SCHEMA)
+    lr = next(line for line in lines if line.startswith("optim.lr "))
+    assert "0.25" in lr and "# learning rate" in lr
+
+
+def test_base_config_is_locked_against_typos():
+    c = config.base_config()
+    with pytest.raises(AttributeError, match="modle"):
+        c.modle = 3
+    with pytest.raises(AttributeError, match="widht"):
+        c.model.widht = 3
+
+
+def test_grid_is_the_cartesian_product_first_axis_slowest():
+    g = config.grid(symmetry=("none", "odd"), **{"optim.lr": (1e-3, 1e-2, 1e-1)})
+    assert len(g) == 6
+    assert g[0] == {"symmetry": "none", "optim.lr": 1e-3}
+    assert g[3] == {"symmetry": "odd", "optim.lr": 1e-3}
+    assert len({tuple(sorted(v.items())) for v in g}) == 6
+
+
+def test_zipped_and_product_compose():
+    v = config.product(config.grid(activation=("tanh", "relu")),
+                       config.zipped(width=(8, 32), depth=(1, 2)))
+    assert v == [dict(activation="tanh", width=8, depth=1),
+                 dict(activation="tanh", width=32, depth=2),
+                 dict(activation="relu", width=8, depth=1),
+                 dict(activation="relu", width=32, depth=2)]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: config.zipped(width=(8, 32), depth=(1,)), "equal lengths"),
+    (lambda: config.grid(width=()), "width=()"),
+    (lambda: config.grid(activation="tanh"), "activation='tanh'"),
+    (lambda: config.product(config.grid(width=(8,)), config.grid(width=(16,))),
+     "'width' is set by two factors"),
+])
+def test_bad_axes_are_refused_by_name(make, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_a_grid_resolves_into_validated_named_variants():
+    c = config.base_config()
+    c.lattice.sites, c.model.width, c.model.depth = 4, 4, 1
+    c.variants = config.grid(symmetry=("none", "block_local"), activation=("tanh", "quadratic"))
+    config.validate_config(c)
+    names = [n for n, _ in config.variant_configs(c)]
+    assert names == ["mlp-none-tanh", "mlp-none-quadratic", "mlp-block_local-tanh",
+                     "mlp-block_local-quadratic"]
+    c.variants = config.grid(symmetry=("none", "tnah_symmetry"))
+    with pytest.raises(ValueError, match="variant 'mlp-tnah_symmetry-tanh'"):
+        config.validate_config(c)
+
+
+def test_shadowed_fields_are_those_every_variant_sets():
+    c = config.base_config()
+    c.variants = (dict(activation="tanh", width=8), {"activation": "relu", "optim.lr": 0.1})
+    assert config.shadowed_fields(c, ["model.activation", "model.width", "optim.lr",
+                                      "optim.steps"]) == ["model.activation"]
+    c.variants = ()
+    assert config.shadowed_fields(c, ["model.activation"]) == []
+
+
+def test_rgsym_config_lists_a_config_files_fields():
+    out = subprocess.run([sys.executable, "-m", "rgsym.config",
+                          str(ROOT / "experiments" / "configs" / "test.py")],
+                         capture_output=True, text=True, timeout=120, env=script_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "optim.steps = 40 " in out.stdout and "# training steps" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "rgsym.config", "nope.py"], capture_output=True,
+                         text=True, timeout=120, env=script_env(), cwd=ROOT)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: nope.py: cannot be loaded")
