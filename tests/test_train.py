@@ -63,6 +63,12 @@ def test_sweep_sharded_over_8_devices_equals_one_device():
     assert_trees_close(one, eight.run_chunk(seeds))
 
 
+# These count host CPU devices: on an accelerator the sweep's devices are its chips.
+_CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
+                               reason="counts split host CPU devices (default backend: CPU)")
+
+
+@_CPU_ONLY
 def test_a_sweep_of_fewer_seeds_than_devices_leaves_the_rest_out():
     sw = train.make_sweep(tiny(num_seeds=3))
     assert sw.mesh.size == 3 and sw.chunk_size == 3  # no device fed only padding
@@ -78,6 +84,7 @@ def _device_count_after(code: str, xla_flags: str | None) -> list[str]:
     return run.stdout.split()
 
 
+@_CPU_ONLY
 def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_backend_do():
     show = "print(train.split_host_cpu({}), jax.device_count())"
     assert _device_count_after(show.format(3), None) == ["3", "3"]
