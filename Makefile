@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run clt-demo bench bench-deps clean
+.PHONY: install test run study study-quick clt-demo bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ test: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/rgsym-sweep --config=experiments/configs/default.py --workdir=runs/default
+
+# The study behind docs/RESULTS.md: every run, figure and table (runs/study-<mode>/,
+# docs/figures/study/<mode>/); resumable.  study-quick: the tiny version a test reproduces.
+study: $(STAMP)
+	$(PY) experiments/study/run.py
+
+study-quick: $(STAMP)
+	$(PY) experiments/study/run.py --quick
 
 clt-demo: $(STAMP)
 	$(PY) experiments/clt_flow.py --workdir=runs/clt_flow

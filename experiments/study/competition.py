@@ -1,0 +1,222 @@
+"""Claim 1: weight constraints compete with expressivity; both over-constrained and
+over-complex networks generalise badly.
+
+Grids of constraint level (hard symmetries, and a soft penalty from 0 to hard) x
+expressivity (activation, width, depth, and the amount of training data), trained on the
+uniform family; judged by the median relative error over every OOD family with finite
+kappa_4 (``ood_rel_err_median``) beside the in-distribution test error.
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import common
+from rgsym import config
+
+TITLE = "1. Constraints against expressivity"
+CONSTRAINTS = ("none", "block_local", "block_permutation", "odd", "symmetric_weights",
+               "nonnegative", "tied_hidden")
+ACTIVATIONS = ("identity", "quadratic", "cubic", "tanh", "relu")  # roughly rising expressivity
+QUICK_CONSTRAINTS = ("none", "block_local", "tied_hidden")
+QUICK_ACTIVATIONS = ("identity", "quadratic", "tanh")
+WIDTHS, DEPTHS, TRAIN_SIZES = (4, 16, 64, 128), (1, 2, 3), (64, 1024, 16384, 0)
+# A net that fails in distribution too has hit a representation limit, not a generalisation
+# gap: flagged where the test error exceeds this and OOD is within a factor 2 of it.
+REPRESENTATION_LIMIT = 1e-2
+
+
+def base(name: str, quick: bool):
+    c = config.base_config()
+    c.name = name
+    c.num_seeds = 4 if quick else 8
+    c.lattice.sites = 4 if quick else 8
+    c.data.batch = 64 if quick else 128
+    c.model.width, c.model.depth = (8, 1) if quick else (32, 2)
+    c.optim.lr, c.optim.schedule = 1e-2, "cosine"
+    c.optim.steps = 300 if quick else 3000
+    c.eval.every = 100 if quick else 250
+    c.eval.batch, c.eval.curve_batch = (512, 128) if quick else (2048, 256)
+    c.eval.scales = (2.0,) if quick else (0.5, 2.0, 4.0)
+    c.eval.flow_steps = 1 if quick else 2
+    return c
+
+
+def sweeps(quick: bool) -> list:
+    grid = config.grid
+    hard = base("competition_mlp", quick)
+    hard.variants = grid(symmetry=QUICK_CONSTRAINTS if quick else CONSTRAINTS,
+                         activation=QUICK_ACTIVATIONS if quick else ACTIVATIONS)
+    data = base("competition_data", quick)
+    data.variants = grid(symmetry=("none",) if quick else ("none", "block_local"),
+                         activation=("tanh",),
+                         **{"data.train_size": (64, 0) if quick else TRAIN_SIZES})
+    if quick:
+        return [hard, data]
+    width = base("competition_width", quick)
+    width.variants = grid(symmetry=("none", "block_local", "tied_hidden"), activation=("tanh",),
+                          width=WIDTHS)
+    depth = base("competition_depth", quick)
+    depth.variants = grid(symmetry=("none", "block_local", "tied_hidden"), activation=("tanh",),
+                          depth=DEPTHS)
+    soft = base("competition_soft", quick)
+    soft.variants = [dict(symmetry="none", activation="tanh")] + grid(
+        symmetry=("none",), activation=("tanh",), soft_symmetry=("block_local",),
+        symmetry_strength=(1e-3, 1e-2, 1e-1, 1.0)) + [dict(symmetry="block_local",
+                                                          activation="tanh")]
+    gnn = base("competition_gnn", quick)
+    gnn.model.width = 8
+    gnn.variants = grid(family=("gnn",), symmetry=("shared", "separate", "edge_typed",
+                                                   "directional"),
+                        activation=("quadratic", "tanh"))
+    return [hard, data, width, depth, soft, gnn]
+
+
+def _point(summary: dict, metric: str = "ood_rel_err_median"):
+    return common.median_ci(summary, metric)
+
+
+def _lines(ctx, run: str, line_key: str, x_key: str, xs):
+    """{line value: [(median, lo, hi)] over xs} from one run's variants."""
+    out: dict = {}
+    for _, cfg, s in common.variant_summaries(ctx, run):
+        line, x = _field(cfg, line_key), _field(cfg, x_key)
+        if x in xs:
+            out.setdefault(line, [None] * len(xs))[list(xs).index(x)] = _point(s)
+    return out
+
+
+def _field(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _plot(ax, xs, lines, xlabel, log_x=False):
+    pos = np.asarray(xs, float) if log_x else np.arange(len(xs))
+    for name, pts in lines.items():
+        ok = [i for i, p in enumerate(pts) if p is not None and np.isfinite(p[0])]
+        med = np.array([pts[i][0] for i in ok])
+        err = np.array([[pts[i][0] - pts[i][1] for i in ok], [pts[i][2] - pts[i][0] for i in ok]])
+        ax.errorbar(pos[ok], med, yerr=np.maximum(err, 0), marker="o", capsize=3, label=name)
+    ax.set_yscale("log")
+    if log_x:
+        ax.set_xscale("log", base=2)
+    else:
+        ax.set_xticks(pos, [str(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("OOD rel. error (median over families)")
+    ax.grid(alpha=0.3)
+
+
+def _table(ctx, run: str) -> tuple[str, list]:
+    rows, flagged = [], []
+    for name, cfg, s in common.variant_summaries(ctx, run):
+        test, ood = _point(s, "test_rel_err")[0], _point(s)[0]
+        ratio = ood / test if test > 0 else float("nan")
+        limit = test > REPRESENTATION_LIMIT and ratio < 2
+        if limit:
+            flagged.append(name)
+        rows.append((name, test, ood, ratio, _point(s, "scale_rel_err_max")[0],
+                     "representation limit" if limit else ""))
+    header = ("variant", "test rel. err", "OOD rel. err", "OOD / test", "other scales", "")
+    return common.table(header, rows), flagged
+
+
+def _over_constrained(lines: dict, activations) -> tuple[int, int, list]:
+    """Activations where tied_hidden's OOD CI lies above the free net's."""
+    free, tied = lines.get("none"), lines.get("tied_hidden")
+    if not free or not tied:
+        return 0, 0, []
+    worse = [a for a, f, t in zip(activations, free, tied)
+             if f is not None and t is not None and common.separated(t, f) > 0]
+    n = sum(f is not None and t is not None for f, t in zip(free, tied))
+    return len(worse), n, worse
+
+
+def _over_complex(points: list, xs) -> str | None:
+    """The x with the lowest median if the last x's CI lies above it (a U or a rise), else
+    None."""
+    ok = [(x, p) for x, p in zip(xs, points) if p is not None and np.isfinite(p[0])]
+    if len(ok) < 2:
+        return None
+    best_x, best = min(ok, key=lambda t: t[1][0])
+    last_x, last = ok[-1]
+    return best_x if last_x != best_x and common.separated(last, best) > 0 else None
+
+
+def report(ctx) -> str:
+    acts = QUICK_ACTIVATIONS if ctx.quick else ACTIVATIONS
+    hard = _lines(ctx, "competition_mlp", "model.symmetry", "model.activation", acts)
+    fig = Figure(figsize=(6.5, 4))
+    _plot(fig.add_subplot(), acts, hard, "activation (rising expressivity)")
+    fig.legend(loc="outside right upper", fontsize=7)
+    out = [f"### {TITLE}", "",
+           "MLPs on the uniform family, one line per hard constraint; error bars are the "
+           "bootstrap 95% CI of the median over seeds.", "",
+           ctx.save(fig, "competition_activation")]
+    n_worse, n, worse = _over_constrained(hard, acts)
+    out += ["", f"**Over-constrained.** The tied-hidden net's OOD error lies above the free "
+                f"net's (CIs separated) for {n_worse} of {n} activations"
+                + (f" ({', '.join(worse)})." if worse else ".")]
+    table, flagged = _table(ctx, "competition_mlp")
+    out += ["", table, "",
+            f"{len(flagged)} variants fail in distribution as much as out of it (test error > "
+            f"{common.g2(REPRESENTATION_LIMIT)}, OOD/test < 2): a representation limit, not a "
+            "generalisation gap" + (f": {', '.join(flagged)}." if flagged else ".")]
+    sizes = (64, 0) if ctx.quick else TRAIN_SIZES
+    data = _lines(ctx, "competition_data", "model.symmetry", "data.train_size", sizes)
+    labels = [str(n) if n else "unlimited" for n in sizes]
+    fig = Figure(figsize=(5, 3.5))
+    _plot(fig.add_subplot(), labels, {k: v for k, v in data.items()}, "training samples")
+    fig.legend(loc="outside right upper", fontsize=7)
+    out += ["", ctx.save(fig, "competition_data")]
+    for sym, pts in data.items():
+        small, unlimited = pts[0], pts[-1]
+        if small is not None and unlimited is not None:
+            verdict = {1: "above", -1: "below", 0: "within the CI of"}[
+                common.separated(small, unlimited)]
+            out += ["", f"**Finite data ({sym}, tanh).** With {sizes[0]} training samples "
+                        f"the OOD error ({common.g2(small[0])}) lies {verdict} the one with "
+                        f"fresh samples every step ({common.g2(unlimited[0])})."]
+    if not ctx.quick:
+        out += _expressivity_axes(ctx)
+    return "\n".join(out)
+
+
+def _expressivity_axes(ctx) -> list[str]:
+    out = []
+    fig = Figure(figsize=(10, 3.5))
+    for ax, (run, key, xs, label, log_x) in zip(
+            fig.subplots(1, 2),
+            (("competition_width", "model.width", WIDTHS, "width", True),
+             ("competition_depth", "model.depth", DEPTHS, "depth", False))):
+        lines = _lines(ctx, run, "model.symmetry", key, xs)
+        _plot(ax, xs, lines, f"{label} (tanh)", log_x)
+        for sym, pts in lines.items():
+            best = _over_complex(pts, xs)
+            out.append(f"- {label}, {sym}: " + (
+                f"the largest {label} generalises worse than {label} {best} (CIs separated): "
+                "over-complex." if best is not None else
+                f"no {label} beyond the best one is significantly worse."))
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    soft = common.variant_summaries(ctx, "competition_soft")
+    fig2 = Figure(figsize=(5, 3.5))
+    ax = fig2.add_subplot()
+    xs, pts = [], []
+    for name, cfg, s in soft:
+        m = cfg["model"]
+        strength = (np.inf if m["symmetry"] != "none" else
+                    m["symmetry_strength"] if m["soft_symmetry"] else 0.0)
+        xs.append(strength)
+        pts.append(_point(s))
+    order = np.argsort(xs)
+    labels = ["hard" if np.isinf(xs[i]) else common.g2(xs[i]) for i in order]
+    _plot(ax, labels, {"block_local penalty": [pts[i] for i in order]},
+          "soft block_local strength (tanh)")
+    gnn_table, _ = _table(ctx, "competition_gnn")
+    return (["", "**Expressivity: width and depth** (tanh, three constraint levels).", "",
+             ctx.save(fig, "competition_width_depth"), ""] + out +
+            ["", "**Soft constraints** from free (0) to hard:", "",
+             ctx.save(fig2, "competition_soft"), "",
+             "**GNNs** (weight-sharing options x activation):", "", gnn_table])
