@@ -16,14 +16,27 @@ compared on the same inputs):
   unpaired error against the exact 0);
 - the model's symmetry diagnostics (distance from each symmetric subspace) along training.
 
-Metric names: ``rel_err/<set>``, ``mse/<set>`` (final only), ``test_rel_err``, ``test_mse``,
-``ood_rel_err_median``, ``ood_rel_err_max``, ``cum_err/<set>/k<n>``, ``cum_err/k<n>``
-(training family), ``fixed_point/k3``, ``fixed_point/k4``, ``fixed_point_violation``,
-``flow_rel_err/k<j>``, ``sym/<name>``.
+Every metric is declared once, as a :class:`Metric` in :data:`REGISTRY` (its name or name
+pattern, meaning, which way is better, the statistic over seeds the tables show, unit, the
+companion metric holding its evaluation-set standard error); :func:`metric_info` resolves a
+concrete name such as ``rel_err/laplace`` to its declaration.
+
+Noise.  Each final k-statistic error (``cum_err/...``, ``fixed_point/...``) comes with the
+standard error of that k-statistic on the evaluation set (``cum_err_se/...``,
+``fixed_point_se/...``): the influence-function (delta-method) standard error with the
+evaluation samples as the independent units (the coarse sites of one sample may be
+correlated through the model; samples are independent), computed in-graph, see
+:func:`sample_contributions`.  Over seeds, :func:`aggregate` gives the bootstrap standard
+error of the median (``median_se``) and :func:`summarise` combines it in quadrature with
+the median evaluation-set SE where the metric has one (``se``): the evaluation sets are
+shared by every seed, so their noise does not average out over seeds.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import re
 from typing import Callable, Mapping, NamedTuple
 
 import jax
@@ -31,10 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym import clt, data, distributions
-from rgsym.cumulants.estimators import k_statistics
+from rgsym.cumulants.estimators import _influence, k_statistics
 
 __all__ = ["EvalSets", "Evaluator", "eval_sets", "make_evaluator", "unpack", "aggregate",
-           "summarise", "default_families"]
+           "summarise", "default_families", "Metric", "REGISTRY", "metric_info", "lookup",
+           "with_derived", "sample_contributions", "contribution_se"]
 
 ORDERS = 4
 _DATA_CACHE: dict = {}
@@ -43,6 +57,186 @@ _DATA_CACHE: dict = {}
 def default_families() -> list[str]:
     """Every registered family whose cumulants up to kappa_4 exist (used standardised)."""
     return distributions.finite_order_names(ORDERS)
+
+
+# ------------------------------------------------------------------------------------------
+# The metrics, declared once.
+
+# What each <field> of a name pattern stands for, and what it matches.
+_FIELDS = {"set": r"[^/]+",     # an evaluation set: a family, or scale_<s>
+           "s": r"[^/]+",       # a scale of the training family
+           "n": f"[1-{ORDERS}]",  # a cumulant order
+           "j": r"[0-9]+",      # a number of RG steps
+           "name": r"[^/]+"}    # a symmetry diagnostic of the model
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One metric, or one family of metrics named by a pattern, declared once.
+
+    pattern: the name, or a name pattern whose fields ``<set>`` (an evaluation set),
+      ``<s>`` (a scale), ``<n>`` (a cumulant order), ``<j>`` (RG steps), ``<name>`` (a
+      symmetry diagnostic) are filled in by :meth:`name`.
+    meaning: what it measures, in one sentence.
+    better: 'lower', 'higher', or 'zero' (a signed error: nearer 0 is better).
+    aggregate: the statistic over seeds the tables show, a key of :func:`aggregate`
+      ('median'); its standard error over seeds is ``<aggregate>_se``: for the median the
+      standard deviation of 1000 bootstrap medians (seeds resampled with numpy's
+      ``default_rng(0)``), for the mean the sample standard deviation / sqrt(seeds).
+    unit: of its values ('1': dimensionless; 'x^p': the p-th power of the input's unit).
+    label: axis label of a figure.
+    se: the pattern of the companion metric holding its evaluation-set standard error
+      (same fields), or None where none is computed (the seed spread alone is reported).
+    short: header in the printed end-of-run table ('' for metrics not printed there).
+    max_of: a derived metric: the maximum over the metrics matching this pattern.
+    """
+    pattern: str
+    meaning: str
+    better: str = "lower"
+    aggregate: str = "median"
+    unit: str = "1"
+    label: str = ""
+    se: str | None = None
+    short: str = ""
+    max_of: str | None = None
+
+    def __post_init__(self):
+        if self.better not in ("lower", "higher", "zero"):
+            raise ValueError(f"Metric {self.pattern!r}: better={self.better!r} is not "
+                             "'lower', 'higher' or 'zero'")
+        if self.aggregate not in ("median", "mean"):
+            raise ValueError(f"Metric {self.pattern!r}: aggregate={self.aggregate!r} is not "
+                             "'median' or 'mean'")
+
+    @functools.cached_property
+    def fields(self) -> tuple:
+        """The pattern's fields, in order (() for a plain name)."""
+        return tuple(re.findall(r"<(\w+)>", self.pattern))
+
+    @functools.cached_property
+    def _regex(self):
+        parts = re.split(r"<(\w+)>", self.pattern)  # literal, field, literal, ...
+        return re.compile("".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})"
+                                  for i, p in enumerate(parts)))
+
+    def name(self, **fields) -> str:
+        """The concrete name: ``REL_ERR.name(set='laplace') == 'rel_err/laplace'``."""
+        if set(fields) != set(self.fields):
+            raise ValueError(f"metric {self.pattern!r} takes the fields {list(self.fields)}, "
+                             f"got {sorted(fields)}")
+        out = self.pattern
+        for k, v in fields.items():
+            out = out.replace(f"<{k}>", str(v))
+        return out
+
+    def match(self, name: str) -> dict | None:
+        """``{field: value}`` when ``name`` is one of this metric's names, else None."""
+        m = self._regex.fullmatch(name)
+        return None if m is None else m.groupdict()
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is one of this metric's names."""
+        return self.match(name) is not None
+
+    def se_name(self, name: str) -> str | None:
+        """The name of the companion metric holding ``name``'s evaluation-set SE."""
+        if self.se is None:
+            return None
+        return Metric(self.se, "").name(**self.match(name))
+
+
+TRAIN_LOSS = Metric("train_loss", "training MSE against the exact block map, averaged over "
+                    "the steps of the last evaluation period", unit="x^2",
+                    label="training MSE", short="train")
+REL_ERR = Metric("rel_err/<set>", "MSE against the exact block map on an evaluation set, "
+                 "divided by the exact Var(RG(x)) of that set", label="relative error")
+MSE = Metric("mse/<set>", "MSE against the exact block map on an evaluation set (final "
+             "only)", unit="x^2", label="MSE")
+TEST_REL_ERR = Metric("test_rel_err", "rel_err of the training family (in-distribution)",
+                      label="test relative error", short="test")
+TEST_MSE = Metric("test_mse", "mse of the training family (in-distribution)", unit="x^2",
+                  label="test MSE")
+OOD_REL_ERR_MEDIAN = Metric("ood_rel_err_median", "median of rel_err over the OOD families",
+                            label="median OOD relative error", short="ood_med")
+OOD_REL_ERR_MAX = Metric("ood_rel_err_max", "largest rel_err over the OOD families",
+                         label="max OOD relative error", short="ood_max")
+SCALE_REL_ERR_MAX = Metric("scale_rel_err_max", "largest rel_err over the training family "
+                           "at other scales", label="max relative error over scales",
+                           short="scale_max", max_of="rel_err/scale_<s>")
+CUM_ERR = Metric("cum_err/<set>/k<n>", "|k-statistic kappa_n of the model's output - the "
+                 "exact kappa_n of RG(x)| on an evaluation set", unit="x^n",
+                 label="cumulant error", se="cum_err_se/<set>/k<n>")
+CUM_ERR_TRAIN = Metric("cum_err/k<n>", "cum_err of the training family", unit="x^n",
+                       label="cumulant error", se="cum_err_se/k<n>")
+CUM_ERR_SE = Metric("cum_err_se/<set>/k<n>", "standard error of the output's k-statistic "
+                    "kappa_n from the evaluation set's sampling (influence function, samples "
+                    "as units)", unit="x^n", label="SE of the cumulant error")
+CUM_ERR_SE_TRAIN = Metric("cum_err_se/k<n>", "cum_err_se of the training family", unit="x^n",
+                          label="SE of the cumulant error")
+FIXED_POINT = Metric("fixed_point/k<n>", "k-statistic kappa_n (n = 3, 4) of the output minus "
+                     "that of RG(x) on the same Gaussian inputs (exactly 0 for the RG)",
+                     better="zero", unit="x^n", label="fixed-point violation",
+                     se="fixed_point_se/k<n>")
+FIXED_POINT_SE = Metric("fixed_point_se/k<n>", "standard error of fixed_point/k<n> from the "
+                        "Gaussian evaluation set's sampling (paired difference)", unit="x^n",
+                        label="SE of the fixed-point violation")
+FIXED_POINT_VIOLATION = Metric("fixed_point_violation", "hypot(fixed_point/k3, "
+                               "fixed_point/k4)", label="fixed-point violation",
+                               se="fixed_point_violation_se")
+FIXED_POINT_VIOLATION_SE = Metric("fixed_point_violation_se", "standard error of "
+                                  "fixed_point_violation from the Gaussian evaluation set's "
+                                  "sampling (delta method)",
+                                  label="SE of the fixed-point violation")
+FLOW_REL_ERR = Metric("flow_rel_err/k<j>", "MSE of the model iterated j times against RG^j "
+                      "on the training family, divided by its Var(RG(x))",
+                      label="iterated-flow relative error")
+FLOW_REL_ERR_MAX = Metric("flow_rel_err_max", "largest flow_rel_err over the steps",
+                          label="max iterated-flow relative error", short="flow_max",
+                          max_of="flow_rel_err/k<j>")
+SYM = Metric("sym/<name>", "distance of the parameters from a symmetric subspace (a model's "
+             "symmetry diagnostic)", unit="parameters", label="distance from the symmetry")
+RG_EIG_ERR = Metric("rg_eig_err", "distance of the learned map's cumulant eigenvalues from "
+                    "the RG's B^(1 - n/2) (exact polynomial activations only; else NaN)",
+                    label="RG eigenvalue error")
+
+#: Every metric, in the order the tables and docs list them.
+REGISTRY = (TRAIN_LOSS, TEST_REL_ERR, TEST_MSE, OOD_REL_ERR_MEDIAN, OOD_REL_ERR_MAX,
+            SCALE_REL_ERR_MAX, FLOW_REL_ERR_MAX, REL_ERR, MSE, FLOW_REL_ERR, CUM_ERR,
+            CUM_ERR_TRAIN, CUM_ERR_SE, CUM_ERR_SE_TRAIN, FIXED_POINT, FIXED_POINT_SE,
+            FIXED_POINT_VIOLATION, FIXED_POINT_VIOLATION_SE, SYM, RG_EIG_ERR)
+
+
+def lookup(name: str) -> Metric | None:
+    """The declaration of a concrete metric name, or None for an undeclared one."""
+    found = [m for m in REGISTRY if m.matches(name)]
+    if len(found) > 1:  # a declaration error, not the caller's
+        raise AssertionError(f"metric {name!r} matches {[m.pattern for m in found]}")
+    return found[0] if found else None
+
+
+def metric_info(name: str) -> Metric:
+    """The declaration of a concrete metric name (``'rel_err/laplace'`` -> :data:`REL_ERR`).
+
+    Raises:
+      ValueError: a name no declaration matches, listing the known names and patterns.
+    """
+    info = lookup(name) if isinstance(name, str) else None
+    if info is None:
+        raise ValueError(f"metric name {name!r} is not known; known names and patterns: "
+                         + ", ".join(m.pattern for m in REGISTRY))
+    return info
+
+
+def with_derived(final: Mapping[str, np.ndarray]) -> dict:
+    """``final`` plus the derived maxima (:attr:`Metric.max_of`) whose inputs it holds."""
+    out = dict(final)
+    for m in REGISTRY:
+        if m.max_of:
+            of = Metric(m.max_of, "")
+            cols = [v for k, v in final.items() if of.matches(k)]
+            if cols:
+                out[m.name()] = np.max(np.stack(cols), axis=0)
+    return out
 
 
 class EvalSets(NamedTuple):
@@ -122,17 +316,26 @@ def make_evaluator(cfg, model) -> Evaluator:
     # Names only (traced, nothing compiled): which diagnostics this model reports.
     params_shape = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1,) + shape, dtype)),
                                   jax.random.key(0))
-    sym_names = tuple(f"sym/{k}" for k in jax.eval_shape(model.symmetry_diagnostics,
-                                                         params_shape))
-    rel_names = tuple(f"rel_err/{n}" for n in sets.names)
-    ood_names = ("ood_rel_err_median", "ood_rel_err_max") if len(sets.ood) else ()
-    error_names = rel_names + ("test_rel_err", "test_mse") + ood_names
-    flow_names = tuple(f"flow_rel_err/k{j}" for j in range(2, cfg.eval.flow_steps + 1)
+    sym_names = tuple(SYM.name(name=k) for k in jax.eval_shape(model.symmetry_diagnostics,
+                                                               params_shape))
+    per_set_names = lambda m: tuple(m.name(set=n) for n in sets.names)  # noqa: E731
+    per_order_names = lambda m, **f: tuple(m.name(n=j + 1, **f)  # noqa: E731
+                                           for j in range(ORDERS))
+    ood_names = (OOD_REL_ERR_MEDIAN.name(), OOD_REL_ERR_MAX.name()) if len(sets.ood) else ()
+    error_names = (per_set_names(REL_ERR) + (TEST_REL_ERR.name(), TEST_MSE.name())
+                   + ood_names)
+    flow_names = tuple(FLOW_REL_ERR.name(j=j) for j in range(2, cfg.eval.flow_steps + 1)
                        ) if iterable else ()
-    final_names = (error_names + tuple(f"mse/{n}" for n in sets.names)
-                   + tuple(f"cum_err/{n}/k{j + 1}" for n in sets.names for j in range(ORDERS))
-                   + tuple(f"cum_err/k{j + 1}" for j in range(ORDERS))
-                   + ("fixed_point/k3", "fixed_point/k4", "fixed_point_violation") + flow_names)
+    fixed_point = lambda m: (m.name(n=3), m.name(n=4))  # noqa: E731
+    final_names = (error_names + per_set_names(MSE)
+                   + sum((per_order_names(CUM_ERR, set=n) for n in sets.names), ())
+                   + per_order_names(CUM_ERR_TRAIN)
+                   + fixed_point(FIXED_POINT) + (FIXED_POINT_VIOLATION.name(),)
+                   # evaluation-set standard errors, in the order of their metrics above
+                   + sum((per_order_names(CUM_ERR_SE, set=n) for n in sets.names), ())
+                   + per_order_names(CUM_ERR_SE_TRAIN)
+                   + fixed_point(FIXED_POINT_SE) + (FIXED_POINT_VIOLATION_SE.name(),)
+                   + flow_names)
 
     def sample(key):
         keys = jax.random.split(key, len(sets.dists))
@@ -164,9 +367,20 @@ def make_evaluator(cfg, model) -> Evaluator:
     def per_set(params, hp, xy, with_kstats):
         x, y = xy
         pred = model.apply(params, x, alpha=hp.alpha)
-        kstats = (k_statistics(jnp.stack([pred.reshape(-1), y.reshape(-1)]), axis=1,
-                               order=ORDERS) if with_kstats else None)
-        return jnp.mean((pred - y) ** 2), kstats
+        mse = jnp.mean((pred - y) ** 2)
+        if not with_kstats:
+            return mse, None
+        both = jnp.stack([pred.reshape(-1), y.reshape(-1)])
+        kstats = k_statistics(both, axis=1, order=ORDERS)
+        # Evaluation-set SEs [ORDERS + 3]: of the output's kappa_1..4, of its kappa_3, kappa_4
+        # minus those of RG(x) (paired), and of their hypot (the fixed-point violation).
+        c = sample_contributions(both.reshape(2, len(x), -1))   # [2, ORDERS, B]
+        diff = c[0, 2:] - c[1, 2:]
+        k = kstats[0, 2:] - kstats[1, 2:]
+        hypot = jnp.sqrt(jnp.sum(k ** 2))
+        grad = jnp.where(hypot > 0, k / jnp.where(hypot > 0, hypot, 1), 0)
+        se = contribution_se(jnp.concatenate([c[0], diff, (grad @ diff)[None]]))
+        return mse, (kstats, se)
 
     def evaluate(params, hp, x, y, with_kstats=True):
         # lax.map runs the sets one after another: memory is one set's activations.
@@ -174,6 +388,7 @@ def make_evaluator(cfg, model) -> Evaluator:
         # only the final evaluation needs them, not the curves inside the training scan.
         # Returns the vector of error_names, kstats and mse [F].
         mse, kstats = jax.lax.map(lambda xy: per_set(params, hp, xy, with_kstats), (x, y))
+        # (kstats: None, or ([F, 2, 4] k-statistics, [F, ORDERS + 3] their SEs))
         rel = mse / jnp.asarray(sets.target_var, mse.dtype)
         parts = [rel, jnp.stack([rel[sets.train], mse[sets.train]])]
         if len(sets.ood):
@@ -190,12 +405,13 @@ def make_evaluator(cfg, model) -> Evaluator:
 
     def final(params, hp, xy):
         x, y = xy
-        errors, kstats, mse = evaluate(params, hp, x, y)
+        errors, (kstats, se), mse = evaluate(params, hp, x, y)
         err = jnp.abs(kstats[:, 0] - jnp.asarray(sets.exact_cumulants, kstats.dtype))
         # Paired with RG(x) on the same Gaussian inputs, so the sampling noise cancels.
         k3, k4 = (kstats[sets.gaussian, 0, 2:] - kstats[sets.gaussian, 1, 2:])
         parts = [errors, mse, err.reshape(-1), err[sets.train],
-                 jnp.stack([k3, k4, jnp.sqrt(k3 ** 2 + k4 ** 2)])]
+                 jnp.stack([k3, k4, jnp.sqrt(k3 ** 2 + k4 ** 2)]),
+                 se[:, :ORDERS].reshape(-1), se[sets.train, :ORDERS], se[sets.gaussian, ORDERS:]]
         if flow_names:
             parts.append(flow_errors(params, hp, x[sets.train]))
         return jnp.concatenate(parts)
@@ -215,30 +431,81 @@ def make_evaluator(cfg, model) -> Evaluator:
                      final_names)
 
 
+def sample_contributions(v, order: int = ORDERS) -> jnp.ndarray:
+    """Each sample's share of the sampling error of the pooled k-statistics; jit-able.
+
+    Args:
+      v: [..., B, m]: B independent samples of m values each (an evaluation set's outputs:
+        the m coarse sites of one sample may be correlated); the k-statistics are those of
+        all n = B m values pooled, as the evaluator computes them.
+
+    Returns:
+      c [..., order, B]: ``k_p - kappa_p ~= sum_i c[..., p - 1, i]`` to first order, with
+      ``c_i = (1/n) sum over sample i's values of the influence function of kappa_p``
+      (``rgsym.cumulants.estimators``); :func:`contribution_se` of it is the standard error.
+      The samples, not the values, are the independent units: with m = 1 the standard error
+      is ``estimators.k_statistics_with_se``'s.
+    """
+    n = v.shape[-2] * v.shape[-1]
+    d = v - v.mean((-2, -1), keepdims=True)
+    m = {p: (d ** p).mean((-2, -1), keepdims=True) for p in range(2, order + 1)}
+    return jnp.stack([sum(c * d ** k for k, c in enumerate(f)).sum(-1) / n
+                      for f in _influence(m, order)], -2)
+
+
+def contribution_se(c) -> jnp.ndarray:
+    """Standard error [...] of ``sum_i c[..., i]`` over B independent samples' contributions
+    c [..., B]: ``sqrt(B / (B - 1) * sum_i (c_i - mean c)^2)``."""
+    b = c.shape[-1]
+    return jnp.sqrt(b / (b - 1) * jnp.sum((c - c.mean(-1, keepdims=True)) ** 2, -1))
+
+
 # ------------------------------------------------------------------------------------------
 # Aggregates over seeds (host side, numpy).
 
 def aggregate(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """mean, median, q25, q75, iqr and a percentile-bootstrap CI of the median over the
-    finite entries of ``values`` [S]; NaN everywhere when there are none."""
+    """mean, median, q25, q75, iqr, a percentile-bootstrap CI of the median, and the standard
+    errors of the median (the standard deviation of the ``n_boot`` bootstrap medians drawn
+    with ``numpy.random.default_rng(seed)``) and of the mean (sample sd / sqrt(n)), over the
+    finite entries of ``values`` [S]; NaN everywhere when there are none, and NaN standard
+    errors from fewer than 2 (one seed says nothing of the spread)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
-    keys = ("mean", "median", "q25", "q75", "iqr", "ci_lo", "ci_hi")
+    keys = ("mean", "median", "q25", "q75", "iqr", "ci_lo", "ci_hi", "median_se", "mean_se")
     if v.size == 0:
         return dict.fromkeys(keys, math.nan) | {"n": 0}
     q25, med, q75 = np.percentile(v, [25, 50, 75])
     rng = np.random.default_rng(seed)
     boot = np.median(v[rng.integers(0, v.size, (n_boot, v.size))], axis=1)
     lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    many = v.size > 1
     return dict(mean=float(v.mean()), median=float(med), q25=float(q25), q75=float(q75),
-                iqr=float(q75 - q25), ci_lo=float(lo), ci_hi=float(hi), n=int(v.size))
+                iqr=float(q75 - q25), ci_lo=float(lo), ci_hi=float(hi), n=int(v.size),
+                median_se=float(boot.std(ddof=1)) if many else math.nan,
+                mean_se=float(v.std(ddof=1) / math.sqrt(v.size)) if many else math.nan)
 
 
 def summarise(final: Mapping[str, np.ndarray], diverged: np.ndarray) -> dict:
-    """``{metric: aggregate}`` over the seeds that did not diverge, plus counts."""
+    """``{metric: aggregate}`` over the seeds that did not diverge, plus counts.
+
+    Each declared metric's aggregate also holds ``se``: the standard error of the statistic
+    the tables show (:attr:`Metric.aggregate`) over seeds, combined in quadrature with
+    ``eval_se``, the median over seeds of its evaluation-set SE where it has one
+    (:attr:`Metric.se`; shared by every seed, that noise does not average out over seeds).
+    """
     diverged = np.asarray(diverged, bool)
     keep = ~diverged
     out = {name: aggregate(np.asarray(v)[keep]) for name, v in final.items()}
+    for name, a in out.items():
+        info = lookup(name)
+        if info is None:
+            continue
+        se = a[f"{info.aggregate}_se"]
+        companion = info.se_name(name)
+        if companion in final:
+            a["eval_se"] = out[companion]["median"]
+            se = math.hypot(se, a["eval_se"])
+        a["se"] = se
     out["num_seeds"] = int(diverged.size)
     out["num_diverged"] = int(diverged.sum())
     return out

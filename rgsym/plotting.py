@@ -74,16 +74,24 @@ def _quantiles_over_seeds(a: np.ndarray, diverged: np.ndarray, q) -> np.ndarray 
         return np.nanpercentile(np.where(np.isfinite(a), a, np.nan), q, axis=0)
 
 
+def _metrics():
+    """rgsym.metrics, imported when a figure is drawn (not with this module: it loads JAX)."""
+    from rgsym import metrics
+    return metrics
+
+
 def learning_curves(variants: dict[str, VariantRecord], path: str,
                     metrics=("train_loss", "test_rel_err", "ood_rel_err_median")) -> str:
-    """One panel per metric: median over seeds (IQR band) against the training step.
+    """One panel per metric: median over seeds (IQR band) against the training step; titles
+    and axis labels from the metrics' declarations (``rgsym.metrics.REGISTRY``).
 
     variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged [S]).
     """
+    infos = [_metrics().metric_info(m) for m in metrics]
     fig = Figure(figsize=(4.2 * len(metrics), 3.4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
     colours = matplotlib.colormaps["tab20"]
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric, info in zip(axes[0], metrics, infos):
         for c, (name, v) in enumerate(variants.items()):
             if metric not in v.curves:
                 continue
@@ -96,6 +104,7 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
             ax.fill_between(v.steps, lo, hi, color=colours(c % 20), alpha=0.15)
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.set_ylabel(_axis_label(info), fontsize=8)
         ax.set_title(metric, fontsize=9)
     axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Learning curves: median over seeds, inter-quartile band", fontsize=9)
@@ -105,16 +114,17 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
 def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
     """Heat map of log10 median relative error: variants (sorted by model family, symmetry,
     activation) x evaluation sets (families and scales)."""
+    rel_err = _metrics().REL_ERR
     names = sorted(variants, key=lambda n: tuple(
         variants[n].config["model"][k] for k in ("family", "symmetry", "activation")))
-    sets = list(dict.fromkeys(k[len("rel_err/"):] for n in names
-                              for k in variants[n].final if k.startswith("rel_err/")))
+    sets = list(dict.fromkeys(rel_err.match(k)["set"] for n in names
+                              for k in variants[n].final if rel_err.matches(k)))
     grid = np.full((len(names), len(sets)), np.nan)
     for i, n in enumerate(names):
         v = variants[n]
         for j, s in enumerate(sets):
-            if f"rel_err/{s}" in v.final:
-                med = _quantiles_over_seeds(v.final[f"rel_err/{s}"], v.diverged, 50)
+            if rel_err.name(set=s) in v.final:
+                med = _quantiles_over_seeds(v.final[rel_err.name(set=s)], v.diverged, 50)
                 grid[i, j] = np.nan if med is None else med
     logs = np.log10(np.clip(grid, 1e-300, None))
     fig = Figure(figsize=(0.55 * len(sets) + 3, 0.32 * len(names) + 1.6))
@@ -126,10 +136,15 @@ def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
         if np.isfinite(logs[i, j]):
             ax.text(j, i, f"{np.round(logs[i, j]) + 0:.0f}", ha="center", va="center",
                     fontsize=5, color="w")
-    fig.colorbar(im, ax=ax, label="log10 median relative error")
+    fig.colorbar(im, ax=ax, label=f"log10 median {_axis_label(rel_err)}")
     ax.set_title("Generalisation by evaluation family x (model family, symmetry, activation)",
                  fontsize=9)
     return save_figure(fig, path)
+
+
+def _axis_label(info) -> str:
+    """A metric's axis label, with its unit unless dimensionless."""
+    return info.label if info.unit == "1" else f"{info.label} [{info.unit}]"
 
 
 def sweep_figures(workdir, variants: dict[str, VariantRecord]) -> list[str]:

@@ -58,17 +58,18 @@ from rgsym import train as train_lib
 __all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_run",
            "load_variant", "load_params", "RunRecord", "VariantRecord", "check", "summary_table", "printed_table",
-           "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
+           "summary_legend", "SUMMARY_COLUMNS", "PRINTED_COLUMNS"]
 
-# Columns of summary.txt (those a variant lacks are shown as '-').
-SUMMARY_COLUMNS = ("train_loss", "test_rel_err", "ood_rel_err_median", "ood_rel_err_max",
-                   "scale_rel_err_max", "flow_rel_err_max", "fixed_point_violation",
-                   "cum_err/k4", "rg_eig_err")
-# The key columns printed at the end of a run, (metric, short header): medians at 2
-# significant digits, so the table fits a terminal; summary.txt/.csv/.json hold the rest.
-PRINTED_COLUMNS = (("train_loss", "train"), ("test_rel_err", "test"),
-                   ("ood_rel_err_median", "ood_med"), ("ood_rel_err_max", "ood_max"),
-                   ("scale_rel_err_max", "scale_max"), ("flow_rel_err_max", "flow_max"))
+# Columns of summary.txt (those a variant lacks are shown as '-'), declared in rgsym.metrics.
+SUMMARY_COLUMNS = tuple(m.name() for m in (
+    metrics_lib.TRAIN_LOSS, metrics_lib.TEST_REL_ERR, metrics_lib.OOD_REL_ERR_MEDIAN,
+    metrics_lib.OOD_REL_ERR_MAX, metrics_lib.SCALE_REL_ERR_MAX, metrics_lib.FLOW_REL_ERR_MAX,
+    metrics_lib.FIXED_POINT_VIOLATION)) + (metrics_lib.CUM_ERR_TRAIN.name(n=4),
+                                           metrics_lib.RG_EIG_ERR.name())
+# The key columns printed at the end of a run, (metric, short header): the metrics declared
+# with a short header, medians at 2 significant digits, so the table fits a terminal;
+# summary.txt/.csv/.json hold the rest, with standard errors.
+PRINTED_COLUMNS = tuple((m.name(), m.short) for m in metrics_lib.REGISTRY if m.short)
 
 
 # Fault injection (rgsym.atomic.kill_point, RGSYM_KILL_AT=<point>: the process SIGKILLs
@@ -454,7 +455,7 @@ def _rg_eig_err(config: dict, params) -> np.ndarray:
 
 def _finalise_variant(vdir: Path, name: str) -> dict:
     v = load_variant(vdir)
-    final = dict(v.final, rg_eig_err=_rg_eig_err(v.config, v.params))
+    final = dict(v.final, **{metrics_lib.RG_EIG_ERR.name(): _rg_eig_err(v.config, v.params)})
     lines, rows, curve_rows = [], [], []
     for i, s in enumerate(v.seeds):
         rec = dict(variant=name, seed=int(s), diverged=bool(v.diverged[i]),
@@ -479,13 +480,7 @@ def _finalise_variant(vdir: Path, name: str) -> dict:
 
 def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
     """Adds the maxima over scales and flow steps used by the summary table."""
-    out = dict(final)
-    for col, prefix in (("scale_rel_err_max", "rel_err/scale_"), ("flow_rel_err_max",
-                                                                 "flow_rel_err/")):
-        cols = [v for k, v in final.items() if k.startswith(prefix)]
-        if cols:
-            out[col] = np.max(np.stack(cols), axis=0)
-    return out
+    return metrics_lib.with_derived(final)
 
 
 Plan = list[tuple[int, np.ndarray]]  # chunks still to train: (file index, seeds [C])
@@ -555,21 +550,45 @@ def _csv(rows: list[dict]) -> str:
 # ------------------------------------------------------------------------------------------
 # The summary table.
 
+def _statistic(metric: str) -> str:
+    """The statistic over seeds a table shows for a metric (median for undeclared ones)."""
+    info = metrics_lib.lookup(metric)
+    return info.aggregate if info else "median"
+
+
 def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str:
-    """Plain-text table: one row per variant, ``median [q25, q75]`` per metric."""
+    """Plain-text table: one row per variant, ``median ± se [q25, q75]`` per metric, then a
+    legend.  ``se`` is ``metrics.summarise``'s: the seed spread's bootstrap SE of the median,
+    combined in quadrature with the evaluation set's SE where the metric has one (summaries
+    written before SEs were recorded show none)."""
     header = ["variant", "seeds", "diverged", *columns]
     rows = []
     for name, s in summaries.items():
         cells = [name, str(s["num_seeds"]), str(s["num_diverged"])]
         for c in columns:
             a = s.get(c)
+            se = "" if a is None or "se" not in a else f" ± {a['se']:.1e}"
             cells.append("-" if a is None or not a["n"] else
-                         f"{a['median']:.2e} [{a['q25']:.1e}, {a['q75']:.1e}]")
+                         f"{a[_statistic(c)]:.2e}{se} [{a['q25']:.1e}, {a['q75']:.1e}]")
         rows.append(cells)
     width = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip()
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule] + [fmt(r) for r in rows]) + "\n"
+
+
+def summary_legend(columns=SUMMARY_COLUMNS, width: int = 100) -> str:
+    """What the cells of :func:`summary_table` are, and how their standard errors are made
+    (written under the table in summary.txt)."""
+    noisy = [c for c in columns if (info := metrics_lib.lookup(c)) and info.se]
+    return "\n".join(textwrap.wrap(
+        "median ± standard error [q25, q75] over the seeds that did not diverge. The SE is "
+        "the standard deviation of 1000 bootstrap medians (seeds resampled, numpy seed 0)"
+        + (f"; for {', '.join(noisy)} combined in quadrature with the median over seeds "
+           "of the evaluation set's own sampling SE (eval_se in summary.csv/.json: the "
+           "evaluation sets are shared by every seed, so their noise does not average out)"
+           if noisy else "")
+        + ". Differences within a few SEs are noise.", width)) + "\n"
 
 
 def printed_table(summaries: Mapping[str, dict], columns=PRINTED_COLUMNS,
@@ -590,7 +609,7 @@ def printed_table(summaries: Mapping[str, dict], columns=PRINTED_COLUMNS,
         cells = [name, str(s["num_seeds"]), str(s["num_diverged"])]
         for metric, _ in columns:
             a = s.get(metric)
-            cells.append("-" if a is None or not a["n"] else f"{a['median']:.1e}")
+            cells.append("-" if a is None or not a["n"] else f"{a[_statistic(metric)]:.1e}")
         rows.append(cells)
     sizes = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     sizes[0] = max(len(head[0]), min(sizes[0], width - sum(sizes[1:]) - 2 * (len(head) - 1)))
@@ -599,8 +618,8 @@ def printed_table(summaries: Mapping[str, dict], columns=PRINTED_COLUMNS,
         c.rjust(n) for c, n in zip(r[1:], sizes[1:])]).rstrip()
     legend = textwrap.wrap(
         "Medians over seeds; div: diverged seeds. " + ", ".join(
-            f"{h}: {m}" for m, h in columns) + ". Quartiles and every metric: summary.txt, "
-        "summary.csv, summary.json.", width)
+            f"{h}: {m}" for m, h in columns) + ". Standard errors, quartiles and every metric: "
+        "summary.txt, summary.csv, summary.json.", width)
     return "\n".join([fmt(head), "-" * len(fmt(head))] + [fmt(r) for r in rows] + legend) + "\n"
 
 
@@ -774,7 +793,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
             summaries[name] = _read_json(vdir / "summary.json")
     bar.close()
     if writer:
-        table = summary_table(summaries)
+        table = summary_table(summaries) + "\n" + summary_legend()
         atomic_write_text(workdir / "summary.txt", table)
         atomic_write_text(workdir / "summary.csv", _summary_csv(summaries))
         atomic_write_json(workdir / "summary.json", summaries)

@@ -140,8 +140,8 @@ def make_train(cfg, validate: bool = True) -> Trainer:
 
     # Curve vector: the evaluator's curve metrics (symmetry diagnostics last), then the
     # training loss; the final vector takes both from the last curve point (same params).
-    curve_names = evaluator.curve_names + ("train_loss",)
-    first_sym = min((i for i, n in enumerate(curve_names) if n.startswith("sym/")),
+    curve_names = evaluator.curve_names + (metrics_lib.TRAIN_LOSS.name(),)
+    first_sym = min((i for i, n in enumerate(curve_names) if metrics_lib.SYM.matches(n)),
                     default=len(curve_names) - 1)
     final_names = evaluator.final_names + curve_names[first_sym:]
 

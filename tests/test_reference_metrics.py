@@ -1,7 +1,9 @@
 """Every science metric of a short training run recomputed independently.
 
-The evaluator's numbers (``rel_err``, ``mse``, ``cum_err``, ``fixed_point``,
-``flow_rel_err``, ``ood_rel_err_*``, ``sym/*``, and the last learning-curve point) are
+The evaluator's numbers (``rel_err``, ``mse``, ``cum_err``, ``fixed_point``, their
+evaluation-set standard errors ``cum_err_se``, ``fixed_point_se`` (influence functions
+written out here, the samples as independent units), ``flow_rel_err``, ``ood_rel_err_*``,
+``sym/*``, and the last learning-curve point) are
 recomputed from the run's parameters and evaluation inputs with: an explicit block-sum loop
 for the RG target, scipy's k-statistics, scipy's skewness and excess kurtosis for the exact
 cumulants of each standardised family (``kappa_n' = B^(1 - n/2) s^n kappa_n`` at scale s),
@@ -172,7 +174,7 @@ def _reference(trainer, params, x, hp_alpha):
     b, dim = cfg.lattice.b, cfg.lattice.dim
     apply = lambda z: np.asarray(model.apply(params, z, alpha=hp_alpha), float)
     x64 = np.asarray(x, float)
-    out, rel, mse, kst = {}, {}, {}, {}
+    out, rel, mse, kst, infl = {}, {}, {}, {}, {}
     for i, name in enumerate(sets.names):
         pred, y = apply(x[i]), block_sum(x64[i], b, dim)
         s = float(name[len("scale_"):]) if name.startswith("scale_") else 1.0
@@ -181,11 +183,14 @@ def _reference(trainer, params, x, hp_alpha):
         kst[name] = [stats.kstat(pred.ravel(), n) for n in range(1, 5)], \
             [stats.kstat(y.ravel(), n) for n in range(1, 5)]
         exact = _exact_rg_cumulants(name, cfg.data.family, b, dim)
+        infl[name] = _influence(pred.reshape(len(pred), -1)), _influence(y.reshape(len(y), -1))
         for n in range(4):
             out[f"cum_err/{name}/k{n + 1}"] = abs(kst[name][0][n] - exact[n])
+            out[f"cum_err_se/{name}/k{n + 1}"] = _sample_se(infl[name][0][n + 1])
         out[f"rel_err/{name}"], out[f"mse/{name}"] = rel[name], mse[name]
     train_name = cfg.data.family
-    out.update({f"cum_err/k{n}": out[f"cum_err/{train_name}/k{n}"] for n in range(1, 5)})
+    for kind in ("cum_err", "cum_err_se"):
+        out.update({f"{kind}/k{n}": out[f"{kind}/{train_name}/k{n}"] for n in range(1, 5)})
     out["test_rel_err"], out["test_mse"] = rel[train_name], mse[train_name]
     ood = [rel[f] for f in cfg.eval.families if f != train_name]
     out["ood_rel_err_median"], out["ood_rel_err_max"] = np.median(ood), np.max(ood)
@@ -194,6 +199,13 @@ def _reference(trainer, params, x, hp_alpha):
     pred_k, rg_k = kst["gaussian"]
     out["fixed_point/k3"], out["fixed_point/k4"] = pred_k[2] - rg_k[2], pred_k[3] - rg_k[3]
     out["fixed_point_violation"] = np.hypot(out["fixed_point/k3"], out["fixed_point/k4"])
+    # paired: the influence of the difference, samples as the independent units
+    pred_i, rg_i = infl["gaussian"]
+    diff = {n: pred_i[n] - rg_i[n] for n in (3, 4)}
+    out["fixed_point_se/k3"], out["fixed_point_se/k4"] = _sample_se(diff[3]), _sample_se(diff[4])
+    out["fixed_point_violation_se"] = _sample_se(
+        (out["fixed_point/k3"] * diff[3] + out["fixed_point/k4"] * diff[4])
+        / out["fixed_point_violation"])
     if model.describe()["iterable"]:
         pred, target = x[0], x64[0]
         for j in range(1, cfg.eval.flow_steps + 1):
@@ -219,6 +231,22 @@ def _reference(trainer, params, x, hp_alpha):
                                        rtol=1e-4 if cfg.dtype == "float32" else 1e-10, atol=1e-5)
         out.update(_mlp_symmetry_references(ws, blocks))
     return out
+
+
+def _influence(z):
+    """{n: the influence function of kappa_n at each value of z [B, m]} (pooled moments)."""
+    d = z - z.mean()
+    m2, m3, m4 = (np.mean(d ** p) for p in (2, 3, 4))
+    return {1: d, 2: d ** 2 - m2, 3: d ** 3 - 3 * m2 * d - m3,
+            4: d ** 4 - 4 * m3 * d - 6 * m2 * d ** 2 + 6 * m2 ** 2 - m4}
+
+
+def _sample_se(influence):
+    """SE of the pooled statistic whose influence at each value is ``influence`` [B, m]:
+    the B samples (rows) are the independent units, their sites may be correlated."""
+    per_sample = influence.sum(1) / influence.size
+    b = len(per_sample)
+    return np.sqrt(b / (b - 1) * np.sum((per_sample - per_sample.mean()) ** 2))
 
 
 def _dense_forward(ws, phi, z):

@@ -75,6 +75,13 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
         assert (work / f).exists(), f
     env = json.loads((work / "environment.json").read_text())
     assert env["matmul_precision"] == "default" and env["jax"]
+    # standard errors: over seeds (and of the evaluation set for cum_err) in every summary
+    k4 = json.loads((vdir / "summary.json").read_text())["cum_err/k4"]
+    assert k4["eval_se"] > 0 and k4["se"] >= max(k4["median_se"], k4["eval_se"])
+    assert "cum_err_se/k4" in json.loads((work / "summary.json").read_text())["mlp-none-tanh"]
+    assert {"se", "eval_se", "median_se"} <= set(
+        (work / "summary.csv").read_text().splitlines()[0].split(","))
+    assert "± " in (work / "summary.txt").read_text().splitlines()[2]
     assert results.load_variant(vdir).seeds.tolist() == [0, 1, 2, 3]
 
     # Lose the last chunk (as a SIGKILL in flight would): only that chunk is rerun.
