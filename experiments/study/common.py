@@ -27,10 +27,11 @@ class Context:
     runs: Path
     figures: Path
     quick: bool
+    gpu: bool = False
 
     @property
     def mode(self) -> str:
-        return "quick" if self.quick else "full"
+        return "quick" if self.quick else "gpu" if self.gpu else "full"
 
     def run(self, name: str) -> results.RunRecord:
         return results.load_run(self.runs / name)
