@@ -179,13 +179,27 @@ def report(ctx) -> str:
             out += ["", f"**Finite data ({sym}, tanh).** With {sizes[0]} training samples "
                         f"the OOD error ({common.g2(small[0])}) lies {verdict} the one with "
                         f"fresh samples every step ({common.g2(unlimited[0])})."]
+    finite_data = any(p[0] is not None and p[-1] is not None
+                      and common.separated(p[0], p[-1]) > 0 for p in data.values())
+    over_complex = [finite_data]
     if not ctx.quick:
-        out += _expressivity_axes(ctx)
+        lines, over_complex_axes = _expressivity_axes(ctx)
+        out += lines
+        over_complex.append(over_complex_axes)
+    sides = {"over-constrained": n_worse > 0, "over-complex": any(over_complex)}
+    shown = [k for k, v in sides.items() if v]
+    verdict = ("agrees" if len(shown) == 2 else
+               f"partly agrees (only the {shown[0]} side is shown)" if shown else
+               "is not reproduced (neither side is significant)")
+    out += ["", f"**Verdict.** Claim 1 (constraints compete with expressivity: over-constrained "
+                f"and over-complex nets both generalise badly) {verdict} in this run."]
     return "\n".join(out)
 
 
-def _expressivity_axes(ctx) -> list[str]:
-    out = []
+def _expressivity_axes(ctx) -> tuple[list[str], bool]:
+    """The width, depth and soft-strength figures and GNN table; and whether a larger
+    width or depth generalised significantly worse than a smaller one (over-complex)."""
+    out, over_complex = [], False
     fig = Figure(figsize=(10, 3.5))
     for ax, (run, key, xs, label, log_x) in zip(
             fig.subplots(1, 2),
@@ -195,6 +209,7 @@ def _expressivity_axes(ctx) -> list[str]:
         _plot(ax, xs, lines, f"{label} (tanh)", log_x)
         for sym, pts in lines.items():
             best = _over_complex(pts, xs)
+            over_complex |= best is not None
             out.append(f"- {label}, {sym}: " + (
                 f"the largest {label} generalises worse than {label} {best} (CIs separated): "
                 "over-complex." if best is not None else
@@ -215,8 +230,8 @@ def _expressivity_axes(ctx) -> list[str]:
     _plot(ax, labels, {"block_local penalty": [pts[i] for i in order]},
           "soft block_local strength (tanh)")
     gnn_table, _ = _table(ctx, "competition_gnn")
-    return (["", "**Expressivity: width and depth** (tanh, three constraint levels).", "",
+    return ((["", "**Expressivity: width and depth** (tanh, three constraint levels).", "",
              ctx.save(fig, "competition_width_depth"), ""] + out +
             ["", "**Soft constraints** from free (0) to hard:", "",
              ctx.save(fig2, "competition_soft"), "",
-             "**GNNs** (weight-sharing options x activation):", "", gnn_table])
+             "**GNNs** (weight-sharing options x activation):", "", gnn_table]), over_complex)

@@ -84,8 +84,12 @@ def extract(document: str, mode: str) -> str:
 def report(ctx: common.Context, mode: str) -> str:
     """Every claim's section, in order (deterministic: a test regenerates it)."""
     title = {"quick": "Quick study", "full": "Full study", "gpu": "GPU study"}[mode]
-    parts = [f"## {title}"] + [claim.report(ctx) for claim in CLAIMS]
-    return "\n\n".join(p.rstrip() for p in parts)
+    sections = [claim.report(ctx).rstrip() for claim in CLAIMS]
+    verdicts = [line[len("**Verdict.** "):] for text in sections for line in text.splitlines()
+                if line.startswith("**Verdict.** ")]
+    summary = "Claim by claim (each verdict computed in its section below):\n\n" + "\n".join(
+        f"- {v}" for v in verdicts)
+    return "\n\n".join([f"## {title}", summary] + sections)
 
 
 GPU_SEEDS = 1024  # the GPU study: the full grids with this many seeds per variant
