@@ -56,6 +56,8 @@ SCHEMA: tuple[tuple[str, Any, str], ...] = (
     ("lattice.b", 2, "block size per side: the RG sums b**dim sites into one"),
     ("data.family", "uniform", "training input family (standardised: mean 0, variance 1)"),
     ("data.batch", 256, "training samples per step"),
+    ("data.train_size", 0, "training pairs per seed, drawn once and reused (finite data: "
+     "over-fitting shows in the test error); 0 = fresh pairs every step; else >= data.batch"),
     ("model.family", "mlp", "network kind: mlp or gnn"),
     ("model.symmetry", "none", "weight symmetry (mlp: none, block_local, block_permutation, "
      "tied_hidden, odd, nonnegative, symmetric_weights; gnn: shared, separate, edge_typed, "
@@ -281,6 +283,9 @@ def _check_lattice(cfg) -> None:
 
 def _check_data(cfg) -> None:
     _int(cfg, "data.batch", 1)
+    if 0 < _int(cfg, "data.train_size", 0) < cfg.data.batch:
+        fail("data.train_size", cfg.data.train_size, "a finite training set must hold at least "
+             f"data.batch={cfg.data.batch} pairs (0 = unlimited)")
     fam = _choice(cfg, "data.family", distributions.names())
     if distributions.get(fam).max_order < 2:
         fail("data.family", fam, "training needs a family with finite variance")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from rgsym import clt, validation
 from rgsym.distributions import Distribution
 
-__all__ = ["lattice_shape", "sample_pairs"]
+__all__ = ["lattice_shape", "sample_pairs", "epoch_rows"]
 
 
 def lattice_shape(sites: int, dim: int) -> tuple[int, ...]:
@@ -34,3 +35,32 @@ def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: 
     with jax.threefry_partitionable(False):
         x = dist.sample(key, (int(batch),) + shape, dtype)
     return x, clt.flow(x, b, steps, dim)[-1]
+
+
+def epoch_rows(key: jax.Array, n: int, batch: int, start, count: int) -> jax.Array:
+    """Row indices [count, batch] into a training set of ``n`` rows for the steps ``start``
+    .. ``start + count - 1``; pure and jit/vmap-able (``start`` may be traced).
+
+    Epoch ``e`` shuffles the set (a permutation of the key ``fold_in(key, e)``) and cuts it
+    into ``n // batch`` batches, one per step; the ``n % batch`` rows left over sit out that
+    epoch.  So the rows of a batch are distinct, and every row is seen at most once an epoch.
+    """
+    n, batch, count = (validation.integer(k, v, 1) for k, v in
+                       (("n", n), ("batch", batch), ("count", count)))
+    if batch > n:
+        raise ValueError(f"batch={batch} is not valid: it must be <= n={n}")
+    per_epoch = n // batch
+    first = start // per_epoch
+    # count consecutive steps touch at most this many epochs: only their permutations are
+    # made (a permutation per step, as jax.random.choice(replace=False) does, sorts all n
+    # rows every step).
+    epochs = min(count, (count - 1) // per_epoch + 2)
+
+    def permutation(e):
+        with jax.threefry_partitionable(False):  # the sampler's stream, whatever the flag
+            return jax.random.permutation(jax.random.fold_in(key, e), n)
+
+    perms = jax.vmap(permutation)(first + jnp.arange(epochs))
+    batches = perms[:, : per_epoch * batch].reshape(epochs, per_epoch, batch)
+    t = start + jnp.arange(count)
+    return batches[t // per_epoch - first, t % per_epoch]

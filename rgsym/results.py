@@ -162,8 +162,15 @@ def _check_resume(path: Path, cfg) -> None:
         raise ValueError(f"config field 'num_seeds'={wants} is fewer than the {had} seeds of "
                          f"the run in {path.parent}: a run can be extended with more seeds, "
                          f"not cut; use num_seeds >= {had} or a new --workdir")
+    # A field added to the schema after the run was written is absent from its config.json;
+    # at its default it computes what the older code did (a test pins this for each field).
+    old, new = _flat(old), _flat(new)
+    defaults = _flat(_config_json(config_lib.base_config()))
+    for field in new.keys() - old.keys():
+        if field in defaults and new[field] == defaults[field]:
+            del new[field]
     if old != new:
-        diff = sorted(_flat(old).items() ^ _flat(new).items())
+        diff = sorted(old.items() ^ new.items())
         fields = sorted({k for k, _ in diff})
         raise ValueError(f"{path.parent} holds a run of a different config (fields differ: "
                          f"{', '.join(fields)}); use a new --workdir or the same config")

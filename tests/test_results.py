@@ -96,6 +96,18 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "make_sweep", lambda *a, **k: pytest.fail("recompiled"))
     assert results.run(cfg, work, progress=False, log=lambda s: None) == first
 
+    # A run written before a field joined the schema (here data.train_size) resumes while
+    # the field keeps its default (what the older code computed), and is refused otherwise.
+    saved = json.loads((work / "config.json").read_text())
+    del saved["data"]["train_size"]
+    (work / "config.json").write_text(json.dumps(saved))
+    assert results.run(cfg, work, progress=False, log=lambda s: None) == first
+    (work / "config.json").write_text(json.dumps(saved))
+    cfg.data.train_size = cfg.data.batch
+    with pytest.raises(ValueError, match="data.train_size"):
+        results.run(cfg, work, progress=False)
+    cfg.data.train_size = 0
+
     cfg.optim.lr = 0.5
     with pytest.raises(ValueError, match="optim.lr"):
         results.run(cfg, work, progress=False)
