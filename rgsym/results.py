@@ -402,12 +402,26 @@ def load_run(run_dir) -> RunRecord:
     if not (path / "config.json").exists():
         raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
     config = _read_json(path / "config.json")
-    names = tuple(n for n, _ in config_lib.variant_configs(ml_collections.ConfigDict(config)))
+    names = _variant_names(path, config)
     summaries = {n: _read_json(path / "variants" / n / "summary.json")
                  for n in names if (path / "variants" / n / "DONE").exists()}
     env = path / "environment.json"
     return RunRecord(path, config, _read_json(env) if env.exists() else {},
                      names, summaries)
+
+
+def _variant_names(path: Path, config: dict) -> tuple:
+    """The run's variant names in config order: from variants.json, which the run writes
+    (config.json sorts every dict's keys, and a variant's name follows its overrides'
+    order).  Older runs: names computed from config.json, those not on disk replaced, in
+    order, by the variant folders that no computed name matches."""
+    if (path / "variants.json").exists():
+        return tuple(_read_json(path / "variants.json"))
+    names = [n for n, _ in config_lib.variant_configs(ml_collections.ConfigDict(config))]
+    vdir = path / "variants"
+    on_disk = sorted(p.name for p in vdir.iterdir()) if vdir.is_dir() else []
+    spare = iter(n for n in on_disk if n not in names)
+    return tuple(n if (vdir / n).exists() else next(spare, n) for n in names)
 
 
 def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
@@ -766,6 +780,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         for stale in workdir.rglob(".tmp-*"):  # left by a write that a SIGKILL cut short
             stale.unlink()
         atomic_write_json(workdir / "config.json", _config_json(cfg))
+        atomic_write_json(workdir / "variants.json", [name for name, _ in variants])
         atomic_write_json(workdir / "environment.json",
                           dict(environment(cfg), compile_cache_dir=cache_dir,
                                allow_version_change=allow_version_change,

@@ -468,3 +468,20 @@ def test_resuming_under_other_versions_is_refused_unless_allowed_and_recorded(tm
     env = json.loads(env_path.read_text())
     assert env["allow_version_change"] is True and env["jax"] == jax.__version__
     assert [h["jax"] for h in env["history"]] == ["0.0.1"]
+
+
+def test_load_run_names_variants_whose_overrides_config_json_sorts(tmp_path):
+    """config.json sorts every dict's keys, while a variant's name follows the order of its
+    overrides: load_run must still find every variant (and its summary), in config order,
+    also in a run written before variants.json existed."""
+    cfg = tiny(num_seeds=1)
+    cfg.variants = config.zipped(**{"optim.lr": (1e-2, 2e-2), "data.batch": (16, 32)})
+    work = tmp_path / "run"
+    summaries = results.run(cfg, work, progress=False, log=lambda s: None)
+    expected = ("mlp-none-tanh-lr=0.01-batch=16", "mlp-none-tanh-lr=0.02-batch=32")
+    assert tuple(summaries) == expected
+    rec = results.load_run(work)
+    assert rec.variants == expected and tuple(rec.summaries) == expected
+    (work / "variants.json").unlink()  # as an older run directory
+    rec = results.load_run(work)
+    assert rec.variants == expected and tuple(rec.summaries) == expected
