@@ -14,12 +14,20 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 def _check_01(ns):
     """01_clt_flow_and_tied_networks: closed-form flow of the standardised Laplace law
     (kappa_3 = 0, kappa_4 = 3 halving per b = 2 step), the sampled exponential flow after 3
-    steps (kappa_3 = 2 / sqrt(8)) within 5 SE, and the last exact MSE beside its Monte
-    Carlo twin within 5 SE."""
+    steps (kappa_3 = 2 / sqrt(8)) within 5 SE; the trained one-block quadratic networks:
+    free ones learn the exact map (exact MSE below 1e-6 on every OOD family, every seed),
+    tied ones cannot (on every OOD family even their best seed is over 100 times worse than
+    the free networks' worst); the tied network's exact MSE beside its Monte Carlo twin
+    within 5 SE."""
     import numpy as np
     np.testing.assert_allclose(ns["flow"][:, 2:], [[0, 3], [0, 1.5], [0, 0.75], [0, 0.375]],
                                atol=1e-12)
     assert abs(float(ns["ks"].value[2]) - 2 / 8 ** 0.5) < 5 * float(ns["ks"].se[2])
+    free, tied = ns["exact_mse"]["none"], ns["exact_mse"]["tied_hidden"]  # [seeds, families]
+    assert free.shape == tied.shape and free.shape[1] >= 10
+    assert "uniform" not in ns["families"]  # out of distribution only
+    assert np.all(free < 1e-6), free
+    assert np.all(tied.min(0) > 100 * free.max(0)), (tied.min(0), free.max(0))
     assert ns["pred"].label == "exact"
     assert abs(float(ns["pred"].mse) - float(ns["mc"].mse)) < 5 * float(ns["mc"].mse_se)
     assert ns["check"].standardised.shape == (4,)
@@ -32,6 +40,20 @@ CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01}
 def test_there_are_notebooks():
     assert NOTEBOOKS
     assert {os.path.basename(p) for p in NOTEBOOKS} == set(CHECKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_is_stored_stripped(path):
+    """Committed notebooks hold no outputs and no execution counts (their outputs come from
+    running them; stale ones would disagree with the code)."""
+    nb = json.load(open(path))
+    assert nb["nbformat"] == 4
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"code cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"code cell {i} has an execution count"
+        else:
+            assert "outputs" not in cell and not cell.get("attachments"), f"cell {i}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
