@@ -33,8 +33,28 @@ def _check_01(ns):
     assert ns["check"].standardised.shape == (4,)
 
 
+def _check_02(ns):
+    """02_train_a_grid_and_load_it: the loaded run holds the grid's four variants, each with
+    the configured seeds and none diverged; one seed's parameters, taken back from disk and
+    applied to the run's own evaluation set, reproduce the test error recorded for that
+    seed (and for no other seed of the variant)."""
+    import numpy as np
+    assert ns["run"].variants == ("mlp-none-quadratic", "mlp-none-tanh",
+                                  "mlp-block_local-quadratic", "mlp-block_local-tanh")
+    for rec in ns["records"].values():
+        np.testing.assert_array_equal(rec.seeds, np.arange(4))
+        assert not rec.diverged.any()
+        assert rec.curves["test_rel_err"].shape == (4, len(rec.steps))
+    seeds, recorded = list(ns["rec"].seeds), np.asarray(ns["recorded"])
+    mine = seeds.index(ns["seed"])
+    np.testing.assert_allclose(ns["recomputed"], recorded[mine], rtol=1e-4)
+    others = np.delete(recorded, mine)
+    assert np.all(np.abs(others - ns["recomputed"]) > 1e-2 * ns["recomputed"]), recorded
+
+
 # What each notebook's output must show (every notebook needs an entry).
-CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01}
+CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01,
+          "02_train_a_grid_and_load_it.ipynb": _check_02}
 
 
 def test_there_are_notebooks():
