@@ -52,9 +52,22 @@ def _check_02(ns):
     assert np.all(np.abs(others - ns["recomputed"]) > 1e-2 * ns["recomputed"]), recorded
 
 
+def _check_03(ns):
+    """03_propagate_through_a_trained_network: on every family shown, the exact (label
+    'exact') output cumulants kappa_1..kappa_4 of the trained quadratic net lie within 5 SE
+    of Monte Carlo at every output site."""
+    import numpy as np
+    assert len(ns["families"]) >= 3
+    for f in ns["families"]:
+        assert ns["labels"][f] == "exact"
+        z = np.asarray(ns["z"][f])
+        assert z.shape == (2, 4) and np.all(np.abs(z) < 5), (f, z)
+
+
 # What each notebook's output must show (every notebook needs an entry).
 CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01,
-          "02_train_a_grid_and_load_it.ipynb": _check_02}
+          "02_train_a_grid_and_load_it.ipynb": _check_02,
+          "03_propagate_through_a_trained_network.ipynb": _check_03}
 
 
 def test_there_are_notebooks():
