@@ -64,10 +64,33 @@ def _check_03(ns):
         assert z.shape == (2, 4) and np.all(np.abs(z) < 5), (f, z)
 
 
+def _check_04(ns):
+    """04_inside_a_gnn: the labels the notebook describes; the input and the first
+    message-passing layer within 5 SE of Monte Carlo at every unit and order; every state
+    with a finite error estimate within that estimate + 4 SE (the tolerance of
+    tests/test_surrogate.py); the surrogate layers measurably off (beyond 5 SE somewhere),
+    the output's estimate unbounded, and the output off by more than 5 SE, as the text
+    says."""
+    import numpy as np
+    assert ns["prop"].labels == ("input", "exact", "hermite", "hermite", "hermite+closure",
+                                 "hermite+closure")
+    dev, bound, se = ns["dev"], ns["bound"], ns["se"]
+    for k in (0, 1):
+        assert np.all(dev[k] < 5), (k, dev[k])
+    for k in range(len(dev)):
+        finite = np.isfinite(bound[k])
+        assert np.all((dev[k] * se[k] <= bound[k] + 4 * se[k])[finite]), k
+    assert np.all(np.isfinite(bound[2])) and np.all(np.isfinite(bound[3]))
+    assert max(dev[2].max(), dev[3].max()) > 5
+    assert not np.isfinite(bound[-1]).any()
+    assert dev[-1].max() > 5
+
+
 # What each notebook's output must show (every notebook needs an entry).
 CHECKS = {"01_clt_flow_and_tied_networks.ipynb": _check_01,
           "02_train_a_grid_and_load_it.ipynb": _check_02,
-          "03_propagate_through_a_trained_network.ipynb": _check_03}
+          "03_propagate_through_a_trained_network.ipynb": _check_03,
+          "04_inside_a_gnn.ipynb": _check_04}
 
 
 def test_there_are_notebooks():
