@@ -165,6 +165,11 @@ def test_closure_is_reported_unbounded():
     p2 = tanh.init(jax.random.key(0), jnp.zeros(4))
     out = propagate(tanh, p2, distributions.get("uniform"), order=4, mode="hermite")
     assert out.labels[-1] == "hermite+closure" and np.all(np.isinf(out.errors[-1]))
+    # A zero readout weight ignores its (unbounded) unit: still inf, never 0 * inf = NaN.
+    params = jax.tree.map(lambda a: a, params)
+    params["params"]["layer_2"]["kernel"] = params["params"]["layer_2"]["kernel"].at[0, 0].set(0)
+    out = propagate(model, params, distributions.get("uniform"), order=4)
+    assert np.all(np.isinf(out.errors[-1])), out.errors[-1]
 
 
 def test_bad_degree_is_refused_by_name():

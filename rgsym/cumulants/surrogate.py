@@ -156,8 +156,12 @@ def taylor_residual(fn, mean, var, kinks=(), top: int = BOUND_ORDERS):
 
 def through_affine(norms, weight):
     """Residual norms of ``weight @ y`` [O, R] from those of y [H, R] (triangle
-    inequality, no independence assumed)."""
-    return jnp.abs(weight) @ norms
+    inequality, no independence assumed).  A zero weight ignores its unit, unbounded or
+    not (a plain product would make 0 * inf = NaN)."""
+    a = jnp.abs(weight)
+    finite = jnp.isfinite(norms)
+    bound = a @ jnp.where(finite, norms, 0.0)
+    return jnp.where(a @ (~finite).astype(a.dtype) > 0, jnp.inf, bound)
 
 
 def through_activation(norms_in, norms_new, activation: str):
