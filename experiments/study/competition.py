@@ -151,7 +151,7 @@ def _over_complex(points: list, xs) -> str | None:
 def report(ctx) -> str:
     acts = QUICK_ACTIVATIONS if ctx.quick else ACTIVATIONS
     hard = _lines(ctx, "competition_mlp", "model.symmetry", "model.activation", acts)
-    fig = Figure(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
     _plot(fig.add_subplot(), acts, hard, "activation (rising expressivity)")
     fig.legend(loc="outside right upper", fontsize=7)
     out = [f"### {TITLE}", "",
@@ -174,7 +174,7 @@ def report(ctx) -> str:
     sizes = (64, 0) if ctx.quick else TRAIN_SIZES
     data = _lines(ctx, "competition_data", "model.symmetry", "data.train_size", sizes)
     labels = [str(n) if n else "unlimited" for n in sizes]
-    fig = Figure(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
     _plot(fig.add_subplot(), labels, {k: v for k, v in data.items()}, "training samples")
     fig.legend(loc="outside right upper", fontsize=7)
     out += ["", ctx.save(fig, "competition_data")]
@@ -207,7 +207,7 @@ def _expressivity_axes(ctx) -> tuple[list[str], bool]:
     """The width, depth and soft-strength figures and GNN table; and whether a larger
     width or depth generalised significantly worse than a smaller one (over-complex)."""
     out, over_complex = [], False
-    fig = Figure(figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
     for ax, (run, key, xs, label, log_x) in zip(
             fig.subplots(1, 2),
             (("competition_width", "model.width", WIDTHS, "width", True),
