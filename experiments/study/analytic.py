@@ -24,8 +24,8 @@ from rgsym.models.layer_ops import Affine
 
 TITLE = "2. The analytic demonstration: exact MSE of constrained quadratic MLPs"
 QUICK_SYMMETRIES = ("none", "tied_hidden")
-SYMMETRIES = ("none", "tied_hidden", "block_local", "block_permutation", "symmetric_weights",
-              "nonnegative")
+# (symmetric_weights needs depth >= 2: no one-layer exact case)
+SYMMETRIES = ("none", "tied_hidden", "block_local", "block_permutation", "odd", "nonnegative")
 QUICK_FAMILIES = ("exponential", "laplace")  # skewed, and symmetric with heavy tails
 # The squared error of a quadratic net on skewed inputs is heavy-tailed (a quartic of the
 # input): its Monte Carlo mean converges slowly and its standard error is itself noisy at

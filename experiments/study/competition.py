@@ -51,6 +51,7 @@ def sweeps(quick: bool) -> list:
     hard.variants = grid(symmetry=QUICK_CONSTRAINTS if quick else CONSTRAINTS,
                          activation=QUICK_ACTIVATIONS if quick else ACTIVATIONS)
     data = base("competition_data", quick)
+    data.data.batch = 64  # (a finite set holds at least one batch: TRAIN_SIZES start at 64)
     data.variants = grid(symmetry=("none",) if quick else ("none", "block_local"),
                          activation=("tanh",),
                          **{"data.train_size": (64, 0) if quick else TRAIN_SIZES})
