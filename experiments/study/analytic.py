@@ -32,6 +32,7 @@ QUICK_FAMILIES = ("exponential", "laplace")  # skewed, and symmetric with heavy 
 # 2^16 lattices (one point sat 5.4 SE below its prediction there, 0.3 SE with another key).
 MC_SAMPLES = {True: 2 ** 20, False: 2 ** 22}
 RESIDUAL_SE = 4.0  # |measured - predicted| beyond this many standard errors is a disagreement
+MC_SEEDS = 8  # seeds checked against Monte Carlo (a GPU study trains thousands)
 AGREEMENT = 0.95  # the share of points within RESIDUAL_SE for the prediction to hold
 
 
@@ -79,7 +80,7 @@ def _points(ctx, name: str, cfg: dict) -> list:
     model = models.build(cfg)
     params = results.load_params(ctx.runs / "analytic", name)
     out = []
-    for i in range(len(jax.tree.leaves(params)[0])):
+    for i in range(min(len(jax.tree.leaves(params)[0]), MC_SEEDS)):
         p = jax.tree.map(lambda a: a[i], params)
         for j, (fam, dist) in enumerate(_families(cfg, ctx.quick)):
             pred = predict.predict_mse(model, p, dist)
@@ -107,7 +108,7 @@ def report(ctx) -> str:
         model = models.build(cfg)
         params = results.load_params(ctx.runs / "analytic", name)
         qn = [quadratic_form_norm(model, jax.tree.map(lambda a: a[i], params))
-              for i in range(len(pred) // len(_families(cfg, ctx.quick)))]
+              for i in range(len(jax.tree.leaves(params)[0]))]
         rows.append((name, float(np.median(pred)), float(np.max(pred)),
                      float(np.max(np.abs(res))), float(np.median(qn)),
                      common.median_ci(s, "test_rel_err")[0]))
