@@ -41,6 +41,8 @@ flags.DEFINE_string("results", str(ROOT / "docs" / "RESULTS.md"), "The document 
 flags.DEFINE_string("figures", None, "Figure folder (default: docs/figures/study/<mode>).")
 flags.DEFINE_bool("train", True, "Train missing runs (false: only regenerate the report).")
 flags.DEFINE_integer("cpu_devices", 0, "As rgsym-sweep's flag.")
+flags.DEFINE_list("sweeps", None, "Train only these sweeps (names, e.g. competition_mlp) and "
+                  "print their tables instead of writing the document (a partial study).")
 
 HEADER = """# Results of the study
 
@@ -104,11 +106,21 @@ def sweeps(mode: str) -> list:
     return out
 
 
-def run_sweeps(mode: str, workdir: Path, log=print) -> None:
+def run_sweeps(mode: str, workdir: Path, only=None, log=print) -> None:
+    """Trains (or resumes) every sweep of ``mode``, or those named in ``only`` (their
+    tables printed); raises ValueError for a name that is no sweep of the study."""
     from rgsym import results
-    for cfg in sweeps(mode):
+    configs = sweeps(mode)
+    unknown = set(only or ()) - {c.name for c in configs}
+    if unknown:
+        raise ValueError(f"--sweeps={','.join(sorted(unknown))}: no such sweep; the study's "
+                         f"sweeps are {', '.join(c.name for c in configs)}")
+    for cfg in configs:
+        if only and cfg.name not in only:
+            continue
         start = time.perf_counter()
-        results.run(cfg, workdir / cfg.name, progress=False, log=lambda _: None)
+        results.run(cfg, workdir / cfg.name, progress=False,
+                    log=log if only else lambda _: None)
         log(f"{cfg.name}: {len(cfg.variants) or 1} variants, "
             f"{time.perf_counter() - start:.1f} s")
 
@@ -124,6 +136,13 @@ def main(argv) -> None:
     workdir = Path(FLAGS.workdir or ROOT / "runs" / f"study-{mode}")
     figures = Path(FLAGS.figures or ROOT / "docs" / "figures" / "study" / mode)
     start = time.perf_counter()
+    if FLAGS.sweeps:
+        try:
+            run_sweeps(mode, workdir, FLAGS.sweeps)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+        print(f"{', '.join(FLAGS.sweeps)} ({mode}) trained in {time.perf_counter() - start:.0f} s")
+        return
     if FLAGS.train:
         run_sweeps(mode, workdir)
     text = report(common.Context(workdir, figures, mode == "quick", mode == "gpu"), mode)
