@@ -123,6 +123,10 @@ def base_config() -> ml_collections.ConfigDict:
             if part not in section:
                 section[part] = ml_collections.ConfigDict()
             section = section[part]
+        # A FieldReference is one value shared by every dict holding it: each config gets
+        # its own, or setting the field on one config would set it on every later one.
+        if isinstance(default, ml_collections.FieldReference):
+            default = ml_collections.config_dict.placeholder(default.get_type())
         section[leaf] = default
     c.lock()
     return c

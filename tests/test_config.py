@@ -43,6 +43,19 @@ def test_base_config_is_locked_against_typos():
         c.model.widht = 3
 
 
+def test_configs_share_no_field_a_change_to_one_reaches_another():
+    # model.soft_symmetry's default is a placeholder (None, typed str): once a FieldReference
+    # shared by every base_config, so one config's soft_symmetry leaked into later ones.
+    a = config.base_config()
+    a.model.soft_symmetry = "odd"
+    b = config.base_config()
+    assert b.model.soft_symmetry is None
+    b.model.soft_symmetry = "tied_hidden"
+    assert a.model.soft_symmetry == "odd"
+    with pytest.raises(TypeError):
+        b.model.soft_symmetry = 3  # still typed
+
+
 def test_grid_is_the_cartesian_product_first_axis_slowest():
     g = config.grid(symmetry=("none", "odd"), **{"optim.lr": (1e-3, 1e-2, 1e-1)})
     assert len(g) == 6
