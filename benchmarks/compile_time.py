@@ -117,7 +117,7 @@ def breakdown(variant: str, seeds: int = 8):
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from rgsym import data, distributions, train
+    from rgsym import data, distributions, sweep, train
     from rgsym.cumulants.estimators import k_statistics
 
     variants = dict(default_variants())
@@ -128,7 +128,7 @@ def breakdown(variant: str, seeds: int = 8):
     events = CompileEvents()
     before = events.snapshot()
     t = time.perf_counter()
-    sw = train.make_sweep(cfg)
+    sw = sweep.make_sweep(cfg)
     setup = time.perf_counter() - t
     setup_events = CompileEvents.since(before, events.snapshot())
     trainer, lat = sw.trainer, cfg.lattice
@@ -140,7 +140,7 @@ def breakdown(variant: str, seeds: int = 8):
     params = jax.vmap(lambda k: model.init(k, example))(keys)
     hp = jax.vmap(lambda _: trainer.hparams())(jnp.arange(seeds))
     eval_data = ev.fixed_data()
-    tx = train._optimizer(cfg.optim)
+    tx = train._optimizer(sw.trainer.config.optim)
     opt_state = jax.vmap(tx.init)(params)
 
     def sampler(keys):
@@ -190,7 +190,7 @@ def breakdown(variant: str, seeds: int = 8):
               + (NamedSharding(sw.mesh, P()),), out_shardings=NamedSharding(sw.mesh, P("seeds")))),
     ]
     # As make_sweep compiles them, where it sets XLA's backend optimisation level.
-    options = getattr(train, "compiler_options", lambda *a: {})(cfg, list(sw.mesh.devices.flat))
+    options = sweep.compiler_options(sw.trainer.config, list(sw.mesh.devices.flat))
     if options:
         level = options["xla_backend_optimization_level"]
         parts.append((f"  the same at backend opt level {level} (as run)",
@@ -220,7 +220,7 @@ def variants_section(chunks: int = 2):
     import jax
     import numpy as np
 
-    from rgsym import train
+    from rgsym import sweep
     events = CompileEvents()
     print(f"\n## every variant of the default config, one process\n{machine()}")
     print(f"{'variant':<52} {'setup s':>8} {'trace s':>8} {'lower s':>8} {'XLA s':>7} "
@@ -230,7 +230,7 @@ def variants_section(chunks: int = 2):
     for name, cfg in default_variants():
         a = events.snapshot()
         t, cpu = time.perf_counter(), time.process_time()
-        sw = train.make_sweep(cfg)
+        sw = sweep.make_sweep(cfg)
         setup = time.perf_counter() - t
         b = events.snapshot()
         t = time.perf_counter()
@@ -339,8 +339,8 @@ def main():
     unknown = set(sections) - {"breakdown", "variants", "make_run", "propagation"}
     if unknown:
         p.error(f"--sections: unknown {sorted(unknown)}")
-    from rgsym import train
-    train.split_host_cpu(args.cpu_devices)  # as experiments/sweep.py does
+    from rgsym import sweep
+    sweep.split_host_cpu(args.cpu_devices)  # as experiments/sweep.py does
     report = {}
     if "breakdown" in sections:
         report["breakdown"] = breakdown(args.variant)

@@ -17,7 +17,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from rgsym import cli, config, train
+from rgsym import cli, config, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 256, "Seeds per sweep.")
@@ -43,13 +43,13 @@ def config(model: dict, sites: int, precision: str):
 
 def main(argv):
     del argv
-    train.split_host_cpu()
+    sweep.split_host_cpu()
     print(f"devices: {jax.devices()} ({jax.devices()[0].device_kind})  jax {jax.__version__}  "
           f"S={FLAGS.seeds}  steps={FLAGS.steps}  float32")
     rows = []
     for name, (model, sites) in PROBLEMS.items():
         for precision in ("default", "highest"):
-            sw = train.make_sweep(config(model, sites, precision))
+            sw = sweep.make_sweep(config(model, sites, precision))
             ids = np.arange(FLAGS.seeds)
             sw.run_chunk(ids)  # compile
             t = time.perf_counter()

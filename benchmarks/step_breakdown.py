@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 import sweep_throughput as bench  # (a sibling script: defines the flags)
-from rgsym import cli, data, distributions, train
+from rgsym import cli, data, distributions, sweep
 
 FLAGS = bench.FLAGS
 flags.DEFINE_bool("trace", False, "Also print XLA's per-op times of the full step.")
@@ -82,7 +82,7 @@ def _trace(fn, keys) -> list:
 
 def main(argv):
     del argv
-    split = train.split_host_cpu(FLAGS.cpu_devices)
+    split = sweep.split_host_cpu(FLAGS.cpu_devices)
     s = FLAGS.ratio_seeds
     print(f"{jax.devices()[0].device_kind}  devices: {jax.device_count()} (cpu devices set: "
           f"{split})  jax {jax.__version__}  S={s}  best of {FLAGS.repeats} runs")

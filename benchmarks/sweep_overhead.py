@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sweep_throughput as bench  # (a sibling script: defines the flags)
-from rgsym import cli, train
+from rgsym import cli, sweep, train
 
 FLAGS = bench.FLAGS
 
@@ -30,7 +30,7 @@ def timed_sweep(seeds: int, guard: bool, all_sets: bool, curve_once: bool = Fals
     if not guard:
         train._all_finite = lambda tree: jnp.asarray(True)
     try:
-        sw = train.make_sweep(cfg)
+        sw = sweep.make_sweep(cfg)
         ids = np.arange(seeds)
         sw.run_chunk(ids)  # compile (traced with the guard as chosen)
     finally:
@@ -40,7 +40,7 @@ def timed_sweep(seeds: int, guard: bool, all_sets: bool, curve_once: bool = Fals
 
 def main(argv):
     del argv
-    train.split_host_cpu(FLAGS.cpu_devices)
+    sweep.split_host_cpu(FLAGS.cpu_devices)
     s = FLAGS.ratio_seeds
     print(f"{jax.devices()[0].device_kind}  jax {jax.__version__}  S={s}  "
           f"best of {FLAGS.repeats} runs")

@@ -8,7 +8,7 @@ Reference config: 1-D lattice N=16, b=2, MLP 2 x 64 tanh, batch 256, Adam
 1e-3, 500 steps, float32.  rgsym runs its full sweep program (in-graph data, divergence
 guard, evaluation every 100 steps on every family, final metrics) sharded over the local
 devices, as `experiments/sweep.py` does: on a CPU-only machine the host is split into
---cpu_devices XLA devices (rgsym.train.split_host_cpu).  Each S is compiled once, then
+--cpu_devices XLA devices (rgsym.sweep.split_host_cpu).  Each S is compiled once, then
 timed; every figure is the best of --repeats runs.  Peers: (a) JAX, a Python loop over a
 jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over
 --torch_vmap_seeds seeds (PyTorch is the optional `bench` extra: `make bench-deps`), on the
@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import cli, config, data, distributions, models, train
+from rgsym import cli, config, data, distributions, models, sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "16", "64", "256", "1024", "8192"], "Sweep sizes S.")
@@ -74,7 +74,7 @@ def _rate(fn, seed_steps: int):
 
 def rgsym_sweep(seeds: int):
     """make_sweep(...).run_chunk over the local devices: the whole sweep program."""
-    sw = train.make_sweep(reference_config(seeds))
+    sw = sweep.make_sweep(reference_config(seeds))
     ids = np.arange(seeds)
     sw.run_chunk(ids)  # compile
     return _rate(lambda: sw.run_chunk(ids), seeds * FLAGS.steps)
@@ -127,7 +127,7 @@ def jax_bare_scan(seeds: int):
     seed axis sharded over the devices rgsym's sweep of ``seeds`` uses (the same mesh), so
     what rgsym adds (evaluation, divergence guard, final metrics) shows as the difference."""
     model, tx, step = _bare_step()
-    mesh = train.make_sweep(reference_config(seeds), validate=False).mesh
+    mesh = sweep.make_sweep(reference_config(seeds)).mesh
     return scan_rate(bare_run(model, step, lambda p, _: tx.init(p)), seeds, mesh)[0]
 
 
@@ -207,7 +207,7 @@ def torch_peers(vmap_seeds: int):
 
 def main(argv):
     del argv
-    split = train.split_host_cpu(FLAGS.cpu_devices)
+    split = sweep.split_host_cpu(FLAGS.cpu_devices)
     gpu = jax.default_backend() != "cpu"
     print(f"devices: {jax.devices()} ({jax.devices()[0].device_kind})  host cores: "
           f"{os.cpu_count()}  cpu devices set: {split}  jax {jax.__version__}  "

@@ -9,4 +9,4 @@ from rgsym import clt, distributions
 __version__ = "0.1.0"
 # The public modules.
 __all__ = ["atomic", "cli", "clt", "compile_cache", "config", "cumulants", "data", "distributions", "flow_check",
-           "metrics", "models", "plotting", "reprs", "results", "train", "validation"]
+           "metrics", "models", "plotting", "reprs", "results", "sweep", "train", "validation"]

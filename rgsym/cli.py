@@ -112,7 +112,8 @@ def _sweep_main(argv) -> None:
     del argv
     import jax
 
-    from rgsym import config, results, train
+    from rgsym import config, results
+    from rgsym import sweep as sweep_lib
 
     cfg = _loaded_config()
     overridden = [a[len("--config."):].split("=")[0] for a in sys.argv[1:]
@@ -121,7 +122,7 @@ def _sweep_main(argv) -> None:
         sys.exit(f"error: --config.{field}: every variant of this config sets its own "
                  f"'{field.split('.')[-1]}', so the override would reach none of them; change "
                  "the variants in the config file instead")
-    train.split_host_cpu(FLAGS.cpu_devices)
+    sweep_lib.split_host_cpu(FLAGS.cpu_devices)
     if cfg.multihost:
         # CPU processes exchange the gathered results through gloo (accelerators: their own)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -5,24 +5,35 @@
     c.optim.steps = 2000
     c.variants = grid(symmetry=("none", "tied_hidden"), activation=("quadratic", "tanh"))
     validate_config(c)                                 # ValueError naming the field
+    specs = resolve_variants(c)                        # validates, then [(name, RunSpec)]
 
 ``python -m rgsym.config [config_file]`` (or ``rgsym-config``) lists every field with its
 value and doc.  A sweep's variants are dicts of overrides: a plain key names a model field
 (``width``), a dotted key any field (``optim.lr``).  :func:`grid` (Cartesian product) and
 :func:`zipped` (axes varied together) build them; :func:`product` combines such lists, in the
 style of flax's hyper-parameter sweeps.
+
+:func:`resolve` validates a config of one variant once and returns a :class:`RunSpec`, the
+frozen, typed form the builders (``rgsym.train``, ``rgsym.sweep``, ``rgsym.metrics``) take;
+they never validate again.  A RunSpec mirrors the config's layout (``spec.optim.lr`` is
+``cfg.optim.lr``), with ``spec.model`` a :class:`rgsym.models.ModelSpec` built from the
+config's model section and lattice: run defaults live in :data:`SCHEMA` alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
+import typing
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
 from rgsym import compile_cache, distributions, models, validation
 
-__all__ = ["base_config", "describe", "validate_config", "variant_configs", "variant_name",
+__all__ = ["base_config", "describe", "validate_config", "resolve", "resolve_variants",
+           "RunSpec", "LatticeSpec", "DataSpec", "OptimSpec", "EvalSpec", "variant_configs",
+           "variant_name",
            "model_config", "shadowed_fields", "grid", "zipped", "product", "fail", "OPTIMIZERS", "SCHEDULES",
            "PRECISIONS", "OPT_LEVELS"]
 
@@ -112,6 +123,10 @@ def base_config() -> ml_collections.ConfigDict:
             if part not in section:
                 section[part] = ml_collections.ConfigDict()
             section = section[part]
+        # A FieldReference is one value shared by every dict holding it: each config gets
+        # its own, or setting the field on one config would set it on every later one.
+        if isinstance(default, ml_collections.FieldReference):
+            default = ml_collections.config_dict.placeholder(default.get_type())
         section[leaf] = default
     c.lock()
     return c
@@ -390,6 +405,142 @@ def model_config(cfg) -> dict:
     out = dict(cfg.model.to_dict())
     out.update({k: _get(cfg, field) for k, field in _OWNED.items()})
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Resolved specs: the frozen, typed form of a validated one-variant config.
+
+@dataclasses.dataclass(frozen=True)
+class LatticeSpec:
+    """The ``lattice`` section (see :data:`SCHEMA` for each field's meaning)."""
+    dim: int
+    sites: int
+    b: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """The ``data`` section."""
+    family: str
+    batch: int
+    train_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+    """The ``optim`` section."""
+    optimizer: str
+    lr: float
+    schedule: str
+    warmup_steps: int
+    steps: int
+    weight_decay: float
+    momentum: float
+    grad_clip: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """The ``eval`` section (``families`` () still means every family with finite kappa_4)."""
+    every: int
+    batch: int
+    curve_batch: int
+    families: tuple[str, ...]
+    scales: tuple[float, ...]
+    flow_steps: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One validated variant of a run config, frozen and typed: what builders take.
+
+    Made by :func:`resolve` (or :func:`resolve_variants`) only, so a RunSpec has passed
+    :func:`validate_config`.  Its layout is the config's: the run-level (execution) fields
+    at the top, then one small frozen section per config section, so ``spec.optim.lr`` is
+    ``cfg.optim.lr``; ``model`` is the :class:`rgsym.models.ModelSpec` of the config's model
+    section plus ``lattice`` and ``dtype`` (whose ``dim``, ``sites``, ``b`` and ``dtype``
+    repeat those fields).  There is no ``variants`` field: a RunSpec is one variant.
+    Hashable; ``dataclasses.replace`` makes an edited copy, unchecked.
+    """
+    name: str
+    seed: int
+    num_seeds: int
+    chunk_size: int
+    num_devices: int
+    multihost: bool
+    dtype: str
+    matmul_precision: str
+    compile_cache: str
+    backend_opt_level: str
+    lattice: LatticeSpec
+    data: DataSpec
+    optim: OptimSpec
+    eval: EvalSpec
+    model: models.ModelSpec
+
+
+_SECTIONS = {"lattice": LatticeSpec, "data": DataSpec, "optim": OptimSpec, "eval": EvalSpec}
+
+
+def resolve(cfg) -> RunSpec:
+    """The :class:`RunSpec` of a run config of one variant, validated once.
+
+    Args:
+      cfg: a run config (``base_config()`` with overrides) whose ``variants`` is () or
+        holds exactly one variant, which is then applied (its name is not kept: a RunSpec
+        is the run itself); or a RunSpec, returned as it is.
+
+    Returns:
+      The frozen RunSpec: sequences become tuples, real fields floats.
+
+    Raises:
+      ValueError: as :func:`validate_config`, naming the field; or a config of several
+        variants (resolve each of :func:`variant_configs`, or all with
+        :func:`resolve_variants`).
+    """
+    if isinstance(cfg, RunSpec):
+        return cfg
+    validate_config(cfg)
+    variants = variant_configs(cfg)
+    if len(variants) > 1:
+        fail("variants", [n for n, _ in variants], f"a run is one variant and this config "
+             f"holds {len(variants)}: resolve each of rgsym.config.variant_configs(cfg), or "
+             "all at once with rgsym.config.resolve_variants(cfg)")
+    return _spec(variants[0][1])
+
+
+def resolve_variants(cfg) -> list[tuple[str, RunSpec]]:
+    """``[(name, RunSpec)]`` of every variant of a whole run config, validated once.
+
+    Raises:
+      ValueError: as :func:`validate_config` (a variant's error names the variant).
+    """
+    validate_config(cfg)
+    return [(name, _spec(v)) for name, v in variant_configs(cfg)]
+
+
+def _spec(cfg) -> RunSpec:
+    """The RunSpec of a validated variant-free config.  Strict: a field of the schema that
+    the specs lack (or the reverse) raises here, so the two cannot drift apart unseen."""
+    top = {k: cfg[k] for k in cfg.keys() if k not in _SECTIONS and k not in ("model", "variants")}
+    sections = {k: _typed(cls, cfg[k]) for k, cls in _SECTIONS.items()}
+    return _typed(RunSpec, top, **sections,
+                  model=models.spec_from_config(model_config(cfg)))
+
+
+def _typed(cls, values: Mapping, **built):
+    """``cls`` from ``values`` converted to its annotated types (float, tuple[...])."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _as(hints[k], v) for k, v in values.items()}, **built)
+
+
+def _as(kind, value):
+    if kind is float or kind is int:
+        return kind(value)
+    if typing.get_origin(kind) is tuple:
+        return tuple(_as(typing.get_args(kind)[0], v) for v in value)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym import clt, data, distributions
+from rgsym.config import RunSpec
 from rgsym.cumulants.estimators import _influence, k_statistics
 
 __all__ = ["EvalSets", "Evaluator", "eval_sets", "make_evaluator", "unpack", "aggregate",
@@ -258,17 +259,29 @@ class EvalSets(NamedTuple):
     gaussian: int
 
 
-def eval_sets(cfg) -> EvalSets:
-    """The evaluation stack of a config (families default to :func:`default_families`)."""
-    train = cfg.data.family
-    families = list(cfg.eval.families) or default_families()
+def eval_sets(spec: RunSpec) -> EvalSets:
+    """The evaluation stack of a run.
+
+    Args:
+      spec: the run (``rgsym.config.resolve(cfg)``); its ``eval.families`` () default to
+        :func:`default_families`.
+
+    Returns:
+      The :class:`EvalSets` (exact cumulants [F, 4] of RG(x) per set).
+
+    Raises:
+      TypeError: ``spec`` is not a RunSpec (a ConfigDict is resolved first, never here).
+    """
+    _require_spec(spec)
+    train = spec.data.family
+    families = list(spec.eval.families) or default_families()
     names = list(dict.fromkeys([train] + families + ["gaussian"]))
     dists = [distributions.get(n, standardised=True) for n in names]
     base = dists[0]
-    for s in cfg.eval.scales:
+    for s in spec.eval.scales:
         names.append(f"scale_{s:g}")
         dists.append(base.affine(float(s)))
-    lat = cfg.lattice
+    lat = spec.lattice
     # One small program for all sets (op by op, each jnp op would compile one of its own).
     exact = np.asarray(jax.jit(clt.cumulant_recursion, static_argnums=(1, 2, 3))(
         np.stack([d.cumulants(ORDERS) for d in dists]), lat.b, 1, lat.dim))
@@ -306,11 +319,23 @@ def unpack(names, vector) -> dict:
     return {n: vector[..., i] for i, n in enumerate(names)}
 
 
-def make_evaluator(cfg, model) -> Evaluator:
-    """Evaluation functions of one model (jit/vmap-able over params and hyper-parameters)."""
-    sets = eval_sets(cfg)
-    lat = cfg.lattice
-    dtype = jnp.dtype(cfg.dtype)
+def make_evaluator(spec: RunSpec, model) -> Evaluator:
+    """Evaluation functions of one model (jit/vmap-able over params and hyper-parameters).
+
+    Args:
+      spec: the run (``rgsym.config.resolve(cfg)``): lattice, dtype, training family and
+        the ``eval`` section.
+      model: an ``rgsym.models.Model`` for the run's lattice.
+
+    Returns:
+      The :class:`Evaluator` (shapes there).
+
+    Raises:
+      TypeError: ``spec`` is not a RunSpec.
+    """
+    sets = eval_sets(spec)
+    lat = spec.lattice
+    dtype = jnp.dtype(spec.dtype)
     shape = data.lattice_shape(lat.sites, lat.dim)
     iterable = bool(model.describe().get("iterable", False))
     # Names only (traced, nothing compiled): which diagnostics this model reports.
@@ -324,7 +349,7 @@ def make_evaluator(cfg, model) -> Evaluator:
     ood_names = (OOD_REL_ERR_MEDIAN.name(), OOD_REL_ERR_MAX.name()) if len(sets.ood) else ()
     error_names = (per_set_names(REL_ERR) + (TEST_REL_ERR.name(), TEST_MSE.name())
                    + ood_names)
-    flow_names = tuple(FLOW_REL_ERR.name(j=j) for j in range(2, cfg.eval.flow_steps + 1)
+    flow_names = tuple(FLOW_REL_ERR.name(j=j) for j in range(2, spec.eval.flow_steps + 1)
                        ) if iterable else ()
     fixed_point = lambda m: (m.name(n=3), m.name(n=4))  # noqa: E731
     final_names = (error_names + per_set_names(MSE)
@@ -339,7 +364,7 @@ def make_evaluator(cfg, model) -> Evaluator:
 
     def sample(key):
         keys = jax.random.split(key, len(sets.dists))
-        x = jnp.stack([d.sample(k, (cfg.eval.batch,) + shape, dtype)
+        x = jnp.stack([d.sample(k, (spec.eval.batch,) + shape, dtype)
                        for d, k in zip(sets.dists, keys)])
         return x, clt.block_map(x, lat.b, lat.dim)
 
@@ -349,12 +374,12 @@ def make_evaluator(cfg, model) -> Evaluator:
         # Distributions compare by their origin too, so a family re-registered under the
         # same name and parameters gets new data; the RNG stream depends on the flag and the
         # PRNG implementation.
-        key = (tuple(sets.names), cfg.eval.batch, cfg.eval.seed, tuple(shape), lat.b,
+        key = (tuple(sets.names), spec.eval.batch, spec.eval.seed, tuple(shape), lat.b,
                str(dtype), tuple(sets.dists), jax.config.jax_threefry_partitionable,
                str(jax.config.jax_default_prng_impl))
         if key not in _DATA_CACHE:
             with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-                k = jax.random.key(cfg.eval.seed)
+                k = jax.random.key(spec.eval.seed)
             # Lowered outside compile-time evaluation, which would run (and compile) its
             # constant parts op by op.  Compiled for one call: at XLA's backend optimisation
             # level 0 it compiles twice as fast (the gamma-based samplers are large
@@ -397,7 +422,7 @@ def make_evaluator(cfg, model) -> Evaluator:
 
     def curve(params, hp, xy):
         x, y = xy
-        b = cfg.eval.curve_batch
+        b = spec.eval.curve_batch
         errors = evaluate(params, hp, x[:, :b], y[:, :b], with_kstats=False)[0]
         sym = model.symmetry_diagnostics(params)  # {} for a model with none (a shared GNN)
         return jnp.concatenate([errors] + [sym[n[4:]].astype(errors.dtype)[None]
@@ -419,9 +444,9 @@ def make_evaluator(cfg, model) -> Evaluator:
     def flow_errors(params, hp, x):
         """Relative errors [flow_steps - 1] of the model iterated j = 2..flow_steps times
         vs RG^j.  A Python loop: each step acts on a coarser lattice (another shape)."""
-        targets = clt.flow(x, lat.b, cfg.eval.flow_steps, lat.dim)
+        targets = clt.flow(x, lat.b, spec.eval.flow_steps, lat.dim)
         out, pred = [], x
-        for j in range(1, cfg.eval.flow_steps + 1):
+        for j in range(1, spec.eval.flow_steps + 1):
             pred = model.apply(params, pred, alpha=hp.alpha)
             if j > 1:
                 out.append(jnp.mean((pred - targets[j]) ** 2))
@@ -458,6 +483,13 @@ def contribution_se(c) -> jnp.ndarray:
     c [..., B]: ``sqrt(B / (B - 1) * sum_i (c_i - mean c)^2)``."""
     b = c.shape[-1]
     return jnp.sqrt(b / (b - 1) * jnp.sum((c - c.mean(-1, keepdims=True)) ** 2, -1))
+
+
+def _require_spec(spec) -> None:
+    # Builders take resolved runs only: a ConfigDict here would skip its validation.
+    if not isinstance(spec, RunSpec):
+        raise TypeError(f"got a {type(spec).__name__}: pass the RunSpec of "
+                        "rgsym.config.resolve(cfg)")
 
 
 # ------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from rgsym.atomic import (KILL_AT_ENV, atomic_savez, atomic_write_bytes,  # noqa
                           atomic_write_json, atomic_write_text, kill_point, load_npz)
 from rgsym import metrics as metrics_lib
 from rgsym import config as config_lib
-from rgsym import train as train_lib
+from rgsym import sweep as sweep_lib
 
 __all__ = ["KILL_AT_ENV", "kill_point", "versions", "RESUME_VERSION_KEYS", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "load_npz", "environment", "run", "load_run",
@@ -103,7 +103,7 @@ def versions() -> dict:
 
 def environment(cfg) -> dict:
     """What produced a run: versions, devices, git revision, precision settings."""
-    repo = Path(train_lib.__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parent.parent
 
     def git(*args):
         try:
@@ -507,7 +507,7 @@ def _with_derived(final: Mapping[str, np.ndarray]) -> dict:
 Plan = list[tuple[int, np.ndarray]]  # chunks still to train: (file index, seeds [C])
 
 
-def _pending(vdir: Path, vcfg) -> Plan:
+def _pending(vdir: Path, spec: config_lib.RunSpec) -> Plan:
     """The chunks of a variant still to train.
 
     A variant with no chunk on disk gets the config's seed chunks.  Otherwise the seeds
@@ -517,16 +517,17 @@ def _pending(vdir: Path, vcfg) -> Plan:
     """
     files = _chunk_files(vdir)
     if not files:
-        return list(enumerate(train_lib.seed_chunks(vcfg)))
+        return list(enumerate(sweep_lib.seed_chunks(spec)))
     if ((vdir / "DONE").exists()
-            and _read_json(vdir / "config.json")["num_seeds"] == vcfg.num_seeds):
+            and _read_json(vdir / "config.json")["num_seeds"] == spec.num_seeds):
         return []
     held = np.concatenate([_chunk_seeds(p) for p in files])
-    wanted = vcfg.seed + np.arange(vcfg.num_seeds)
+    wanted = sweep_lib.run_seeds(spec)
     rest = wanted[~np.isin(wanted, held)]
-    size = vcfg.chunk_size or vcfg.num_seeds
+    size = spec.chunk_size or spec.num_seeds
     first = max(int(p.stem) for p in files) + 1
-    return [(first + j, rest[i: i + size]) for j, i in enumerate(range(0, len(rest), size))]
+    return [(first + j, rest[s])
+            for j, s in enumerate(sweep_lib.chunk_slices(len(rest), size))]
 
 
 def _chunk_seeds(path: Path) -> np.ndarray:
@@ -681,7 +682,8 @@ def _check_versions(sessions: list[dict], allow_version_change: bool) -> None:
                 "(recorded in environment.json)")
 
 
-def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
+def check(cfg, workdir, *, allow_version_change: bool = False
+          ) -> list[tuple[str, config_lib.RunSpec]]:
     """Everything that refuses a run before anything is compiled.
 
     Args:
@@ -689,6 +691,10 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
       workdir: the run directory; where it already holds a run, that run's config and the
         versions (:data:`RESUME_VERSION_KEYS`) of every session that wrote to it.
       allow_version_change: resume a run written under other versions anyway.
+
+    Returns:
+      ``[(variant name, RunSpec)]``: ``rgsym.config.resolve_variants(cfg)``, validated here
+      once (what :func:`run` builds its sweeps from).
 
     Raises:
       ValueError: naming the field, for a config that ``rgsym.config.validate_config``
@@ -702,7 +708,7 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
     many = jax.distributed.is_initialized() and jax.process_count() > 1
     error = None
     try:
-        config_lib.validate_config(cfg)
+        specs = config_lib.resolve_variants(cfg)
         if not many or jax.process_index() == 0:  # the writer alone needs the run directory
             _check_resume(Path(workdir) / "config.json", cfg)
             _check_versions(_sessions(Path(workdir) / "environment.json"),
@@ -713,6 +719,7 @@ def check(cfg, workdir, *, allow_version_change: bool = False) -> None:
         error = e
     if many:
         _agree(cfg, error)
+    return specs
 
 
 def _agree(cfg, error: ValueError | None) -> None:
@@ -771,7 +778,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
 
     from rgsym import plotting
 
-    check(cfg, workdir, allow_version_change=allow_version_change)
+    specs = dict(check(cfg, workdir, allow_version_change=allow_version_change))
     cache_dir = compile_cache.enable(cfg.compile_cache)
     variants = config_lib.variant_configs(cfg)
     workdir = Path(workdir)
@@ -786,8 +793,8 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
                                allow_version_change=allow_version_change,
                                history=_sessions(workdir / "environment.json")))
 
-    pending = _from_writer({name: _pending(workdir / "variants" / name, vcfg) if writer
-                            else [] for name, vcfg in variants})
+    pending = _from_writer({name: _pending(workdir / "variants" / name, specs[name])
+                            if writer else [] for name, _ in variants})
     bar = tqdm(total=sum(map(len, pending.values())), unit="chunk", desc="sweep",
                disable=not progress, dynamic_ncols=True)
     summaries = {}
@@ -796,12 +803,12 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         if pending[name]:
             bar.set_postfix_str(f"{name} (compiling)")
             kill_point(f"compile:{name}")
-            sweep = train_lib.make_sweep(vcfg, devices=devices, validate=False)
+            sw = sweep_lib.make_sweep(specs[name], devices=devices)
             if writer:
                 (vdir / "DONE").unlink(missing_ok=True)  # extended: to be finalised again
                 atomic_write_json(vdir / "config.json", _config_json(vcfg))
             for i, seeds in pending[name]:
-                params, metrics = sweep.run_chunk(seeds)
+                params, metrics = sw.run_chunk(seeds)
                 kill_point(f"trained:{name}:{i:05d}")
                 if writer:
                     atomic_write_bytes(vdir / "chunks" / f"{i:05d}{CHUNK_SUFFIX}",

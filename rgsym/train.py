@@ -1,10 +1,11 @@
 """The training engine: a whole run is one pure function of a PRNG key.
 
-    trainer = make_train(cfg)                      # validates, builds model + optimiser
+    trainer = make_train(cfg)                      # resolves, builds model + optimiser
     params, metrics = trainer.train(key)           # init, scanned steps, periodic + final eval
     jax.jit(jax.vmap(trainer.train))(keys)         # a seed sweep: params/metrics gain [S, ...]
-    sweep(cfg, seeds)                              # the same in memory-bounded chunks, with
-                                                   # the seed axis sharded over all devices
+
+``rgsym.sweep.sweep(cfg, seeds)`` runs the same in memory-bounded chunks, with the seed axis
+sharded over all devices.
 
 Every loop is a ``lax.scan`` and the training batches are sampled inside the scanned step
 from the seed's key (PureJaxRL style), so nothing per seed or per step runs in Python; with
@@ -21,30 +22,20 @@ would overflow keeps its old value.
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from rgsym import data, distributions, models, validation
-from rgsym.config import fail, model_config, validate_config
+from rgsym import data, distributions, models
+from rgsym import config as config_lib
 from rgsym import metrics as metrics_lib
+from rgsym.config import RunSpec
 
-__all__ = [
-    "HParams",
-    "Trainer",
-    "Sweep",
-    "make_train",
-    "make_sweep",
-    "sweep",
-    "seed_chunks",
-    "compiler_options",
-]
+__all__ = ["HParams", "Trainer", "make_train"]
 
 # ------------------------------------------------------------------------------------------
 # The run as a pure function.
@@ -65,6 +56,9 @@ class Trainer(NamedTuple):
       ``{'curves': {name: [E]}, 'final': {name: []}, 'diverged': [], 'diverged_step': []}``
       with E = steps // eval.every evaluation points (at ``eval_steps``).
     hparams: ``(**overrides) -> HParams`` with config defaults, broadcast to a common shape.
+    model: the ``rgsym.models.Model`` trained; evaluator: its ``metrics.Evaluator``.
+    config: the :class:`rgsym.config.RunSpec` the trainer was built from.
+    eval_steps: [E] ints, the steps after which the curves are evaluated.
     train_packed: ``train`` with the metrics as vectors, ``{'curves': [E, Mc], 'final':
       [Mf], 'diverged_step': []}`` (what a sweep compiles: a named scalar taken out of an
       array in the program is one more kernel to compile).
@@ -75,7 +69,7 @@ class Trainer(NamedTuple):
     hparams: Callable
     model: Any
     evaluator: metrics_lib.Evaluator
-    config: ml_collections.ConfigDict
+    config: RunSpec
     eval_steps: np.ndarray
     train_packed: Callable
     unpack: Callable
@@ -86,7 +80,7 @@ class Trainer(NamedTuple):
         return self.train(key, hparams, eval_data)
 
 
-def _schedule(o) -> optax.Schedule:
+def _schedule(o: config_lib.OptimSpec) -> optax.Schedule:
     """A multiplier of the learning rate (the rate itself is a traced hyper-parameter)."""
     if o.schedule == "constant":
         return optax.constant_schedule(1.0)
@@ -95,7 +89,7 @@ def _schedule(o) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, o.steps)
 
 
-def _optimizer(o) -> optax.GradientTransformation:
+def _optimizer(o: config_lib.OptimSpec) -> optax.GradientTransformation:
     """Direction of descent with a unit learning rate: the update is ``-lr * direction``."""
     parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
     if o.optimizer in ("adam", "adamw"):
@@ -112,11 +106,11 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _batches(cfg, dist, k_data, dtype):
+def _batches(spec: RunSpec, dist, k_data, dtype):
     """The training batches of a run from its data key: ``(step_inputs, batch_of)``, where
     ``step_inputs(ts)`` is the scan input of a period's steps ``ts`` and ``batch_of(input)``
     a step's ``(t, x, y)``.  Traced: the finite set is drawn where this is called."""
-    lat, n, batch = cfg.lattice, cfg.data.train_size, cfg.data.batch
+    lat, n, batch = spec.lattice, spec.data.train_size, spec.data.batch
     if not n:  # unlimited data: fresh pairs every step
         return lambda ts: ts, lambda t: (t, *data.sample_pairs(
             jax.random.fold_in(k_data, t), dist, batch, lat.sites, lat.b, lat.dim, dtype=dtype))
@@ -126,30 +120,39 @@ def _batches(cfg, dist, k_data, dtype):
     xs, ys = data.sample_pairs(k_set, dist, n, lat.sites, lat.b, lat.dim, dtype=dtype)
     # A period's rows at once, one shuffle an epoch: choice(replace=False) would sort all n
     # rows every step (48x slower at n = 65536 on a CPU).
-    every = cfg.eval.every
+    every = spec.eval.every
     return (lambda ts: (ts, data.epoch_rows(k_rows, n, batch, ts[0], every)),
             lambda inputs: (inputs[0], xs[inputs[1]], ys[inputs[1]]))
 
 
-def make_train(cfg, validate: bool = True) -> Trainer:
-    """Builds the pure training function of one resolved (variant-free) config."""
-    if validate:
-        validate_config(cfg)
-    if cfg.variants:
-        fail("variants", cfg.variants, "make_train takes one variant: use "
-             "rgsym.config.variant_configs")
-    dtype = jnp.dtype(cfg.dtype)
-    model = models.build(model_config(cfg))
-    lat, o = cfg.lattice, cfg.optim
-    dist = distributions.get(cfg.data.family, standardised=True)
+def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
+    """Builds the pure training function of one run.
+
+    Args:
+      cfg: a :class:`rgsym.config.RunSpec`, or a run config of one variant, which is
+        resolved (validated) here, once.
+
+    Returns:
+      The :class:`Trainer`; ``trainer.train(key)`` gives ``(params, metrics)`` with the
+      model's parameter pytree and the metrics described there ([E] curves, [] finals).
+
+    Raises:
+      ValueError: from ``rgsym.config.resolve``, naming the field, before anything is
+        traced; a config of several variants names ``rgsym.config.variant_configs``.
+    """
+    spec = config_lib.resolve(cfg)
+    dtype = jnp.dtype(spec.dtype)
+    model = models.build(spec.model)
+    lat, o = spec.lattice, spec.optim
+    dist = distributions.get(spec.data.family, standardised=True)
     tx = _optimizer(o)
-    evaluator = metrics_lib.make_evaluator(cfg, model)
-    every = cfg.eval.every
+    evaluator = metrics_lib.make_evaluator(spec, model)
+    every = spec.eval.every
     n_evals = o.steps // every
 
     def hparams(**overrides) -> HParams:
-        d = dict(lr=o.lr, alpha=cfg.model.alpha, init_scale=cfg.model.init_scale,
-                 symmetry_strength=cfg.model.symmetry_strength)
+        d = dict(lr=o.lr, alpha=spec.model.alpha, init_scale=spec.model.init_scale,
+                 symmetry_strength=spec.model.symmetry_strength)
         unknown = sorted(overrides.keys() - d.keys())
         if unknown:
             raise ValueError(f"hparams got {unknown[0]}={overrides[unknown[0]]!r}: not a "
@@ -184,7 +187,7 @@ def make_train(cfg, validate: bool = True) -> Trainer:
         if eval_data is None:
             eval_data = evaluator.fixed_data()
         k_init, k_data = jax.random.split(key)
-        step_inputs, batch_of = _batches(cfg, dist, k_data, dtype)
+        step_inputs, batch_of = _batches(spec, dist, k_data, dtype)
         example = jnp.zeros((1,) + data.lattice_shape(lat.sites, lat.dim), dtype)
         params = model.init(k_init, example, init_scale=hp.init_scale)
 
@@ -234,150 +237,5 @@ def make_train(cfg, validate: bool = True) -> Trainer:
         final = jnp.concatenate([evaluator.final(params, hp, eval_data), curves[-1, first_sym:]])
         return params, dict(curves=curves, final=final, diverged_step=div_step)
 
-    return Trainer(train, hparams, model, evaluator, cfg, every * np.arange(1, n_evals + 1),
+    return Trainer(train, hparams, model, evaluator, spec, every * np.arange(1, n_evals + 1),
                    train_packed, unpack)
-
-
-# ------------------------------------------------------------------------------------------
-# Sweeps: chunks of seeds, sharded over devices (and hosts).
-
-class Sweep(NamedTuple):
-    """run_chunk: ``(seeds [C] ints, hparams=None) -> (params, metrics)`` as host numpy
-    arrays with a leading [C] axis; pads C to the chunk size so one compilation serves all."""
-    run_chunk: Callable
-    trainer: Trainer
-    mesh: jax.sharding.Mesh
-    chunk_size: int
-
-
-def split_host_cpu(devices: int = 0) -> int | None:
-    """Exposes the host CPU as ``devices`` XLA devices (0: four per core), so that a sweep,
-    which shards its seed axis over the local devices, runs its seeds in parallel on a
-    machine without an accelerator (benchmarks/RESULTS.md measures the gain).
-    Accelerator backends are unaffected.  Call it right after ``import jax``, before any JAX
-    computation.  Returns the count set, or None where XLA_FLAGS already sets one (as the
-    tests do) or the backends are already running (then the default stays)."""
-    devices = validation.integer("devices", devices, 0) or 4 * (os.cpu_count() or 1)
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    try:
-        jax.config.update("jax_num_cpu_devices", devices)
-    except RuntimeError:  # backends initialised: too late to change the CPU client
-        return None
-    return devices
-
-
-def _devices(cfg, devices, seeds_per_call: int):
-    if devices is not None and not len(devices):
-        raise ValueError("devices=[] is not valid: give at least one device, or None for all")
-    if devices is None:
-        devices = jax.devices() if cfg.multihost else jax.local_devices()
-        if cfg.num_devices:
-            devices = devices[: cfg.num_devices]
-        elif not cfg.multihost:  # no device left idle (or fed only padding) by a small call
-            devices = devices[:seeds_per_call]
-    return list(devices)
-
-
-def _per_seed(hp: HParams, n: int, dtype) -> HParams:
-    """Every field broadcast to [n] seeds; a field of another shape is refused by name."""
-    out = []
-    for name, v in zip(HParams._fields, hp):
-        v = np.asarray(v, dtype)
-        if v.shape not in ((), (n,)):
-            raise ValueError(f"hparams.{name} has shape {v.shape}: it must be a scalar or "
-                             f"one value per seed, shape ({n},)")
-        out.append(np.broadcast_to(v, (n,)))
-    return HParams(*out)
-
-
-def _checked_seeds(seeds) -> np.ndarray:
-    """Seeds as a 1-D int32 array; refused where int32 would wrap or truncate them."""
-    arr = np.asarray(seeds)
-    if arr.ndim != 1 or (arr.size and (not np.issubdtype(arr.dtype, np.integer)
-                                       or arr.min() < 0 or arr.max() > np.iinfo(np.int32).max)):
-        raise ValueError(f"seeds={seeds!r} is not valid: it must be a 1-D sequence of integers "
-                         f"in [0, {np.iinfo(np.int32).max}]")
-    return arr.astype(np.int32)
-
-
-def seed_chunks(cfg) -> list[np.ndarray]:
-    """The config's seeds split into chunks of ``chunk_size`` (the last may be shorter)."""
-    seeds = cfg.seed + np.arange(cfg.num_seeds)
-    size = cfg.chunk_size or cfg.num_seeds
-    return [seeds[i: i + size] for i in range(0, len(seeds), size)]
-
-
-def compiler_options(cfg, devices: Sequence) -> dict:
-    """XLA compile options of a sweep program on ``devices`` (see ``backend_opt_level``)."""
-    level = cfg.backend_opt_level
-    if level == "auto":
-        level = "1" if devices[0].platform == "cpu" else "xla"
-    return {} if level == "xla" else {"xla_backend_optimization_level": int(level)}
-
-
-def make_sweep(cfg, devices: Sequence | None = None, chunk_size: int | None = None,
-               validate: bool = True) -> Sweep:
-    """A jitted, seed-sharded ``vmap(train)`` over chunks of seeds (one compilation)."""
-    if chunk_size is not None:
-        validation.integer("chunk_size", chunk_size, 1)
-    if validate:
-        validate_config(cfg)
-    size = chunk_size or cfg.chunk_size or cfg.num_seeds
-    devices = _devices(cfg, devices, size)  # (refused here, before the trainer is built)
-    trainer = make_train(cfg, validate=False)
-    # Auto axes: the seed axis is sharded by the jit shardings, not by array types.
-    mesh = jax.make_mesh((len(devices),), ("seeds",), (jax.sharding.AxisType.Auto,),
-                         devices=devices)
-    shard = NamedSharding(mesh, P("seeds"))
-    size = -(-size // len(devices)) * len(devices)  # every device gets the same share
-
-    def run(seeds, hp, eval_data):
-        train = lambda s, h: trainer.train_packed(jax.random.key(s), h, eval_data)
-        return jax.vmap(train)(seeds, hp)
-
-    jitted = jax.jit(run, in_shardings=(shard, shard, NamedSharding(mesh, P())),
-                     out_shardings=shard, compiler_options=compiler_options(cfg, devices))
-    eval_data = trainer.evaluator.fixed_data()
-
-    def to_global(host):
-        host = np.asarray(host)
-        return jax.make_array_from_callback(host.shape, shard, lambda idx: host[idx])
-
-    def run_chunk(seeds, hparams: HParams | None = None):
-        seeds = _checked_seeds(seeds)
-        n = len(seeds)
-        if not 0 < n <= size:
-            raise ValueError(f"a chunk holds 1..{size} seeds, got {n}")
-        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
-        hp = trainer.hparams() if hparams is None else hparams
-        hp = _per_seed(hp, n, cfg.dtype)
-        hp = HParams(*(to_global(pad(v)) for v in hp))
-        args = (to_global(pad(seeds)), hp, eval_data)
-        with jax.default_matmul_precision(cfg.matmul_precision):
-            out = jitted(*args)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-            out = multihost_utils.process_allgather(out, tiled=True)
-        params, packed = jax.tree.map(lambda a: np.asarray(a)[:n], out)
-        return params, trainer.unpack(packed)
-
-    return Sweep(run_chunk, trainer, mesh, size)
-
-
-def sweep(cfg, seeds: Sequence[int] | None = None, hparams: HParams | None = None,
-          devices: Sequence | None = None, chunk_size: int | None = None):
-    """Trains every seed (default: the config's) of one variant; returns numpy
-    ``(params, metrics)`` stacked over seeds [S, ...].  ``hparams`` fields may be [S]."""
-    validate_config(cfg)
-    seeds = cfg.seed + np.arange(cfg.num_seeds) if seeds is None else _checked_seeds(seeds)
-    if not len(seeds):
-        raise ValueError("seeds=[] is not valid: give at least one seed")
-    if hparams is not None:  # checked and broadcast once, before anything is built
-        hparams = _per_seed(hparams, len(seeds), cfg.dtype)
-    sw = make_sweep(cfg, devices, chunk_size, validate=False)
-    outs = []
-    for i in range(0, len(seeds), sw.chunk_size):
-        hp = None if hparams is None else HParams(*(v[i: i + sw.chunk_size] for v in hparams))
-        outs.append(sw.run_chunk(seeds[i: i + sw.chunk_size], hp))
-    return jax.tree.map(lambda *a: np.concatenate(a), *outs)

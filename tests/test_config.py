@@ -43,6 +43,19 @@ def test_base_config_is_locked_against_typos():
         c.model.widht = 3
 
 
+def test_configs_share_no_field_a_change_to_one_reaches_another():
+    # model.soft_symmetry's default is a placeholder (None, typed str): once a FieldReference
+    # shared by every base_config, so one config's soft_symmetry leaked into later ones.
+    a = config.base_config()
+    a.model.soft_symmetry = "odd"
+    b = config.base_config()
+    assert b.model.soft_symmetry is None
+    b.model.soft_symmetry = "tied_hidden"
+    assert a.model.soft_symmetry == "odd"
+    with pytest.raises(TypeError):
+        b.model.soft_symmetry = 3  # still typed
+
+
 def test_grid_is_the_cartesian_product_first_axis_slowest():
     g = config.grid(symmetry=("none", "odd"), **{"optim.lr": (1e-3, 1e-2, 1e-1)})
     assert len(g) == 6
@@ -103,3 +116,48 @@ def test_rgsym_config_lists_a_config_files_fields():
     bad = subprocess.run([sys.executable, "-m", "rgsym.config", "nope.py"], capture_output=True,
                          text=True, timeout=120, env=script_env(), cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr.startswith("error: nope.py: cannot be loaded")
+
+
+def _spec_value(spec, field):
+    """A dotted schema field read off a RunSpec: model fields live in the ModelSpec, which
+    takes the lattice fields and dtype as its own too."""
+    value = spec
+    for part in field.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def test_resolve_gives_a_frozen_typed_spec_holding_every_schema_field():
+    import dataclasses
+    c = config.base_config()
+    c.optim.lr, c.eval.scales, c.eval.families = 1, [2.0, 0.5], ["gaussian"]
+    spec = config.resolve(c)
+    for field, _, _ in config.SCHEMA:
+        if field != "variants":  # a RunSpec is one variant
+            want = _spec_value(c, field)  # (a ConfigDict reads the same way)
+            want = tuple(want) if isinstance(want, list) else want
+            assert _spec_value(spec, field) == want, field
+    assert type(spec.optim.lr) is float and spec.eval.scales == (2.0, 0.5)
+    assert spec.model == config.models.spec_from_config(config.model_config(c))
+    assert (spec.model.width, spec.model.depth) == (64, 2)  # the schema's, not ModelSpec's
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.optim.lr = 2.0
+    assert config.resolve(spec) is spec and hash(spec) == hash(config.resolve(c))
+
+
+def test_resolve_applies_a_single_variant_and_refuses_several_naming_variant_configs():
+    c = config.base_config()
+    c.variants = config.grid(width=(8,))
+    assert config.resolve(c).model.width == 8
+    c.variants = config.grid(width=(8, 16))
+    with pytest.raises(ValueError, match=r"'variants'.*rgsym\.config\.variant_configs"):
+        config.resolve(c)
+    specs = config.resolve_variants(c)
+    assert [(n, s.model.width) for n, s in specs] == [("mlp-none-tanh-width=8", 8),
+                                                      ("mlp-none-tanh-width=16", 16)]
+    c.variants = (dict(width=0),)
+    with pytest.raises(ValueError, match=r"variant 'mlp-none-tanh-width=0'.*width"):
+        config.resolve(c)
+    c.variants, c.optim.steps = (), -1
+    with pytest.raises(ValueError, match=r"config field 'optim.steps'=-1"):
+        config.resolve(c)

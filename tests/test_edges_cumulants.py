@@ -154,7 +154,7 @@ def test_evaluation_data_cache_never_serves_a_re_registered_family():
     try:
         for stream in (0, 1):
             D.register("edgecase", factory(stream), overwrite=True)
-            x, _ = metrics.make_evaluator(cfg, net).fixed_data()
+            x, _ = metrics.make_evaluator(config.resolve(cfg), net).fixed_data()
             data.append(np.asarray(x[0]))
     finally:
         D._REGISTRY.pop("edgecase", None)

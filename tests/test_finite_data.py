@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rgsym import data, distributions, train
+from rgsym import data, distributions, sweep, train
 from tests.test_train import _refused_before_compiling, tiny
 
 
@@ -15,14 +15,14 @@ def test_train_size_0_is_the_default_bit_for_bit():
     explicit = tiny()
     explicit.data.train_size = 0
     assert tiny().data.train_size == 0
-    jax.tree.map(np.testing.assert_array_equal, train.sweep(tiny()), train.sweep(explicit))
+    jax.tree.map(np.testing.assert_array_equal, sweep.sweep(tiny()), sweep.sweep(explicit))
 
 
 def test_a_network_over_fits_a_set_of_one_batch():
     # 4 pairs of 8 sites do not even fix a linear map: the net fits them and misses the rest
     cfg = tiny(num_seeds=2, data__batch=4, data__train_size=4, optim__steps=200,
                eval__every=100)
-    m = train.sweep(cfg)[1]
+    m = sweep.sweep(cfg)[1]
     assert not m["diverged"].any()
     ratio = m["final"]["test_mse"] / m["final"]["train_loss"]
     assert (ratio > 10).all(), ratio
@@ -61,7 +61,7 @@ def test_each_vmapped_seed_sees_its_own_set_once_an_epoch():
     # so the epoch's mean training loss is the initial network's loss on the whole set
     cfg = tiny(data__batch=4, data__train_size=8, optim__steps=2, eval__every=2,
                optim__lr=1e-30)
-    loss = train.sweep(cfg, seeds=[0, 1, 2])[1]["curves"]["train_loss"][:, 0]
+    loss = sweep.sweep(cfg, seeds=[0, 1, 2])[1]["curves"]["train_loss"][:, 0]
     sets, want = zip(*(_initial_set_loss(cfg, s) for s in (0, 1, 2)))
     np.testing.assert_allclose(loss, want, rtol=1e-12)  # (rows in another order)
     assert not np.allclose(sets[0], sets[1]) and not np.allclose(sets[1], sets[2])
@@ -69,7 +69,7 @@ def test_each_vmapped_seed_sees_its_own_set_once_an_epoch():
 
 def test_a_finite_data_run_is_a_pure_function_of_its_key():
     cfg = tiny(seed=5, data__train_size=48)           # batch 32: a part of the set a step
-    params, m = train.sweep(cfg)                       # seeds 5, 6, 7 vmapped
+    params, m = sweep.sweep(cfg)                       # seeds 5, 6, 7 vmapped
     single = jax.jit(train.make_train(cfg).train)
     p1, m1 = single(jax.random.key(6))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-9, atol=1e-12),
@@ -83,4 +83,4 @@ def test_bad_train_sizes_are_refused_by_name_before_anything_compiles(value):
     d = tiny().to_dict()                               # batch 32
     d["data"]["train_size"] = value                    # (a float gets past ConfigDict so)
     with _refused_before_compiling(r"data\.train_size'=.*(integer >= 0|data\.batch=32)"):
-        train.sweep(ml_collections.ConfigDict(d))
+        sweep.sweep(ml_collections.ConfigDict(d))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rgsym import config, train
+from rgsym import config, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "test_config_metrics.json"
@@ -41,16 +41,15 @@ def _metrics() -> dict:
     """``{variant: {'seeds', 'diverged', 'final/<name>', 'curves/<name>'}}`` as lists, the
     seeds run chunk by chunk as experiments/sweep.py does."""
     cfg = _test_config()
-    config.validate_config(cfg)
     out = {}
-    for name, vcfg in config.variant_configs(cfg):
-        sw = train.make_sweep(vcfg, validate=False)
-        chunks = [sw.run_chunk(seeds)[1] for seeds in train.seed_chunks(vcfg)]
+    for name, spec in config.resolve_variants(cfg):
+        sw = sweep.make_sweep(spec)
+        chunks = [sw.run_chunk(seeds)[1] for seeds in sweep.seed_chunks(spec)]
         m = {k: np.concatenate([c[k] for c in chunks]) for k in ("diverged", "diverged_step")}
         for kind in ("final", "curves"):
             for k in chunks[0][kind]:
                 m[f"{kind}/{k}"] = np.concatenate([c[kind][k] for c in chunks])
-        m["seeds"] = np.concatenate(train.seed_chunks(vcfg))
+        m["seeds"] = np.concatenate(sweep.seed_chunks(spec))
         out[name] = {k: np.asarray(v).tolist() for k, v in sorted(m.items())}
     return out
 

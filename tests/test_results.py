@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from rgsym import config, cumulants, distributions, metrics, models, results, train
+from rgsym import config, cumulants, distributions, metrics, models, results, sweep, train
 from tests.test_sweep import assert_same_params
 from tests.test_train import tiny
 
@@ -51,15 +51,15 @@ def test_summary_table_lists_variants_and_diverged_counts():
 
 
 def _count_chunks(monkeypatch) -> list:
-    """Patches train.make_sweep: every chunk trained appends its seeds to the list returned."""
+    """Patches sweep.make_sweep: every chunk trained appends its seeds to the list returned."""
     calls = []
-    make_sweep = train.make_sweep
+    make_sweep = sweep.make_sweep
 
     def counting(*a, **k):
         sw = make_sweep(*a, **k)
         return sw._replace(run_chunk=lambda s, *r: calls.append(list(s)) or sw.run_chunk(s, *r))
 
-    monkeypatch.setattr(train, "make_sweep", counting)
+    monkeypatch.setattr(sweep, "make_sweep", counting)
     return calls
 
 
@@ -93,7 +93,7 @@ def test_resume_skips_finished_chunks_and_variants(tmp_path, monkeypatch):
     assert (vdir / "metrics.csv").read_text() == csv
 
     # Finished: nothing is built or compiled again.
-    monkeypatch.setattr(train, "make_sweep", lambda *a, **k: pytest.fail("recompiled"))
+    monkeypatch.setattr(sweep, "make_sweep", lambda *a, **k: pytest.fail("recompiled"))
     assert results.run(cfg, work, progress=False, log=lambda s: None) == first
 
     # A run written before a field joined the schema (here data.train_size) resumes while
@@ -187,11 +187,11 @@ def test_a_crash_at_any_phase_resumes_to_the_files_of_an_uninterrupted_run(tmp_p
 def _captured_run(cfg, work, monkeypatch):
     """results.run, returning also what every run_chunk call gave back {variant: [(params)]}."""
     seen = {}
-    make_sweep = train.make_sweep
+    make_sweep = sweep.make_sweep
 
-    def capturing(vcfg, *a, **k):
-        sw = make_sweep(vcfg, *a, **k)
-        name = config.variant_name(vcfg, {"family": 0})  # family-symmetry-activation
+    def capturing(spec, *a, **k):
+        sw = make_sweep(spec, *a, **k)
+        name = config.variant_name(spec, {"family": 0})  # family-symmetry-activation
 
         def run_chunk(seeds, *r):
             out = sw.run_chunk(seeds, *r)
@@ -199,7 +199,7 @@ def _captured_run(cfg, work, monkeypatch):
             return out
         return sw._replace(run_chunk=run_chunk)
 
-    monkeypatch.setattr(train, "make_sweep", capturing)
+    monkeypatch.setattr(sweep, "make_sweep", capturing)
     summaries = results.run(cfg, work, progress=False, log=lambda s: None)
     monkeypatch.undo()
     return summaries, {n: jax.tree.map(lambda *a: np.concatenate(a), *p) for n, p in seen.items()}
@@ -430,11 +430,11 @@ def test_check_starts_no_jax_backend_so_the_cpu_may_still_be_split(tmp_path):
     backend (which would fix the device count)."""
     import subprocess
     import sys
-    code = ("import jax; from jax._src import xla_bridge; from rgsym import config, results, train; "
+    code = ("import jax; from jax._src import xla_bridge; from rgsym import config, results, sweep; "
             "c = config.base_config(); c.num_seeds = 2; "
             f"results.check(c, {str(tmp_path / 'run')!r}); "
             "assert not xla_bridge.backends_are_initialized(); "
-            "train.split_host_cpu(3); assert jax.device_count() == 3, jax.devices()")
+            "sweep.split_host_cpu(3); assert jax.device_count() == 3, jax.devices()")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,6 +1,7 @@
 """The training engine: pure runs of a key, vmapped / sharded sweeps, learning facts,
 divergence handling and config validation."""
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import re
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from rgsym import config, metrics, results, train
+from rgsym import config, metrics, results, sweep, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
@@ -42,7 +43,7 @@ def assert_trees_close(a, b, rtol=1e-9, atol=1e-12):
 
 def test_vmapped_seed_equals_single_seed_run_and_runs_repeat_exactly():
     cfg = tiny(seed=5)
-    params, m = train.sweep(cfg)                       # seeds 5, 6, 7 vmapped
+    params, m = sweep.sweep(cfg)                       # seeds 5, 6, 7 vmapped
     assert m["final"]["test_rel_err"].shape == (3,)
     assert m["curves"]["test_rel_err"].shape == (3, 2)
     single = jax.jit(train.make_train(cfg).train)
@@ -57,8 +58,8 @@ def test_sweep_sharded_over_8_devices_equals_one_device():
     assert jax.device_count() == 8  # conftest: 8 host CPU devices
     cfg = tiny(num_seeds=8)
     seeds = np.arange(8)
-    one = train.make_sweep(cfg, devices=jax.devices()[:1]).run_chunk(seeds)
-    eight = train.make_sweep(cfg, devices=jax.devices())
+    one = sweep.make_sweep(cfg, devices=jax.devices()[:1]).run_chunk(seeds)
+    eight = sweep.make_sweep(cfg, devices=jax.devices())
     assert eight.mesh.size == 8
     assert_trees_close(one, eight.run_chunk(seeds))
 
@@ -70,7 +71,7 @@ _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
 
 @_CPU_ONLY
 def test_a_sweep_of_fewer_seeds_than_devices_leaves_the_rest_out():
-    sw = train.make_sweep(tiny(num_seeds=3))
+    sw = sweep.make_sweep(tiny(num_seeds=3))
     assert sw.mesh.size == 3 and sw.chunk_size == 3  # no device fed only padding
 
 
@@ -78,7 +79,7 @@ def _device_count_after(code: str, xla_flags: str | None) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     if xla_flags:
         env["XLA_FLAGS"] = xla_flags
-    run = subprocess.run([sys.executable, "-c", "import jax\nfrom rgsym import train\n" + code],
+    run = subprocess.run([sys.executable, "-c", "import jax\nfrom rgsym import sweep\n" + code],
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return run.stdout.split()
@@ -86,13 +87,13 @@ def _device_count_after(code: str, xla_flags: str | None) -> list[str]:
 
 @_CPU_ONLY
 def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_backend_do():
-    show = "print(train.split_host_cpu({}), jax.device_count())"
+    show = "print(sweep.split_host_cpu({}), jax.device_count())"
     assert _device_count_after(show.format(3), None) == ["3", "3"]
     assert _device_count_after(show.format(3), "--xla_force_host_platform_device_count=2") == [
         "None", "2"]
     assert _device_count_after("jax.devices()\n" + show.format(3), None) == ["None", "1"]
     with pytest.raises(ValueError, match="devices"):
-        train.split_host_cpu(-2)
+        sweep.split_host_cpu(-2)
 
 
 @pytest.mark.parametrize("model", [dict(symmetry="none"), dict(symmetry="odd"),
@@ -104,9 +105,9 @@ def test_last_learning_curve_point_equals_the_final_evaluation_on_the_same_sampl
     # final one are separate code paths: with curve_batch = batch, after the last period,
     # they see the same samples and parameters and must agree.
     cfg = tiny(num_seeds=2, eval__curve_batch=64, **{f"model__{k}": v for k, v in model.items()})
-    _, m = train.sweep(cfg)
+    _, m = sweep.sweep(cfg)
     names = [k for k in m["final"] if k.startswith("rel_err/")]
-    assert len(names) == len(metrics.eval_sets(cfg).names)
+    assert len(names) == len(metrics.eval_sets(config.resolve(cfg)).names)
     for name in names + ["test_rel_err", "ood_rel_err_max"]:
         np.testing.assert_allclose(m["curves"][name][:, -1], m["final"][name], rtol=1e-10,
                                    err_msg=name)
@@ -116,7 +117,7 @@ def test_identity_mlp_learns_the_exact_map_on_every_family():
     cfg = tiny(num_seeds=2, model__activation="identity", optim__schedule="cosine",
                optim__steps=300, optim__lr=1e-2, eval__every=300, eval__batch=256)
     cfg.eval.families = ()  # default: every family with finite kappa_4
-    _, m = train.sweep(cfg)
+    _, m = sweep.sweep(cfg)
     rel = {k: v for k, v in m["final"].items() if k.startswith("rel_err/")}
     assert {f"rel_err/{f}" for f in metrics.default_families()} <= set(rel)
     for name, v in rel.items():
@@ -132,7 +133,7 @@ def test_tied_quadratic_mlp_is_worse_out_of_distribution():
                optim__steps=1000, optim__schedule="cosine", eval__every=500, eval__batch=512)
     cfg.eval.families = ("uniform", "exponential", "laplace")
     cfg.eval.scales = (3.0,)
-    _, m = train.sweep(cfg)
+    _, m = sweep.sweep(cfg)
     f = m["final"]
     assert (f["ood_rel_err_max"] > 2 * f["test_rel_err"]).all(), f
     assert (f["rel_err/scale_3"] > 5 * f["test_rel_err"]).all(), f
@@ -143,7 +144,7 @@ def test_divergent_seed_is_frozen_and_marked_while_others_match_a_clean_run(bad_
                                                                             first_bad_step):
     # 1e200: the first update is finite, the next loss overflows; inf: caught at once.
     cfg = tiny()
-    sw = train.make_sweep(cfg)
+    sw = sweep.make_sweep(cfg)
     seeds = np.array([0, 1, 2])
     bad = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.array([1e-2, bad_lr, 1e-2])))
     clean = sw.run_chunk(seeds, sw.trainer.hparams(lr=np.full(3, 1e-2)))
@@ -180,7 +181,7 @@ def test_a_non_finite_value_made_inside_the_optimiser_diverges_only_its_seed(pla
         lambda params: (jnp.zeros([], jnp.int32), jnp.zeros([])), poison)
     monkeypatch.setattr(train, "_optimizer", lambda o: optax.chain(real(o), appended))
     cfg = tiny()
-    sw = train.make_sweep(cfg)
+    sw = sweep.make_sweep(cfg)
     seeds = np.array([0, 1, 2])
     params, m = sw.run_chunk(seeds, sw.trainer.hparams(init_scale=np.array([1.0, 50.0, 1.0])))
     clean_params, clean = sw.run_chunk(seeds, sw.trainer.hparams(init_scale=np.ones(3)))
@@ -198,7 +199,7 @@ def test_an_update_that_overflows_some_elements_holds_them_and_keeps_parameters_
     # SGD at the largest float64 learning rate: lr * g overflows where |g| > 1 (held at
     # the init), moves the other elements to ~1e308; the non-finite step marks it at 0.
     cfg = tiny(optim__optimizer="sgd")
-    sw = train.make_sweep(cfg)
+    sw = sweep.make_sweep(cfg)
     seeds = np.array([0, 1, 2])
     lr = np.array([1e-2, np.finfo(np.float64).max, 1e-2])
     params, m = sw.run_chunk(seeds, sw.trainer.hparams(lr=lr, init_scale=4.0))
@@ -284,21 +285,21 @@ def test_bad_config_fails_before_compilation_naming_the_field(edit, field, tmp_p
         config.validate_config(cfg)
         return
     with _refused_before_compiling(re.escape(field)):
-        train.make_sweep(cfg)
+        sweep.make_sweep(cfg)
     with _refused_before_compiling(re.escape(field)):
         results.run(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("call, argument", [
-    (lambda cfg, tr: train.make_sweep(cfg, chunk_size=-2), "chunk_size"),
-    (lambda cfg, tr: train.make_sweep(cfg, devices=[]), "devices"),
-    (lambda cfg, tr: train.sweep(cfg, seeds=[]), "seeds"),
-    (lambda cfg, tr: train.sweep(cfg, seeds=[2 ** 31]), "seeds"),
-    (lambda cfg, tr: train.sweep(cfg, seeds=[0.5, 1.5]), "seeds"),
-    (lambda cfg, tr: train.sweep(cfg, seeds=[[0, 1]]), "seeds"),
+    (lambda cfg, tr: sweep.make_sweep(cfg, chunk_size=-2), "chunk_size"),
+    (lambda cfg, tr: sweep.make_sweep(cfg, devices=[]), "devices"),
+    (lambda cfg, tr: sweep.sweep(cfg, seeds=[]), "seeds"),
+    (lambda cfg, tr: sweep.sweep(cfg, seeds=[2 ** 31]), "seeds"),
+    (lambda cfg, tr: sweep.sweep(cfg, seeds=[0.5, 1.5]), "seeds"),
+    (lambda cfg, tr: sweep.sweep(cfg, seeds=[[0, 1]]), "seeds"),
     (lambda cfg, tr: tr.hparams(learning_rate=1.0), "learning_rate"),
-    (lambda cfg, tr: train.sweep(cfg, hparams=tr.hparams()._replace(lr=np.ones(2))),
+    (lambda cfg, tr: sweep.sweep(cfg, hparams=tr.hparams()._replace(lr=np.ones(2))),
      "hparams.lr"),
 ])
 def test_bad_sweep_arguments_are_refused_by_name(call, argument):
@@ -318,3 +319,35 @@ def test_the_trainer_is_the_pure_function_jit_vmap_takes():
     one_params, one = jax.jit(trainer.train)(keys[1])
     assert_trees_close(jax.tree.map(lambda a: a[1], (params, m["final"])),
                        (one_params, one["final"]))
+
+
+def test_make_train_resolves_a_config_of_one_variant_and_refuses_several():
+    cfg = tiny(variants=(dict(width=8),))
+    trainer = train.make_train(cfg)
+    assert isinstance(trainer.config, config.RunSpec) and trainer.config.model.width == 8
+    assert trainer.model.spec == trainer.config.model
+    assert train.make_train(trainer.config).config is trainer.config  # a RunSpec as it is
+    cfg.variants = config.grid(width=(8, 16))
+    with _refused_before_compiling(r"rgsym\.config\.variant_configs"):
+        train.make_train(cfg)
+    with _refused_before_compiling(r"rgsym\.config\.variant_configs"):
+        sweep.make_sweep(cfg)
+
+
+def test_the_evaluator_takes_a_run_spec_never_an_unvalidated_config():
+    cfg = tiny()
+    model = train.make_train(cfg).model
+    for build in (lambda c: metrics.make_evaluator(c, model), metrics.eval_sets):
+        with pytest.raises(TypeError, match=r"rgsym\.config\.resolve"):
+            build(cfg)
+    assert metrics.eval_sets(config.resolve(cfg)).names[0] == cfg.data.family
+
+
+def test_seed_chunks_cut_the_run_seeds_as_chunk_slices_do():
+    spec = config.resolve(tiny(seed=4, num_seeds=5, chunk_size=2))
+    assert [c.tolist() for c in sweep.seed_chunks(spec)] == [[4, 5], [6, 7], [8]]
+    assert sweep.chunk_slices(0, 3) == []
+    whole = dataclasses.replace(spec, chunk_size=0)  # 0: every seed in one chunk
+    assert [c.tolist() for c in sweep.seed_chunks(whole)] == [[4, 5, 6, 7, 8]]
+    with pytest.raises(ValueError, match="size"):
+        sweep.chunk_slices(3, 0)

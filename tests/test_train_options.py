@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from rgsym import data, distributions, train
+from rgsym import data, distributions, sweep, train
 from tests.reference import block_sum
 from tests.test_train import tiny
 
@@ -162,7 +162,7 @@ def test_float32_overflow_is_caught_where_float64_does_not_overflow():
     finite, and the other seeds equal a clean run."""
     seeds = np.array([0, 1, 2])
     lr = np.array([1e-2, 1e25, 1e-2])
-    sweeps = {d: train.make_sweep(tiny(dtype=d, optim__optimizer="sgd"))
+    sweeps = {d: sweep.make_sweep(tiny(dtype=d, optim__optimizer="sgd"))
               for d in ("float32", "float64")}
     out = {d: sw.run_chunk(seeds, sw.trainer.hparams(lr=lr)) for d, sw in sweeps.items()}
     params, m = out["float32"]

@@ -53,6 +53,12 @@ class ModelSpec:
       use_bias: biases in every affine map (odd MLPs cancel the output bias exactly).
       dtype: parameter and compute dtype.
     Fields that do not apply to the family are ignored.
+
+    The defaults here (a small net: width 16, depth 1) serve direct use only, such as
+    ``models.build(dict(family=..., symmetry=..., activation=...))`` in a test or a
+    notebook.  A run never falls back on them: ``rgsym.config.resolve`` builds its ModelSpec
+    from every field of the run config, whose defaults (``rgsym.config.SCHEMA``: width 64,
+    depth 2) are the ones runs use.
     """
 
     family: str
