@@ -129,8 +129,8 @@ def main(argv) -> None:
     del argv
     import jax
 
-    from rgsym import train
-    train.split_host_cpu(FLAGS.cpu_devices)
+    from rgsym import sweep
+    sweep.split_host_cpu(FLAGS.cpu_devices)
     jax.config.update("jax_enable_x64", True)  # exact and Monte Carlo references in float64
     mode = "quick" if FLAGS.quick else "gpu" if FLAGS.gpu else "full"
     workdir = Path(FLAGS.workdir or ROOT / "runs" / f"study-{mode}")
