@@ -9,6 +9,7 @@
 #   highest     the sweep at matmul_precision='highest' (no TF32)
 #   precision   matmul_precision.py: exact maps learned under TF32 and under 'highest'
 #   tests       tests/test_train.py with JAX on the GPU (float64)
+#   study       the quick study on the GPU, then claim 1's main grid with 1024 seeds a variant
 # Needs the jraph and ml_collections wheels in .whl/ (carried); writes logs and JSON to $OUT.
 set -u
 OUT=${OUT:-/tmp/rgsym_device}; mkdir -p "$OUT"
@@ -42,5 +43,11 @@ tests) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 90 python3 -m pytest -q \
     -p no:cacheprovider tests/test_train.py \
     --deselect tests/test_train.py::test_sweep_sharded_over_8_devices_equals_one_device \
     2>&1 | tail -15 | quiet tests.log ;;
-*) echo "unknown section '$s'; valid: throughput overhead breakdown highest precision tests"; exit 2 ;;
+study) timeout 150 python3 experiments/study/run.py --quick --workdir=/tmp/study \
+    --results="$OUT/RESULTS_quick_gpu.md" --figures=/tmp/study_figures 2>&1 | quiet study_quick.log
+  timeout 270 python3 experiments/study/run.py --gpu --sweeps=competition_mlp \
+    --workdir=/tmp/study_gpu 2>&1 | quiet study_gpu.log
+  cp /tmp/study_gpu/competition_mlp/summary.txt "$OUT/study_gpu_summary.txt" ;;
+*) echo "unknown section '$s'; valid: throughput overhead breakdown highest precision tests study"
+   exit 2 ;;
 esac; done
