@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import common
-from rgsym import config
+from rgsym import config, results
 
 TITLE = "1. Constraints against expressivity"
 CONSTRAINTS = ("none", "block_local", "block_permutation", "odd", "symmetric_weights",
@@ -122,9 +122,34 @@ def _table(ctx, run: str) -> tuple[str, list]:
         if limit:
             flagged.append(name)
         rows.append((name, test, ood, ratio, _point(s, "scale_rel_err_max")[0],
+                     _point(s, "flow_rel_err_max")[0], _plateau(ctx, run, name),
                      "representation limit" if limit else ""))
-    header = ("variant", "test rel. err", "OOD rel. err", "OOD / test", "other scales", "")
+    header = ("variant", "test rel. err", "OOD rel. err", "OOD / test", "other scales",
+              "iterated steps", "last-quarter gain", "")
     return common.table(header, rows), flagged
+
+
+def _plateau(ctx, run: str, name: str) -> float:
+    """How much the test error still fell over the last quarter of training: the median
+    over seeds of err(3/4 of the steps) / err(end); about 1 on a plateau."""
+    curve = results.load_variant(ctx.runs / run / "variants" / name).curves["test_rel_err"]
+    quarter = curve[:, (3 * curve.shape[1]) // 4 - 1]
+    return float(np.median(quarter / curve[:, -1]))
+
+
+def _curves_figure(ctx, run: str, activation: str) -> str:
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, cfg, _ in common.variant_summaries(ctx, run):
+        if cfg["model"]["activation"] == activation:
+            v = results.load_variant(ctx.runs / run / "variants" / name)
+            c = v.curves["test_rel_err"]
+            line, = ax.plot(v.steps, np.median(c, 0), label=cfg["model"]["symmetry"])
+            ax.fill_between(v.steps, *np.percentile(c, [25, 75], axis=0), alpha=0.2,
+                            color=line.get_color())
+    ax.set(yscale="log", xlabel="step", ylabel="test rel. error (median, IQR)")
+    fig.legend(loc="outside right upper", fontsize=7)
+    return ctx.save(fig, f"competition_curves_{activation}")
 
 
 def _over_constrained(lines: dict, activations) -> tuple[int, int, list]:
@@ -168,7 +193,9 @@ def report(ctx) -> str:
                 (f"; for {len(limited)} of them it fails in distribution as badly (a "
                  "representation limit: the tied net cannot express the map on this lattice, "
                  "rather than learning it and failing to generalise)." if worse else ".")]
-    out += ["", table, "",
+    out += ["", "Learning curves of the tanh nets (in-distribution test error; every "
+                "variant's last-quarter gain is in the table: about 1 means it had plateaued):",
+            "", _curves_figure(ctx, "competition_mlp", "tanh"), "", table, "",
             f"{len(flagged)} variants fail in distribution as much as out of it (test error > "
             f"{common.g2(REPRESENTATION_LIMIT)}, OOD/test < 2): a representation limit, not a "
             "generalisation gap" + (f": {', '.join(flagged)}." if flagged else ".")]
