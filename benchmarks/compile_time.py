@@ -279,7 +279,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 from rgsym import cumulants, distributions, models
 order, depth, every_layer, width, sites = json.loads(sys.argv[1])
-model = models.build(dict(family="mlp", symmetry="none", activation="quadratic", width=width,
+model = models.build(dict(kind="mlp", symmetry="none", activation="quadratic", width=width,
                           depth=depth, sites=sites, b=2, dim=1, dtype="float64"))
 params = model.init(jax.random.key(0), np.zeros((1, sites)))
 dist = distributions.get("exponential", standardised=True)

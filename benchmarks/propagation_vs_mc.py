@@ -38,7 +38,7 @@ SITES, ORDER = 16, 4
 
 
 def trained_model(width=64, depth=1, steps=300, activation="quadratic"):
-    model = build(dict(family="mlp", symmetry="none", activation=activation, width=width,
+    model = build(dict(kind="mlp", symmetry="none", activation=activation, width=width,
                        depth=depth, sites=SITES, b=2, alpha=0.1, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros(SITES))
     opt, fam = optax.adam(1e-3), distributions.get("uniform")
@@ -138,7 +138,7 @@ def main(max_mc: int):
     report("| width | per call (ms) | first call incl. compile (s) |")
     report("|---:|---:|---:|")
     for width in (16, 32, 64, 128, 256):
-        m = build(dict(family="mlp", symmetry="none", activation="quadratic", width=width,
+        m = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=width,
                        depth=1, sites=SITES, b=2, alpha=0.1, dtype="float64"))
         p = m.init(jax.random.key(0), jnp.zeros(SITES))
         f, b = timed(analytic(m, p), p, state)
@@ -174,17 +174,17 @@ def _random_biases(params, key, scale=0.5):
         if "bias" in jax.tree_util.keystr(path) else a, params)
 
 
-def _approx_model(family, act, scale):
-    if family == "mlp":
-        m = build(dict(family="mlp", symmetry="none", activation=act, width=16, depth=1,
+def _approx_model(kind, act, scale):
+    if kind == "mlp":
+        m = build(dict(kind="mlp", symmetry="none", activation=act, width=16, depth=1,
                        sites=SITES, b=2, dtype="float64", init_scale=scale))
     else:  # GNN: 16 nodes x 2 features, one message-passing layer, sum pooling
-        m = build(dict(family="gnn", symmetry=family.split(":")[1], activation=act, width=2,
+        m = build(dict(kind="gnn", symmetry=kind.split(":")[1], activation=act, width=2,
                        depth=1, sites=SITES, b=2, dtype="float64", init_scale=scale))
     return m, _random_biases(m.init(jax.random.key(0), jnp.zeros(SITES)), jax.random.key(9))
 
 
-def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:directional"),
+def approx_errors(report, n=2 ** 21, kinds=("mlp", "gnn:separate", "gnn:directional"),
                   activations=("tanh", "relu"), scales=(0.1, 0.3, 1.0),
                   modes=("quadratic", "gaussian_closure", "hermite")):
     """Approximate modes against Monte Carlo as the weights grow, with each mode's stated
@@ -202,16 +202,16 @@ def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:direc
     fam = distributions.get("uniform")
     state = iid_lattice(fam, SITES, 2 * ORDER)  # 'hermite' degree 2 and 'quadratic' need 8
     units = np.arange(1, ORDER + 1) / 2
-    for family in families:
+    for kind in kinds:
         for act in activations:
             for scale in scales:
-                m, p = _approx_model(family, act, scale)
+                m, p = _approx_model(kind, act, scale)
                 run, n_run = mc_runner(m, fam, n)
                 _, mc_time = timed(run, p, jax.random.key(5), repeats=1)
                 ks = run(p, jax.random.key(5))
                 value, se = np.asarray(ks.value), np.asarray(ks.se)
                 if np.any(value[:, 1] <= 0):  # relu with every unit dead: constant output
-                    report(f"| {family} | {act} | {scale} | | all | constant output (MC "
+                    report(f"| {kind} | {act} | {scale} | | all | constant output (MC "
                            "kappa_2 = 0): no standard units |||||||")
                     continue
                 unit = value[:, 1:2] ** units
@@ -228,12 +228,12 @@ def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:direc
                     try:
                         _, t_an = timed(fn, p, st_in)
                     except ValueError as e:
-                        report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | refused: "
+                        report(f"| {kind} | {act} | {scale} | {s:.2f} | {name} | refused: "
                                f"{str(e).split(',')[0]} |||||||")
                         continue
                     got, bound = (np.asarray(a) for a in fn(p, st_in))
                     if not np.all(np.isfinite(got)):  # traced: a kink refusal comes as NaN
-                        report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | refused "
+                        report(f"| {kind} | {act} | {scale} | {s:.2f} | {name} | refused "
                                "(NaN: a unit within 6 spreads of the kink) |||||||")
                         continue
                     err = (np.abs(got - value) / unit).max(0)
@@ -242,7 +242,7 @@ def approx_errors(report, n=2 ** 21, families=("mlp", "gnn:separate", "gnn:direc
                     # MC's SE falls as n^-1/2: samples for a worst SE equal to the worst error
                     t_mc = mc_time * (noise.max() / max(err.max(), 1e-12)) ** 2
                     cells = " | ".join(f"{e:.2g} ({b:.2g})" for e, b in zip(err, stated))
-                    report(f"| {family} | {act} | {scale} | {s:.2f} | {name} | {cells} | "
+                    report(f"| {kind} | {act} | {scale} | {s:.2f} | {name} | {cells} | "
                            f"{noise[2]:.1g}, {noise[3]:.1g} | {t_an * 1e3:.2f} | {t_mc:.3g} | "
                            f"{t_mc / t_an:.3g}x |")
 
@@ -251,13 +251,15 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--max_mc", type=int, default=30_000_000)
     ap.add_argument("--only_approx", action="store_true")
-    ap.add_argument("--families", default="mlp,gnn:separate,gnn:directional")
+    # network kinds (mlp, gnn:<symmetry>); --families is the name RESULTS.md's older runs used
+    ap.add_argument("--kinds", "--families", dest="kinds",
+                    default="mlp,gnn:separate,gnn:directional")
     ap.add_argument("--activations", default="tanh,relu")
     ap.add_argument("--scales", default="0.1,0.3,1.0")
     ap.add_argument("--modes", default="quadratic,gaussian_closure,hermite,hermite3")
     args = ap.parse_args()
     if args.only_approx:
-        approx_errors(print, families=args.families.split(","),
+        approx_errors(print, kinds=args.kinds.split(","),
                       activations=args.activations.split(","),
                       scales=[float(x) for x in args.scales.split(",")],
                       modes=args.modes.split(","))

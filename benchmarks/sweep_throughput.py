@@ -54,7 +54,7 @@ def reference_config(seeds: int):
     c.num_seeds = seeds
     c.lattice.sites, c.lattice.b = N, B
     c.data.batch = BATCH
-    c.model.update(dict(family="mlp", symmetry="none", activation="tanh", width=WIDTH,
+    c.model.update(dict(kind="mlp", symmetry="none", activation="tanh", width=WIDTH,
                         depth=DEPTH))
     c.optim.update(dict(optimizer="adam", lr=LR, steps=FLAGS.steps))
     c.eval.every = 100 if FLAGS.steps % 100 == 0 else FLAGS.steps

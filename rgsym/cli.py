@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 
@@ -55,11 +56,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         sys.exit(f"error: {_one_line(e)} (--helpfull lists the flags)")
     except (AttributeError, KeyError) as e:  # ml_collections: an override names no field
-        # its message: "'<key>'\nDid you mean ...?" (the hint only where a key is close)
-        key, _, hint = _one_line(e).replace("\\'", "'").partition("' ")
-        key = key.strip("'")
+        # its message: "'<key>'\nDid you mean ...?" (the hint only where a key is close); a
+        # config file that sets an unknown field: 'Key "<key>" does not exist and cannot be
+        # added since the config is locked. Other fields present: ...\nDid you mean ...?'
+        msg = _one_line(e).replace("\\'", "'")
+        locked = re.search(r'Key "([^"]+)" does not exist and cannot be added', msg)
+        if locked:
+            key, hint = locked.group(1), msg.partition("Did you mean")[2]
+            hint = f"Did you mean{hint}".rstrip("'") if hint else ""
+        else:
+            key, _, hint = msg.partition("' ")
+            key = key.strip("'")
         overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-        arg = next((o for o in overrides if key in o.split(".")), "--config.<...>")
+        arg = next((o for o in overrides if key in o.split(".")), None)
+        config_file = next((a for a in argv[1:] if a.startswith("--config=")), None)
+        arg = arg or (config_file if locked and config_file else "--config.<...>")
+        field = arg[len("--config."):] if arg.startswith("--config.") else key
+        from rgsym import config as config_lib  # (a field renamed since: name the new one)
+        new = config_lib.renamed_to(field)
+        if new:
+            hint = f"renamed to {new} (rgsym.config.RENAMED)"
         sys.exit(f"error: {arg}: {key!r} is not a config field" + (f"; {hint}" if hint else ""))
 
 

@@ -34,8 +34,8 @@ from rgsym import compile_cache, distributions, models, validation
 __all__ = ["base_config", "describe", "validate_config", "resolve", "resolve_variants",
            "RunSpec", "LatticeSpec", "DataSpec", "OptimSpec", "EvalSpec", "variant_configs",
            "variant_name",
-           "model_config", "shadowed_fields", "grid", "zipped", "product", "fail", "OPTIMIZERS", "SCHEDULES",
-           "PRECISIONS", "OPT_LEVELS"]
+           "model_config", "shadowed_fields", "grid", "zipped", "product", "fail", "upgrade",
+           "renamed_to", "RENAMED", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "OPT_LEVELS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -69,7 +69,7 @@ SCHEMA: tuple[tuple[str, Any, str], ...] = (
     ("data.batch", 256, "training samples per step"),
     ("data.train_size", 0, "training pairs per seed, drawn once and reused (finite data: "
      "over-fitting shows in the test error); 0 = fresh pairs every step; else >= data.batch"),
-    ("model.family", "mlp", "network kind: mlp or gnn"),
+    ("model.kind", "mlp", "network kind: mlp or gnn (was model.family until 2026-11-30)"),
     ("model.symmetry", "none", "weight symmetry (mlp: none, block_local, block_permutation, "
      "tied_hidden, odd, nonnegative, symmetric_weights; gnn: shared, separate, edge_typed, "
      "directional)"),
@@ -130,6 +130,89 @@ def base_config() -> ml_collections.ConfigDict:
         section[leaf] = default
     c.lock()
     return c
+
+
+# Fields renamed since run directories were first written: (old dotted field, new dotted
+# field, date, why).  upgrade() reads saved configs under the new names; a config that still
+# sets an old name is refused with a hint naming the new one (renamed_to).
+RENAMED: tuple[tuple[str, str, str, str], ...] = (
+    ("model.family", "model.kind", "2026-11-30",
+     "'family' also named the input distribution (data.family, eval.families, the "
+     "rel_err/<family> metrics); the network kind (mlp or gnn) got its own word"),
+)
+
+
+def renamed_to(field: str) -> str | None:
+    """The field that the old dotted ``field`` (or an old plain variant key, a model field
+    such as ``family``) is called now; None for a field never renamed."""
+    for old, new, _, _ in RENAMED:
+        if field == old or (old.startswith("model.") and field == old[len("model."):]):
+            return new
+    return None
+
+
+def _renamed_hint(field: str) -> str:
+    new = renamed_to(field)
+    return f" (renamed to {new}; see rgsym.config.RENAMED)" if new else ""
+
+
+def upgrade(saved: Mapping) -> dict:
+    """A saved run config (a run directory's ``config.json``, the whole run's or a
+    variant's, as a dict) with the fields renamed since it was written (:data:`RENAMED`)
+    under their new names; the input is not modified.
+
+    2026-11-30: ``model.family`` became ``model.kind`` (and a variant's override key
+    ``family`` became ``kind``): "family" is kept for the input distribution alone.  Runs
+    written before hold the old name, so everything that reads a saved config (resuming
+    in ``rgsym.results``, ``load_run``, ``load_variant``, ``models.spec_from_config`` of a
+    run config) upgrades it first.  A config that already uses the new names is returned
+    as an equal copy.
+    """
+    out = _copy_json(saved)
+    for old, new, _, _ in RENAMED:
+        *old_path, old_leaf = old.split(".")
+        *new_path, new_leaf = new.split(".")
+        section = _section(out, old_path)
+        if section is not None and old_leaf in section and new_leaf not in section:
+            target = _section(out, new_path)
+            if target is section:  # (the key keeps its position)
+                _replace(section, _rename_key(section, old_leaf, new_leaf))
+            elif target is not None:
+                target[new_leaf] = section.pop(old_leaf)
+        variants = out.get("variants")
+        if isinstance(variants, (list, tuple)):  # override keys: dotted, or a model field
+            plain = old[len("model."):] if old.startswith("model.") else None
+            new_plain = new[len("model."):] if new.startswith("model.") else new
+            out["variants"] = type(variants)(
+                _rename_key(_rename_key(v, plain, new_plain) if plain else v, old, new)
+                if isinstance(v, dict) else v for v in variants)
+    return out
+
+
+def _copy_json(d):
+    if isinstance(d, Mapping):
+        return {k: _copy_json(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return type(d)(_copy_json(v) for v in d)
+    return d
+
+
+def _section(d: dict, path: Sequence[str]):
+    for part in path:
+        d = d.get(part) if isinstance(d, dict) else None
+    return d if isinstance(d, dict) else None
+
+
+def _rename_key(d: dict, old: str, new: str) -> dict:
+    """``d`` with key ``old`` renamed ``new`` in place of it (unchanged if ``new`` is there)."""
+    if old not in d or new in d:
+        return d
+    return {new if k == old else k: v for k, v in d.items()}
+
+
+def _replace(d: dict, items: dict) -> None:
+    d.clear()
+    d.update(items)
 
 
 def describe(cfg=None) -> str:
@@ -210,7 +293,8 @@ def fail(field: str, value, why: str):
 def _check_keys(cfg, schema, prefix=""):
     for k in cfg.keys():
         if k not in schema:
-            raise ValueError(f"config field '{prefix}{k}' is unknown; known fields here: "
+            raise ValueError(f"config field '{prefix}{k}' is unknown"
+                             f"{_renamed_hint(prefix + k)}; known fields here: "
                              f"{', '.join(sorted(schema.keys()))}")
         if isinstance(schema[k], ml_collections.ConfigDict):
             if not isinstance(cfg[k], (ml_collections.ConfigDict, Mapping)):
@@ -367,7 +451,7 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
                     raise KeyError(leaf)
             except KeyError:
                 raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
-                                 "not a config field") from None
+                                 f"not a config field{_renamed_hint(key)}") from None
             section[leaf] = value
         out.append((variant_name(v, overrides), v))
     names = [n for n, _ in out]
@@ -391,11 +475,11 @@ def shadowed_fields(cfg, fields: Iterable[str]) -> list[str]:
 
 
 def variant_name(cfg, overrides: Mapping = ()) -> str:
-    """``family-symmetry-activation`` plus any other override, filesystem-safe."""
+    """``kind-symmetry-activation`` plus any other override, filesystem-safe."""
     m = cfg.model
-    parts = [m.family, m.symmetry, m.activation]
+    parts = [m.kind, m.symmetry, m.activation]
     for k, v in dict(overrides).items():
-        if k not in ("family", "symmetry", "activation"):
+        if k not in ("kind", "symmetry", "activation"):
             parts.append(f"{k.split('.')[-1]}={v}")
     return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
 

@@ -99,7 +99,7 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
             if bands is None:
                 continue
             lo, med, hi = bands
-            style = "--" if v.config["model"]["family"] == "gnn" else "-"
+            style = "--" if v.config["model"]["kind"] == "gnn" else "-"
             ax.plot(v.steps, med, style, label=name, lw=1.2, color=colours(c % 20))
             ax.fill_between(v.steps, lo, hi, color=colours(c % 20), alpha=0.15)
         ax.set_yscale("log")
@@ -112,11 +112,11 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
 
 
 def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
-    """Heat map of log10 median relative error: variants (sorted by model family, symmetry,
+    """Heat map of log10 median relative error: variants (sorted by model kind, symmetry,
     activation) x evaluation sets (families and scales)."""
     rel_err = _metrics().REL_ERR
     names = sorted(variants, key=lambda n: tuple(
-        variants[n].config["model"][k] for k in ("family", "symmetry", "activation")))
+        variants[n].config["model"][k] for k in ("kind", "symmetry", "activation")))
     sets = list(dict.fromkeys(rel_err.match(k)["set"] for n in names
                               for k in variants[n].final if rel_err.matches(k)))
     grid = np.full((len(names), len(sets)), np.nan)
@@ -137,7 +137,7 @@ def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
             ax.text(j, i, f"{np.round(logs[i, j]) + 0:.0f}", ha="center", va="center",
                     fontsize=5, color="w")
     fig.colorbar(im, ax=ax, label=f"log10 median {_axis_label(rel_err)}")
-    ax.set_title("Generalisation by evaluation family x (model family, symmetry, activation)",
+    ax.set_title("Generalisation by evaluation family x (model kind, symmetry, activation)",
                  fontsize=9)
     return save_figure(fig, path)
 

@@ -153,7 +153,8 @@ EXECUTION_FIELDS = ("compile_cache", "multihost")
 def _check_resume(path: Path, cfg) -> None:
     if not path.exists():
         return
-    old, new = _read_json(path), _config_json(cfg)
+    # (a run written before a field was renamed resumes under the new name)
+    old, new = config_lib.upgrade(_read_json(path)), _config_json(cfg)
     for field in EXECUTION_FIELDS:
         old.pop(field, None)
         new.pop(field, None)
@@ -342,7 +343,7 @@ def load_variant(vdir) -> VariantRecord:
     files = _chunk_files(vdir)
     if not files:
         raise ValueError(f"vdir={str(vdir)!r} holds no finished chunk of seeds yet")
-    cfg = _read_json(vdir / "config.json")
+    cfg = config_lib.upgrade(_read_json(vdir / "config.json"))
     template = _params_template(cfg)
     chunks = [_read_chunk(p, template) for p in files]
     cat = lambda *a: np.concatenate(a)
@@ -401,7 +402,7 @@ def load_run(run_dir) -> RunRecord:
     path = Path(run_dir)
     if not (path / "config.json").exists():
         raise ValueError(f"run_dir={str(run_dir)!r} holds no run: it has no config.json")
-    config = _read_json(path / "config.json")
+    config = config_lib.upgrade(_read_json(path / "config.json"))
     names = _variant_names(path, config)
     summaries = {n: _read_json(path / "variants" / n / "summary.json")
                  for n in names if (path / "variants" / n / "DONE").exists()}

@@ -24,7 +24,7 @@ def _cases():
     # MLP: every symmetry, dims alternating, b = 3 every third case.
     for i, sym in enumerate(models.MLP_SYMMETRIES):
         dim, b = 1 + i % 2, 3 if i % 3 == 2 else 2
-        cases.append(dict(family="mlp", symmetry=sym, dim=dim, b=b,
+        cases.append(dict(kind="mlp", symmetry=sym, dim=dim, b=b,
                           sites=b * (2 if dim == 1 else 1) * (b if sym == "block_local" else 1),
                           activation=ACTS[i], depth=2))
     # GNN: every symmetry, pooling, boundary and block_edges value, each in 1-D and 2-D.
@@ -35,7 +35,7 @@ def _cases():
                ("directional", "sum", "open", True, 2, 2),
                ("edge_typed", "mean", "periodic", True, 1, 2)]
     for i, (sym, pooling, boundary, block_edges, dim, b) in enumerate(options):
-        cases.append(dict(family="gnn", symmetry=sym, pooling=pooling, boundary=boundary,
+        cases.append(dict(kind="gnn", symmetry=sym, pooling=pooling, boundary=boundary,
                           block_edges=block_edges, dim=dim, b=b, sites=b * b,
                           activation=ACTS[(i + 7) % len(ACTS)], depth=2, use_bias=i != 5))
     return cases
@@ -45,7 +45,7 @@ CASES = _cases()
 
 
 def _ids(case):
-    keys = ("family", "symmetry", "pooling", "boundary", "block_edges", "dim", "b",
+    keys = ("kind", "symmetry", "pooling", "boundary", "block_edges", "dim", "b",
             "activation")
     return "-".join(str(case[k]) for k in keys if k in case)
 

@@ -1,4 +1,5 @@
 """The run config's home: schema with docs, locking, grids, and listing fields from the shell."""
+import json
 import subprocess
 import sys
 
@@ -161,3 +162,33 @@ def test_resolve_applies_a_single_variant_and_refuses_several_naming_variant_con
     c.variants, c.optim.steps = (), -1
     with pytest.raises(ValueError, match=r"config field 'optim.steps'=-1"):
         config.resolve(c)
+
+
+def test_upgrade_renames_model_family_to_kind_and_leaves_the_data_family():
+    """upgrade: a config.json written before 2026-11-30 (model.family, variant key
+    'family') reads under today's names; data.family and eval.families keep theirs."""
+    saved = config.base_config().to_dict()
+    saved["model"]["family"] = saved["model"].pop("kind")
+    saved["variants"] = [{"family": "gnn", "symmetry": "shared"}, {"model.family": "mlp"},
+                         {"data.family": "gaussian"}]
+    up = config.upgrade(saved)
+    assert up["model"]["kind"] == "mlp" and "family" not in up["model"]
+    assert up["variants"] == [{"kind": "gnn", "symmetry": "shared"}, {"model.kind": "mlp"},
+                              {"data.family": "gaussian"}]
+    assert up["data"]["family"] == "uniform" and up["eval"]["families"] == ()
+    assert "family" in saved["model"]                  # the input is left as it was
+    assert config.upgrade(up) == up                    # today's configs pass unchanged
+    today = json.loads(config.base_config().to_json())
+    assert config.upgrade(today) == today
+
+
+def test_a_config_still_setting_model_family_is_refused_naming_model_kind():
+    c = config.base_config()
+    with pytest.raises((AttributeError, KeyError), match="family"):
+        c.model.family = "gnn"
+    c.variants = (dict(family="gnn", symmetry="shared"),)
+    with pytest.raises(ValueError, match=r"variants\[0\]\.family' is unknown: 'family' is not a "
+                                         r"config field \(renamed to model\.kind"):
+        config.validate_config(c)
+    with pytest.raises(ValueError, match=r"'family' is unknown \(renamed to 'kind'\)"):
+        config.models.build(dict(family="mlp", symmetry="none", activation="tanh"))

@@ -133,7 +133,7 @@ def test_marginals_and_power_sums_refuse_what_they_cannot_give():
         power_sums(counts, jnp.zeros(4), 0)
 
 
-_IDENT = build(dict(family="mlp", symmetry="block_local", activation="identity", width=2,
+_IDENT = build(dict(kind="mlp", symmetry="block_local", activation="identity", width=2,
                    sites=4, b=2, dtype="float64"))
 _P = _IDENT.init(jax.random.key(0), jnp.zeros(4))
 _U = distributions.get("uniform")
@@ -176,22 +176,22 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="non-finite"):
         from_tensors([np.zeros(2), np.array([[1.0, np.inf], [np.inf, 1.0]])])
     bad = iid_lattice([0.0, 1.0], 4)._replace(kappa=jnp.full((4, 2), jnp.nan))
-    ident = build(dict(family="mlp", symmetry="none", activation="identity", width=4,
+    ident = build(dict(kind="mlp", symmetry="none", activation="identity", width=4,
                        sites=4, dtype="float64"))
     with pytest.raises(ValueError, match="non-finite"):
         propagate(ident, ident.init(jax.random.key(0), jnp.zeros(4)), bad)
     with pytest.raises(distributions.CumulantDoesNotExist):
         iid_lattice(distributions.get("student_t", df=3.0), 4, 4)
-    quad = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4, sites=4,
+    quad = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4, sites=4,
                       dtype="float64"))
     p = quad.init(jax.random.key(0), jnp.zeros(4))
     with pytest.raises(distributions.CumulantDoesNotExist):  # needs kappa_8, df=5 has 4
         propagate(quad, p, distributions.get("student_t", df=5.0), order=4)
-    tanh = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, sites=4,
+    tanh = build(dict(kind="mlp", symmetry="none", activation="tanh", width=4, sites=4,
                       dtype="float64"))
     with pytest.raises(ValueError, match="quadratic.*gaussian_closure"):
         propagate(tanh, tanh.init(jax.random.key(0), jnp.zeros(4)), distributions.get("uniform"))
-    wide = build(dict(family="mlp", symmetry="none", activation="quadratic", width=512,
+    wide = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=512,
                       sites=4, dtype="float64"))
     pw = wide.init(jax.random.key(0), jnp.zeros(4))
     # the hidden layer's joint tensors, when asked for (by default only its marginals)
@@ -203,7 +203,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="order 7 through a degree-2 polynomial.*14 legs"):
         propagate(quad, p, distributions.get("uniform"), order=7)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
-    mid = build(dict(family="mlp", symmetry="none", activation="quadratic", width=64,
+    mid = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))
     with pytest.raises(CumulantMemoryError, match="order=2 at width=64.*intermediate"):
         propagate(mid, mid.init(jax.random.key(0), jnp.zeros(16)),
@@ -214,7 +214,7 @@ def test_costly_contractions_are_refused_before_they_run():
     """The rule sums opt_einsum's cost estimates at trace time and refuses above flop_limit
     with the estimate, before anything runs; a raised limit lets the same call through."""
     from rgsym.cumulants import CumulantCostError
-    net = build(dict(family="mlp", symmetry="none", activation="quadratic", width=16, depth=1,
+    net = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=16, depth=1,
                      sites=8, dtype="float64"))
     p = net.init(jax.random.key(0), jnp.zeros(8))
     with pytest.raises(CumulantCostError, match=r"orders 1..4 .*about [0-9.e+]+ floating-point "
@@ -234,7 +234,7 @@ def test_costly_contractions_are_refused_before_they_run():
 def test_propagation_limits_and_flags_are_checked_by_name(kw, message):
     """Before, a traced flop_limit failed deep in jax.jit (an unhashable static argument),
     a string memory_limit in a comparison, and joint='yes' ran as True."""
-    net = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4, depth=1,
+    net = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4, depth=1,
                      sites=4, dtype="float64"))
     p = net.init(jax.random.key(0), jnp.zeros(4))
     with pytest.raises(ValueError, match=message):

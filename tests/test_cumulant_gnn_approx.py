@@ -14,7 +14,7 @@ from rgsym.models import GNN_SYMMETRIES, Affine, Elementwise, activation_fn, bui
 @pytest.mark.parametrize("symmetry", GNN_SYMMETRIES)
 @pytest.mark.parametrize("activation,dim", [("quadratic", 1), ("identity", 2)])
 def test_gnn_layers_match_monte_carlo(symmetry, activation, dim):
-    model = build(dict(family="gnn", symmetry=symmetry, activation=activation, width=2, depth=1,
+    model = build(dict(kind="gnn", symmetry=symmetry, activation=activation, width=2, depth=1,
                        sites=4, b=2, dim=dim, alpha=0.3, dtype="float64"))
     shape = (4,) * dim
     params = model.init(jax.random.key(1), jnp.zeros(shape))

@@ -18,7 +18,7 @@ SYMMETRIES = ["none", "block_local", "block_permutation", "tied_hidden", "odd", 
 
 
 def _model(symmetry, depth, activation="identity", sites=4, width=4, **kw):
-    cfg = dict(family="mlp", symmetry=symmetry, activation=activation, width=width,
+    cfg = dict(kind="mlp", symmetry=symmetry, activation=activation, width=width,
                depth=depth, sites=sites, b=2, dtype="float64", **kw)
     model = build(cfg)
     return model, random_params(model, key=depth, scale=0.3)   # biases off zero too

@@ -18,7 +18,7 @@ N_SAMPLES, BATCH, Z = 2 ** 20, 2 ** 16, 4.0
 @functools.lru_cache(maxsize=None)
 def _model(symmetry):
     from rgsym.models import build
-    return build(dict(family="mlp", symmetry=symmetry, activation="quadratic", width=4, depth=1,
+    return build(dict(kind="mlp", symmetry=symmetry, activation="quadratic", width=4, depth=1,
                       sites=4, b=2, alpha=0.3, dtype="float64"))
 
 
@@ -100,7 +100,7 @@ def test_two_quadratic_rg_steps_exact_with_internal_order():
     closure, labelled), layer by layer against Monte Carlo of the iterated model."""
     from rgsym.cumulants.predict import clt_recursion_check
     from rgsym.models import build
-    model = build(dict(family="mlp", symmetry="block_local", activation="quadratic", width=4,
+    model = build(dict(kind="mlp", symmetry="block_local", activation="quadratic", width=4,
                        sites=4, b=2, alpha=0.3, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros(4))
     fam, kw = distributions.get("exponential"), dict(steps=2, lattice_shape=(8,))

@@ -48,7 +48,7 @@ def test_rg_matrix_defaults_to_the_default_float_and_refuses_float64_without_x64
 # ---- approximate modes never collapse silently at a kink ------------------------------
 
 def _relu_net(bias=None):
-    net = models.build(dict(family="mlp", symmetry="none", activation="relu", width=8,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="relu", width=8,
                             depth=1, b=2, dim=1, sites=4))
     params = net.init(jax.random.key(0), jnp.zeros((1, 4)))
     if bias is not None:
@@ -91,7 +91,7 @@ def test_gaussian_closure_through_the_kink_matches_monte_carlo():
 def test_relu_far_from_its_kink_is_expanded_exactly_as_the_identity():
     net, params = _relu_net(bias=20.0)  # every pre-activation ~20 spreads above 0
     q = cumulants.propagate(net, params, D.get("uniform"), order=3, mode="quadratic")
-    ident = models.build(dict(family="mlp", symmetry="none", activation="identity", width=8,
+    ident = models.build(dict(kind="mlp", symmetry="none", activation="identity", width=8,
                               depth=1, b=2, dim=1, sites=4))
     e = cumulants.propagate(ident, params, D.get("uniform"), order=3)
     np.testing.assert_allclose(q.marginals()[-1], e.marginals()[-1], rtol=1e-12, atol=1e-12)
@@ -124,7 +124,7 @@ def test_closure_gradient_with_fully_correlated_units_is_finite():
 
 
 def test_propagated_cumulants_are_differentiable_in_the_parameters():
-    net = models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="tanh", width=4,
                             depth=1, b=2, dim=1, sites=4))
     params = net.init(jax.random.key(2), jnp.zeros((1, 4)))
 
@@ -148,7 +148,7 @@ def test_evaluation_data_cache_never_serves_a_re_registered_family():
     cfg.lattice.sites, cfg.eval.batch, cfg.eval.curve_batch = 4, 64, 64
     cfg.eval.families, cfg.eval.scales = ("gaussian",), ()
     cfg.data.family = "edgecase"
-    net = models.build(dict(family="mlp", symmetry="none", activation="identity", width=2,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="identity", width=2,
                             depth=1, b=2, dim=1, sites=4))
     data = []
     try:
@@ -207,7 +207,7 @@ def test_float32_power_sums_about_their_mean_are_not_refused():
 
 
 def test_closure_gradient_with_a_unit_without_spread_is_finite():
-    net = models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="tanh", width=4,
                             depth=1, b=2, dim=1, sites=4, dtype="float64"))
     params = net.init(jax.random.key(0), jnp.zeros((1, 4)))
     kernel = params["params"]["layer_0"]["kernel"]
@@ -232,7 +232,7 @@ def test_cumulant_states_and_float64_models_refuse_to_downcast_without_x64():
         with pytest.raises(ValueError, match="jax_enable_x64"):
             cumulants.iid_lattice(D.get("uniform"), 4, 4)
         with pytest.raises(ValueError, match="dtype=float64 .*jax_enable_x64"):
-            models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+            models.build(dict(kind="mlp", symmetry="none", activation="tanh", width=4,
                               depth=1, b=2, dim=1, sites=4, dtype="float64"))
 
 

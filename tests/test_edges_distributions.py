@@ -327,7 +327,7 @@ def test_spreads_whose_cumulants_leave_float64_are_refused_naming_the_parameter(
 
 def test_re_registered_family_is_never_served_from_a_cache():
     from rgsym import cumulants, models
-    net = models.build(dict(family="mlp", symmetry="none", activation="identity", width=2,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="identity", width=2,
                             depth=1, b=2, dim=1, sites=2))
     params = net.init(jax.random.key(1), jnp.zeros((1, 2)))
 

@@ -10,15 +10,15 @@ from rgsym.cumulants import MarginalCumulants, propagate, to_dense
 from rgsym.models import build
 
 CASES = [  # (model fields, mode, order, internal_order)
-    (dict(family="mlp", symmetry="none", activation="quadratic", depth=1), "exact", 4, None),
-    (dict(family="mlp", symmetry="none", activation="cubic", depth=2), "exact", 3, None),
-    (dict(family="mlp", symmetry="none", activation="quadratic", depth=2), "exact", 2, 4),
-    (dict(family="mlp", symmetry="none", activation="tanh", depth=2), "quadratic", 4, None),
-    (dict(family="mlp", symmetry="none", activation="tanh", depth=1), "gaussian_closure", 4,
+    (dict(kind="mlp", symmetry="none", activation="quadratic", depth=1), "exact", 4, None),
+    (dict(kind="mlp", symmetry="none", activation="cubic", depth=2), "exact", 3, None),
+    (dict(kind="mlp", symmetry="none", activation="quadratic", depth=2), "exact", 2, 4),
+    (dict(kind="mlp", symmetry="none", activation="tanh", depth=2), "quadratic", 4, None),
+    (dict(kind="mlp", symmetry="none", activation="tanh", depth=1), "gaussian_closure", 4,
      None),
-    (dict(family="mlp", symmetry="none", activation="relu", depth=1), "gaussian_closure", 2,
+    (dict(kind="mlp", symmetry="none", activation="relu", depth=1), "gaussian_closure", 2,
      None),
-    (dict(family="gnn", symmetry="directional", activation="tanh", depth=2), "quadratic", 4,
+    (dict(kind="gnn", symmetry="directional", activation="tanh", depth=2), "quadratic", 4,
      None),
 ]
 
@@ -32,7 +32,7 @@ def _random_params(model, key):
 
 
 @pytest.mark.parametrize("fields,mode,order,internal", CASES,
-                         ids=[f"{c[0]['family']}-{c[0]['activation']}-d{c[0]['depth']}-{c[1]}"
+                         ids=[f"{c[0]['kind']}-{c[0]['activation']}-d{c[0]['depth']}-{c[1]}"
                               for c in CASES])
 def test_marginal_states_equal_joint_diagonals(fields, mode, order, internal):
     model = build(dict(fields, width=3, sites=4, b=2, dim=1, alpha=0.4, dtype="float64"))
@@ -54,7 +54,7 @@ def test_marginal_states_equal_joint_diagonals(fields, mode, order, internal):
 
 
 def test_marginal_state_refuses_joint_use():
-    model = build(dict(family="mlp", symmetry="none", activation="quadratic", depth=1, width=3,
+    model = build(dict(kind="mlp", symmetry="none", activation="quadratic", depth=1, width=3,
                        sites=4, b=2, dim=1, alpha=0.4, dtype="float64"))
     params = _random_params(model, 0)
     out = propagate(model, params, distributions.get("uniform"), order=2)
@@ -69,7 +69,7 @@ def test_marginals_of_a_batched_propagation_keep_the_seed_axis():
     """propagate_many stacks every state over seeds: marginals() maps over that axis
     (it raised a shape error) and equals each seed's own propagation."""
     from rgsym.cumulants import propagate_many
-    model = build(dict(family="mlp", symmetry="none", activation="quadratic", depth=1, width=3,
+    model = build(dict(kind="mlp", symmetry="none", activation="quadratic", depth=1, width=3,
                        sites=4, b=2, dim=1, alpha=0.4, dtype="float64"))
     params = [_random_params(model, k) for k in (1, 2)]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)

@@ -32,7 +32,7 @@ def test_every_declared_metric_resolves_to_its_declaration():
     assert metrics.metric_info("rel_err/scale_0.5") is metrics.REL_ERR
     assert metrics.metric_info("cum_err/k4").se_name("cum_err/k4") == "cum_err_se/k4"
     # every name a run reports, the derived ones and the table columns are declared
-    trainer = train.make_train(tiny(model__family="gnn", model__symmetry="separate",
+    trainer = train.make_train(tiny(model__kind="gnn", model__symmetry="separate",
                                     model__activation="quadratic"))
     ev = trainer.evaluator
     finals = ev.final_names + ev.curve_names + (metrics.TRAIN_LOSS.name(),)

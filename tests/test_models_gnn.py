@@ -1,4 +1,4 @@
-"""GNN family: lattice graphs, exact layer rewrite, lattice symmetries, any lattice size."""
+"""The GNN kind: lattice graphs, exact layer rewrite, lattice symmetries, any lattice size."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +10,7 @@ from rgsym.models import compose, lattice_graph
 
 
 def make(symmetry="separate", dim=1, sites=4, **kw):
-    cfg = dict(family="gnn", symmetry=symmetry, activation="tanh", dim=dim, sites=sites,
+    cfg = dict(kind="gnn", symmetry=symmetry, activation="tanh", dim=dim, sites=sites,
                width=3, depth=2, dtype="float64")
     return models.build({**cfg, **kw})
 

@@ -1,4 +1,4 @@
-"""MLP family: exact rewrites, exact constraints through training, expressivity facts."""
+"""The MLP kind: exact rewrites, exact constraints through training, expressivity facts."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +16,7 @@ DIAGNOSTIC = {"tied_hidden": "tied_hidden_spread", "odd": "oddness_residual",
 
 
 def make(symmetry="none", activation="tanh", dim=1, sites=4, **kw):
-    cfg = dict(family="mlp", symmetry=symmetry, activation=activation, dim=dim, sites=sites,
+    cfg = dict(kind="mlp", symmetry=symmetry, activation=activation, dim=dim, sites=sites,
                width=6, depth=2, dtype="float64", **kw)
     return models.build(cfg)
 
@@ -152,7 +152,7 @@ def test_block_local_translation_equivariant_and_iterable(dim):
 def test_identity_mlp_represents_exact_rg(dim, b):
     """Set the weights of an unconstrained identity MLP to the block map: error 0."""
     sites = 2 * b
-    model = models.build(dict(family="mlp", symmetry="none", activation="identity", dim=dim,
+    model = models.build(dict(kind="mlp", symmetry="none", activation="identity", dim=dim,
                               b=b, sites=sites, width=(sites // b) ** dim, depth=1,
                               dtype="float64"))
     x = lattice(jax.random.key(2), (sites,) * dim, batch=64)
@@ -178,7 +178,7 @@ def test_tied_quadratic_trains_to_a_floor_free_quadratic_does_not():
     """
     final = {}
     for symmetry in ("none", "tied_hidden"):
-        model = models.build(dict(family="mlp", symmetry=symmetry, activation="quadratic",
+        model = models.build(dict(kind="mlp", symmetry=symmetry, activation="quadratic",
                                   sites=2, b=2, width=16, depth=1, dtype="float64"))
         params = model.init(jax.random.key(0), jnp.zeros((2,)))
         _, losses = jax.jit(lambda p: adam_train(model, p, 600, batch=256))(params)

@@ -8,7 +8,7 @@ from rgsym import config, models, validation
 from rgsym.models import activations
 from rgsym.models.spec import spec_from_config
 
-BASE = dict(family="mlp", symmetry="none", activation="tanh", sites=8)
+BASE = dict(kind="mlp", symmetry="none", activation="tanh", sites=8)
 
 
 def test_spec_from_mapping_configdict_and_spec_agree():
@@ -27,24 +27,24 @@ def test_unknown_config_key_names_key_and_lists_valid():
 
 def test_missing_required_key():
     with pytest.raises(ValueError, match="missing activation"):
-        models.spec_from_config(dict(family="mlp", symmetry="none"))
+        models.spec_from_config(dict(kind="mlp", symmetry="none"))
 
 
 @pytest.mark.parametrize("key, value, valid", [
-    ("family", "cnn", "mlp, gnn"),
+    ("kind", "cnn", "mlp, gnn"),
     ("symmetry", "mirror", "none, block_local"),
     ("activation", "swish", "identity, quadratic"),
     ("pooling", "max", "sum, mean, learned"),
     ("boundary", "twisted", "periodic, open"),
 ])
 def test_unknown_names_list_valid_choices(key, value, valid):
-    cfg = dict(BASE, family="gnn", symmetry="shared") if key in ("pooling", "boundary") else BASE
+    cfg = dict(BASE, kind="gnn", symmetry="shared") if key in ("pooling", "boundary") else BASE
     with pytest.raises(ValueError, match=rf"{key}='{value}'.*{valid}"):
         models.build(dict(cfg, **{key: value}))
 
 
 def test_gnn_symmetry_on_mlp_lists_mlp_choices():
-    with pytest.raises(ValueError, match=r"symmetry='shared'.*family='mlp'.*none, block_local"):
+    with pytest.raises(ValueError, match=r"symmetry='shared'.*kind='mlp'.*none, block_local"):
         models.build(dict(BASE, symmetry="shared"))
 
 
@@ -77,21 +77,21 @@ def test_meaningless_combinations_refused_with_reason(cfg, reason):
 
 
 def test_soft_symmetry_refused_for_gnn():
-    with pytest.raises(ValueError, match="family='mlp'"):
-        models.build(dict(family="gnn", symmetry="shared", activation="tanh",
+    with pytest.raises(ValueError, match="kind='mlp'"):
+        models.build(dict(kind="gnn", symmetry="shared", activation="tanh",
                           soft_symmetry="odd"))
 
 
-@pytest.mark.parametrize("family, symmetry", [("mlp", "none"), ("mlp", "block_local"),
+@pytest.mark.parametrize("kind, symmetry", [("mlp", "none"), ("mlp", "block_local"),
                                               ("gnn", "separate")])
-def test_wrong_input_shape_at_apply(family, symmetry):
-    model = models.build(dict(BASE, family=family, symmetry=symmetry))
+def test_wrong_input_shape_at_apply(kind, symmetry):
+    model = models.build(dict(BASE, kind=kind, symmetry=symmetry))
     params = model.init(jax.random.key(0), jnp.zeros((8,)))
     with pytest.raises(ValueError, match=r"x has lattice shape \(7,\).*multiple of b=2"):
         model.apply(params, jnp.zeros((4, 7)))
     with pytest.raises(ValueError, match=r"x has shape \(\).*trailing"):
         model.apply(params, jnp.zeros(()))
-    if family == "mlp" and symmetry == "none":
+    if kind == "mlp" and symmetry == "none":
         with pytest.raises(ValueError, match=r"x has shape \(4, 6\).*built for lattice \(8,\)"):
             model.apply(params, jnp.zeros((4, 6)))
         with pytest.raises(ValueError, match=r"lattice_shape"):
@@ -159,7 +159,7 @@ def test_choice_names_argument_value_and_choices():
 def test_lattice_shape_must_be_a_tuple_of_sides():
     with pytest.raises(ValueError, match=r"shape=8 .*tuple of side lengths"):
         models.lattice_graph(8, 2)
-    model = models.build(dict(BASE, family="gnn", symmetry="shared"))
+    model = models.build(dict(BASE, kind="gnn", symmetry="shared"))
     params = model.init(jax.random.key(0), jnp.zeros((8,)))
     with pytest.raises(ValueError, match=r"lattice_shape=4 .*tuple of side lengths"):
         model.layers(params, 4)
@@ -178,5 +178,5 @@ def test_a_run_config_of_one_variant_builds_its_model_and_one_with_variants_is_r
     with pytest.raises(ValueError, match="holds 1 variants: build one variant's config"):
         spec_from_config(cfg)
     with pytest.raises(ValueError, match="run config field 'lattice.b' is missing"):
-        spec_from_config({"model": dict(family="mlp", symmetry="none", activation="tanh"),
+        spec_from_config({"model": dict(kind="mlp", symmetry="none", activation="tanh"),
                           "lattice": {"dim": 1, "sites": 8}, "dtype": "float32"})

@@ -1,4 +1,4 @@
-"""Every allowed (family, symmetry, activation) builds, jits and vmaps over 8 seeds."""
+"""Every allowed (kind, symmetry, activation) builds, jits and vmaps over 8 seeds."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,13 +26,13 @@ N_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("family, symmetry", GRID)
-def test_every_activation_jits_and_vmaps_over_8_seeds(family, symmetry):
-    """One compiled function per (family, symmetry): params do not depend on the activation,
+@pytest.mark.parametrize("kind, symmetry", GRID)
+def test_every_activation_jits_and_vmaps_over_8_seeds(kind, symmetry):
+    """One compiled function per (kind, symmetry): params do not depend on the activation,
     so one vmapped init feeds the vmapped apply of all ten activations."""
-    dim = 2 if family == "gnn" else 1
+    dim = 2 if kind == "gnn" else 1
     depth = 2 if symmetry in ("none", "symmetric_weights") else 1   # W = W^T needs depth 2
-    built = [models.build(dict(family=family, symmetry=symmetry, activation=a, dim=dim,
+    built = [models.build(dict(kind=kind, symmetry=symmetry, activation=a, dim=dim,
                                sites=4, width=4, depth=depth)) for a in models.ACTIVATIONS]
     softs = ([models.build(built[0].spec.replace(soft_symmetry=s, symmetry_strength=1.0))
               for s in models.SOFT_SYMMETRIES] if symmetry == "none" else [])
@@ -61,7 +61,7 @@ def test_every_activation_jits_and_vmaps_over_8_seeds(family, symmetry):
     one = jax.tree.map(lambda a: a[3], params)
     np.testing.assert_allclose(built[TANH].apply(one, x), ys[TANH, 3], rtol=1e-5, atol=1e-6)
     d = built[0].describe()
-    assert d["n_params"] == N_PARAMS[family, symmetry]
-    assert sum(leaf[0].size for leaf in jax.tree.leaves(params)) == N_PARAMS[family, symmetry]
-    assert (d["family"], d["symmetry"], d["activation"]) == (family, symmetry,
+    assert d["n_params"] == N_PARAMS[kind, symmetry]
+    assert sum(leaf[0].size for leaf in jax.tree.leaves(params)) == N_PARAMS[kind, symmetry]
+    assert (d["kind"], d["symmetry"], d["activation"]) == (kind, symmetry,
                                                              models.ACTIVATIONS[0])

@@ -25,16 +25,16 @@ SITE = distributions.get("bernoulli", p=0.3).affine(2.0, -0.5)
 # (dim, b, sites): the lattices every path runs on.
 GEOMETRIES = [(1, 2, 4), (2, 2, 2), (1, 3, 3), (2, 3, 3)]
 # One architecture per geometry: MLP and GNN each run in 2-D and with b = 3.
-ARCHS = [dict(family="mlp", symmetry="none"), dict(family="gnn", symmetry="directional"),
-         dict(family="gnn", symmetry="separate"), dict(family="mlp", symmetry="block_local")]
+ARCHS = [dict(kind="mlp", symmetry="none"), dict(kind="gnn", symmetry="directional"),
+         dict(kind="gnn", symmetry="separate"), dict(kind="mlp", symmetry="block_local")]
 CASES = list(zip(GEOMETRIES, ARCHS))
 # and a linear (identity) net: its states stay in compact factor form, another code path
-LINEAR = ((2, 3, 3), dict(family="mlp", symmetry="tied_hidden", activation="identity"))
-CASE_IDS = [f"{d}d-b{b}-{a['family']}-{a['symmetry']}" for (d, b, _), a in CASES]
+LINEAR = ((2, 3, 3), dict(kind="mlp", symmetry="tied_hidden", activation="identity"))
+CASE_IDS = [f"{d}d-b{b}-{a['kind']}-{a['symmetry']}" for (d, b, _), a in CASES]
 # a 4x4 lattice (2^16 configurations) with 2x2 coarse sites: the only 2-D lattice with more
 # than one block, so the site order of the RG target and of the outputs matters
-SEVERAL = [((2, 2, 4), dict(family="mlp", symmetry="none")),
-           ((2, 2, 4), dict(family="gnn", symmetry="directional"))]
+SEVERAL = [((2, 2, 4), dict(kind="mlp", symmetry="none")),
+           ((2, 2, 4), dict(kind="gnn", symmetry="directional"))]
 SEVERAL_IDS = ["2d-b2-4x4-mlp-none", "2d-b2-4x4-gnn-directional"]
 
 
@@ -114,7 +114,7 @@ def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
         wrong = w @ (out - swapped) ** 2
         assert np.abs(wrong - per_site).max() > 1e-2 * per_site.max(), (wrong, per_site)
         # and the per-site cumulants differ between coarse sites (the MLP is not symmetric)
-        if model.spec.family == "mlp":
+        if model.spec.kind == "mlp":
             k = marginal_cumulants(want)
             assert np.ptp(k[:, 1]) > 1e-2 * k[:, 1].max()
 
@@ -122,7 +122,7 @@ def test_layers_equal_apply_and_exact_paths_equal_enumeration(geo, arch):
 def test_two_rg_steps_of_an_iterable_net_equal_enumeration(geo=(1, 3, 9)):
     """steps=2: the chain of two applications (lattice shrinking by b) and the exact MSE
     against RG^2, with internal_order=4 (two quadratic layers: order 2 needs 4 inside)."""
-    model = _model(*geo, (("family", "gnn"), ("symmetry", "shared")), "quadratic")
+    model = _model(*geo, (("kind", "gnn"), ("symmetry", "shared")), "quadratic")
     params = random_params(model, key=3, scale=0.3)
     x, w = enumerate_lattice(VALUES, PROBS, model.spec.lattice_shape)
     out, rg = _outputs(model, params, x, steps=2)

@@ -32,11 +32,11 @@ FOUR_FAMILIES = ("uniform", "gaussian", "exponential", "laplace")
 RUNS = [
     dict(model__activation="tanh", model__width=4, model__depth=2),
     dict(model__activation="tanh", model__width=4, dtype="float32"),
-    dict(lattice__dim=2, lattice__sites=4, eval__flow_steps=2, model__family="gnn",
+    dict(lattice__dim=2, lattice__sites=4, eval__flow_steps=2, model__kind="gnn",
          model__symmetry="separate", model__activation="quadratic", model__pooling="learned"),
     dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__symmetry="block_local",
          model__width=6, model__depth=2, model__activation="tanh"),
-    dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__family="gnn",
+    dict(lattice__b=3, lattice__sites=9, eval__flow_steps=2, model__kind="gnn",
          model__symmetry="directional", model__block_edges=True, model__activation="softplus"),
     dict(lattice__dim=2, lattice__sites=4, model__symmetry="block_permutation", model__width=4,
          model__activation="tanh", eval__families=FOUR_FAMILIES),
@@ -213,7 +213,7 @@ def _reference(trainer, params, x, hp_alpha):
             if j > 1:
                 out[f"flow_rel_err/k{j}"] = np.mean((pred - target) ** 2)
     m = cfg.model
-    if m.family == "gnn":
+    if m.kind == "gnn":
         out.update(_gnn_symmetry_references(params, m.pooling))
     else:   # block_local: the one block network, whose b^dim inputs are one block
         blocks = ([list(range(b ** dim))] if m.symmetry == "block_local"

@@ -9,7 +9,7 @@ from rgsym.reprs import array_summary, short_repr
 
 
 def test_propagation_and_monte_carlo_print_shapes_not_values():
-    net = models.build(dict(family="mlp", symmetry="none", activation="quadratic", width=16,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="quadratic", width=16,
                             depth=1, sites=4, dtype="float64"))
     params = net.init(jax.random.key(1), jnp.zeros((4,)))
     uniform = D.get("uniform", standardised=True)

@@ -191,7 +191,7 @@ def _captured_run(cfg, work, monkeypatch):
 
     def capturing(spec, *a, **k):
         sw = make_sweep(spec, *a, **k)
-        name = config.variant_name(spec, {"family": 0})  # family-symmetry-activation
+        name = config.variant_name(spec, {"kind": 0})  # kind-symmetry-activation
 
         def run_chunk(seeds, *r):
             out = sw.run_chunk(seeds, *r)
@@ -210,8 +210,8 @@ def test_load_params_round_trip_for_an_mlp_and_a_gnn(tmp_path, monkeypatch):
     returned; model.apply on one seed reproduces its recorded test MSE; propagate_many
     takes the stack as it is."""
     cfg = tiny(num_seeds=3, chunk_size=2, variants=(
-        dict(family="mlp", symmetry="none", activation="quadratic"),
-        dict(family="gnn", symmetry="shared", activation="quadratic", width=4)))
+        dict(kind="mlp", symmetry="none", activation="quadratic"),
+        dict(kind="gnn", symmetry="shared", activation="quadratic", width=4)))
     work = tmp_path / "run"
     _, trained = _captured_run(cfg, work, monkeypatch)
     uniform = distributions.get("uniform", standardised=True)
@@ -294,6 +294,52 @@ def test_run_directories_with_legacy_npz_chunks_are_read_and_resumed(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, results.load_params(work, "mlp-none-tanh"),
                  new.params)
     assert "seeds=0..3" in repr(old) and len(repr(old)) < 200
+
+
+def _as_before_kind(saved: dict) -> dict:
+    """A config.json as rgsym wrote it before 2026-11-30, when model.kind was model.family
+    (and a variant's override key 'kind' was 'family')."""
+    saved = json.loads(json.dumps(saved))
+    saved["model"]["family"] = saved["model"].pop("kind")
+    saved["variants"] = [{("family" if k == "kind" else k): v for k, v in var.items()}
+                         for var in saved["variants"]]
+    return saved
+
+
+def test_a_run_written_when_the_network_kind_was_model_family_resumes_and_loads(
+        tmp_path, monkeypatch):
+    """rgsym.config.upgrade: a run directory whose config.json files hold model.family
+    resumes under today's config without training again, and loads (load_run, load_variant,
+    models.build of its config, load_params)."""
+    cfg = tiny(num_seeds=2, variants=(
+        dict(kind="gnn", symmetry="shared", activation="tanh", width=4),))
+    work = tmp_path / "run"
+    first = results.run(cfg, work, progress=False, log=lambda s: None)
+    (name,) = first
+    new_params = results.load_params(work, name)
+    for path in (work / "config.json", work / "variants" / name / "config.json"):
+        path.write_text(json.dumps(_as_before_kind(json.loads(path.read_text()))))
+    assert json.loads((work / "config.json").read_text())["variants"][0]["family"] == "gnn"
+    (work / "variants.json").unlink()  # names computed from the old config.json too
+
+    rec = results.load_run(work)
+    assert rec.variants == (name,) and tuple(rec.summaries) == (name,)
+    assert rec.config["model"]["kind"] == "mlp" and rec.config["variants"][0]["kind"] == "gnn"
+    var = rec.variant(name)
+    assert var.config["model"]["kind"] == "gnn" and "family" not in var.config["model"]
+    assert var.config["data"]["family"] == "uniform"
+    assert models.build(var.config).spec.kind == "gnn"
+    old_json = json.loads((work / "variants" / name / "config.json").read_text())
+    assert models.spec_from_config(old_json).kind == "gnn"  # a saved variant config as it is
+    jax.tree.map(np.testing.assert_array_equal, results.load_params(work, name), new_params)
+
+    monkeypatch.setattr(sweep, "make_sweep", lambda *a, **k: pytest.fail("retrained"))
+    assert results.run(cfg, work, progress=False, log=lambda s: None) == first
+    assert json.loads((work / "config.json").read_text())["model"]["kind"] == "mlp"
+    cfg.variants = (dict(kind="mlp", symmetry="none", activation="tanh"),)  # another run
+    (work / "config.json").write_text(json.dumps(_as_before_kind(rec.config)))
+    with pytest.raises(ValueError, match=r"fields differ: variants"):
+        results.check(cfg, work)
 
 
 def test_the_printed_table_fits_100_columns_with_two_significant_digits():

@@ -13,7 +13,7 @@ def _exact_identity_net(dim, b, sites):
     """An identity MLP whose layers compose to the block map: W1 = I, W2 = the block-sum
     matrix built by a loop (tests.reference.block_sum on unit vectors)."""
     n = sites ** dim
-    net = models.build(dict(family="mlp", symmetry="none", activation="identity", width=n,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="identity", width=n,
                             depth=1, b=b, dim=dim, sites=sites, dtype="float64"))
     params = net.init(jax.random.key(0), jnp.zeros((1,) + (sites,) * dim))
     basis = np.eye(n).reshape((n,) + (sites,) * dim)
@@ -39,7 +39,7 @@ def test_exact_block_map_has_the_scaling_eigenvalues(dim, b, sites):
 
 
 def test_jacobian_of_a_quadratic_net_matches_finite_differences_of_the_propagator():
-    net = models.build(dict(family="mlp", symmetry="none", activation="quadratic", width=4,
+    net = models.build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
                             depth=1, b=2, dim=1, sites=4, alpha=0.4, dtype="float64"))
     params = net.init(jax.random.key(3), jnp.zeros((1, 4)))
     out = predict.rg_eigenvalues(net, params, order=3)
@@ -64,13 +64,13 @@ def test_rg_eigenvalue_error_is_zero_for_the_exact_map_and_nan_where_no_exact_ru
     assert err.shape == (2,) and err[0] < 1e-10
     # kappa_n' scales by 1.01^n: the largest relative eigenvalue shift is at n = 4
     np.testing.assert_allclose(err[1], 1.01 ** 4 - 1, rtol=1e-9)
-    tanh = models.build(dict(family="mlp", symmetry="none", activation="tanh", width=4,
+    tanh = models.build(dict(kind="mlp", symmetry="none", activation="tanh", width=4,
                              depth=1, b=2, dim=1, sites=4, dtype="float64"))
     p = tanh.init(jax.random.key(0), jnp.zeros((1, 4)))
     assert np.isnan(predict.rg_eigenvalue_error(
         tanh, jax.tree.map(lambda a: a[None], p))).all()
     # two quadratic layers at order 4 run as a closure by default: NaN, not a number
-    deep = models.build(dict(family="mlp", symmetry="none", activation="quadratic", width=4,
+    deep = models.build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
                              depth=2, b=2, dim=1, sites=4, dtype="float64"))
     pd = deep.init(jax.random.key(0), jnp.zeros((1, 4)))
     assert predict.rg_eigenvalues(deep, pd, 4).label == "closure"

@@ -61,7 +61,7 @@ def test_relu_projection_has_the_closed_form_gaussian_coefficients():
 
 
 def _gnn(symmetry, activation, seed=1):
-    model = build(dict(family="gnn", symmetry=symmetry, activation=activation, width=2,
+    model = build(dict(kind="gnn", symmetry=symmetry, activation=activation, width=2,
                        depth=1, sites=4, b=2, dim=1, alpha=0.3, dtype="float64"))
     params = model.init(jax.random.key(seed), jnp.zeros((4,)))
     # fresh biases are 0 (a relu unit would sit on its kink); tanh needs a mean off 0 to be
@@ -125,7 +125,7 @@ def test_hermite_beats_the_quadratic_expansion_on_higher_orders():
 def test_gradients_of_hermite_cumulants_are_finite(activation):
     """jax.grad through the projection, the quadrature (relu: panels split at the kink,
     which sits exactly at the mean when the bias is 0) and the polynomial rule."""
-    model = build(dict(family="mlp", symmetry="none", activation=activation, width=4, depth=1,
+    model = build(dict(kind="mlp", symmetry="none", activation=activation, width=4, depth=1,
                        sites=4, b=2, dtype="float64"))
     params = model.init(jax.random.key(2), jnp.zeros(4))
     fam = distributions.get("uniform")
@@ -155,12 +155,12 @@ def test_mode_quadratic_states_its_error_at_large_spread():
 
 
 def test_closure_is_reported_unbounded():
-    model = build(dict(family="mlp", symmetry="none", activation="quadratic", width=4,
+    model = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
                        depth=2, sites=4, b=2, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros(4))
     out = propagate(model, params, distributions.get("uniform"), order=4)
     assert out.labels[-1] == "closure" and np.all(np.isinf(out.errors[-1]))
-    tanh = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, depth=2,
+    tanh = build(dict(kind="mlp", symmetry="none", activation="tanh", width=4, depth=2,
                       sites=4, b=2, dtype="float64"))
     p2 = tanh.init(jax.random.key(0), jnp.zeros(4))
     out = propagate(tanh, p2, distributions.get("uniform"), order=4, mode="hermite")
@@ -182,7 +182,7 @@ def test_identity_net_trained_to_the_block_map_has_the_scaling_eigenvalues():
     """Adam on fresh uniform lattices: the target is linear and realisable, so the loss
     goes to zero and the trained net's eigenvalues reach B^(1 - n/2) to 1e-6."""
     sites, b = 8, 2
-    model = build(dict(family="mlp", symmetry="none", activation="identity", width=8,
+    model = build(dict(kind="mlp", symmetry="none", activation="identity", width=8,
                        depth=1, sites=sites, b=b, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros(sites))
     opt = optax.adam(optax.exponential_decay(1e-2, 1000, 0.3))
@@ -206,7 +206,7 @@ def test_identity_net_trained_to_the_block_map_has_the_scaling_eigenvalues():
 def test_rg_eigenvalues_run_through_the_hermite_mode():
     """jax.jacfwd through the surrogate (the quadrature depends on the input kappas through
     each unit's mean and variance) equals central finite differences of the propagator."""
-    net = build(dict(family="mlp", symmetry="none", activation="tanh", width=4, depth=1,
+    net = build(dict(kind="mlp", symmetry="none", activation="tanh", width=4, depth=1,
                      sites=4, b=2, dtype="float64"))
     params = net.init(jax.random.key(4), jnp.zeros(4))
     out = predict.rg_eigenvalues(net, params, order=4, mode="hermite")
@@ -256,7 +256,7 @@ def test_degree_three_within_its_bound_and_closer_on_kappa_4():
 def _jiggled_tanh_mlp(width, sites, scale, activation="tanh"):
     """A one-hidden-layer tanh MLP with every parameter moved by N(0, scale^2) (key 7),
     so that no bias is zero and no unit sits at the activation's centre."""
-    model = build(dict(family="mlp", symmetry="none", activation=activation, width=width,
+    model = build(dict(kind="mlp", symmetry="none", activation=activation, width=width,
                        depth=1, sites=sites, b=2, dim=1, dtype="float64"))
     params = model.init(jax.random.key(1), jnp.zeros((1, sites)))
     leaves, tree = jax.tree.flatten(params)
@@ -286,7 +286,7 @@ def test_hermite_error_bound_holds_for_a_skewed_input_law():
 def test_hermite_degree_beyond_max_legs_is_refused_naming_degree():
     """degree=4 at order 4 needs 16 legs: the refusal named order and internal_order
     only, not the argument the user can lower."""
-    model = build(dict(family="mlp", symmetry="none", activation="tanh", width=3, depth=1,
+    model = build(dict(kind="mlp", symmetry="none", activation="tanh", width=3, depth=1,
                        sites=4, b=2, dim=1, dtype="float64"))
     params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
     with pytest.raises(ValueError, match=r"degree=4.*lower degree \(<= 3 at order 4\)"):
@@ -305,7 +305,7 @@ def test_predict_mse_carries_an_error_estimate_that_bounds_monte_carlo():
     assert pred.label == "hermite"
     assert 0 < float(pred.error) < np.inf
     assert abs(float(pred.mse) - float(mc.mse)) <= float(pred.error) + SE_TOL * float(mc.mse_se)
-    quad = build(dict(family="mlp", symmetry="none", activation="quadratic", width=3,
+    quad = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=3,
                       depth=1, sites=4, b=2, dim=1, alpha=0.3, dtype="float64"))
     qp = quad.init(jax.random.key(2), jnp.zeros((1, 4)))
     assert float(predict.predict_mse(quad, qp, fam).error) == 0.0

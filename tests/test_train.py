@@ -98,8 +98,8 @@ def test_split_host_cpu_sets_the_device_count_unless_xla_flags_or_a_running_back
 
 @pytest.mark.parametrize("model", [dict(symmetry="none"), dict(symmetry="odd"),
                                    dict(symmetry="block_local"),
-                                   dict(family="gnn", symmetry="separate"),
-                                   dict(family="gnn", symmetry="shared")])  # no sym/* at all
+                                   dict(kind="gnn", symmetry="separate"),
+                                   dict(kind="gnn", symmetry="shared")])  # no sym/* at all
 def test_last_learning_curve_point_equals_the_final_evaluation_on_the_same_samples(model):
     # The in-scan curve evaluation (first curve_batch samples, no k-statistics) and the
     # final one are separate code paths: with curve_batch = batch, after the last period,

@@ -29,8 +29,8 @@ def get_config():
     c.eval.scales = (0.5, 2.0, 3.0)
     c.eval.flow_steps = 3
     # GNNs message-pass over every site: narrower, to cost about what an MLP does on CPU.
-    c.variants = tuple(dict(family="mlp", symmetry=s, activation=a) for s, a in _MLP) + tuple(
-        dict(family="gnn", symmetry=s, activation="tanh", width=8) for s in _GNN) + tuple(
+    c.variants = tuple(dict(kind="mlp", symmetry=s, activation=a) for s, a in _MLP) + tuple(
+        dict(kind="gnn", symmetry=s, activation="tanh", width=8) for s in _GNN) + tuple(
         # The minimal probe of docs/science.md: one block, 16 hidden units, trained longer.  Free units
         # cancel the quadratic term and learn the exact map; tied units cannot (at bounded
         # weights), so they stall and are worse out of distribution and at larger scales.

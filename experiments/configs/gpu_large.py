@@ -31,9 +31,9 @@ def get_config():
     c.eval.scales = (0.5, 2.0, 3.0, 5.0)
     c.eval.flow_steps = 3
     c.matmul_precision = "highest"  # exact maps are learned to ~1e-12: no TF32
-    c.variants = tuple(dict(family="mlp", symmetry=s, activation=a)
+    c.variants = tuple(dict(kind="mlp", symmetry=s, activation=a)
                        for s in _MLP_SYMMETRIES for a in _ACTIVATIONS) + tuple(
         # A GNN holds width activations per site: smaller chunks keep them in memory.
-        dict(family="gnn", symmetry=s, activation=a, width=32, chunk_size=1024)
+        dict(kind="gnn", symmetry=s, activation=a, width=32, chunk_size=1024)
         for s in _GNN_SYMMETRIES for a in ("tanh", "quadratic"))
     return c

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rgsym import plotting, results
+from rgsym import config, plotting, results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,8 @@ def variant_summaries(ctx: Context, run: str, where: Callable[[dict], bool] = la
     out = []
     for name in rec.variants:
         if name in rec.summaries:
-            cfg = json.loads((rec.path / "variants" / name / "config.json").read_text())
+            cfg = config.upgrade(json.loads(
+                (rec.path / "variants" / name / "config.json").read_text()))
             if where(cfg):
                 out.append((name, cfg, rec.summaries[name]))
     return out

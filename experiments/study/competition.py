@@ -70,7 +70,7 @@ def sweeps(quick: bool) -> list:
                                                           activation="tanh")]
     gnn = base("competition_gnn", quick)
     gnn.model.width = 8
-    gnn.variants = grid(family=("gnn",), symmetry=("shared", "separate", "edge_typed",
+    gnn.variants = grid(kind=("gnn",), symmetry=("shared", "separate", "edge_typed",
                                                    "directional"),
                         activation=("quadratic", "tanh"))
     return [hard, data, width, depth, soft, gnn]

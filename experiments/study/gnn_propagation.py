@@ -40,9 +40,9 @@ def _sizes(quick: bool) -> dict:
 def sweeps(quick: bool) -> list:
     s = _sizes(quick)
     c = flows.brief_sweep(RUN, s)
-    c.model.family = "gnn"
+    c.model.kind = "gnn"
     c.eval.flow_steps = 1
-    c.variants = config.grid(family=("gnn",), symmetry=tuple(s["symmetries"]),
+    c.variants = config.grid(kind=("gnn",), symmetry=tuple(s["symmetries"]),
                              activation=ACTIVATIONS)
     return [c]
 

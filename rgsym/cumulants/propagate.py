@@ -1,6 +1,6 @@
 """Network-level propagation: cumulants after every layer of a model's layer chain.
 
-    >>> model = build({'family': 'mlp', 'symmetry': 'none', 'activation': 'quadratic', ...})
+    >>> model = build({'kind': 'mlp', 'symmetry': 'none', 'activation': 'quadratic', ...})
     >>> out = propagate(model, params, distributions.get('uniform'), order=4)
     >>> out.labels          # ('input', 'exact', 'exact', 'exact')
     >>> out.marginals()[-1] # [N/b, 4]: kappa_1..kappa_4 of every output site

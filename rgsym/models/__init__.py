@@ -1,6 +1,6 @@
 """Model zoo: Flax MLPs and Jraph GNNs with selectable weight symmetries and activations.
 
-    >>> model = build({"family": "mlp", "symmetry": "tied_hidden", "activation": "quadratic"})
+    >>> model = build({"kind": "mlp", "symmetry": "tied_hidden", "activation": "quadratic"})
     >>> params = model.init(jax.random.key(0), jnp.zeros((16,)))
     >>> y = model.apply(params, x)            # x [B, 16] -> y [B, 8]
 """
@@ -8,10 +8,10 @@ from rgsym.models.activations import ACTIVATIONS, activation_fn, polynomial_coef
 from rgsym.models.graphs import LatticeGraph, lattice_graph
 from rgsym.models.layer_ops import Affine, Elementwise, compose
 from rgsym.models.model import Model, build
-from rgsym.models.spec import (FAMILIES, GNN_SYMMETRIES, MLP_SYMMETRIES, SOFT_SYMMETRIES,
+from rgsym.models.spec import (KINDS, GNN_SYMMETRIES, MLP_SYMMETRIES, SOFT_SYMMETRIES,
                                ModelSpec, spec_from_config)
 
-__all__ = ["build", "ModelSpec", "spec_from_config", "Model", "FAMILIES", "MLP_SYMMETRIES",
+__all__ = ["build", "ModelSpec", "spec_from_config", "Model", "KINDS", "MLP_SYMMETRIES",
            "GNN_SYMMETRIES", "SOFT_SYMMETRIES", "ACTIVATIONS", "Affine", "Elementwise",
            "compose", "activation_fn", "polynomial_coefficients", "lattice_graph",
            "LatticeGraph"]

@@ -1,4 +1,4 @@
-"""GNN family: message passing on the lattice graph (jraph + Flax), pooled per block.
+"""The GNN kind: message passing on the lattice graph (jraph + Flax), pooled per block.
 
 Layer l (F_in -> F features per node):
     h_i' = phi( W_self h_i + sum_t W_t sum_{j -> i of type t} h_j + bias )
@@ -27,7 +27,7 @@ from rgsym.models.graphs import LatticeGraph, adjacency, lattice_graph
 from rgsym.models.lattice import pooling_matrix
 from rgsym.models.symmetry import sq
 
-__all__ = ["MessagePassing", "GNN", "GNNFamily", "edge_types"]
+__all__ = ["MessagePassing", "GNN", "GNNKind", "edge_types"]
 
 
 def edge_types(lg: LatticeGraph, symmetry: str) -> tuple[np.ndarray, int]:
@@ -125,7 +125,7 @@ class GNN(nn.Module):
 _cached_graph = functools.lru_cache(maxsize=64)(lattice_graph)
 
 
-class GNNFamily:
+class GNNKind:
     """The GNN-specific pieces of a Model, for one validated spec."""
     iterable = True
 

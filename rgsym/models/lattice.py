@@ -64,7 +64,7 @@ def check_input(x_shape, spec, iterable: bool, name: str = "x") -> tuple[int, ..
     sites = clt.validate_lattice(x_shape, spec.b, spec.dim, name=name)
     if not iterable and sites != spec.lattice_shape:
         raise ValueError(
-            f"{name} has shape {tuple(x_shape)}: this {spec.family} (symmetry={spec.symmetry!r}) "
+            f"{name} has shape {tuple(x_shape)}: this {spec.kind} (symmetry={spec.symmetry!r}) "
             f"was built for lattice {spec.lattice_shape}, so {name} must be "
             f"[..., {', '.join(map(str, spec.lattice_shape))}]; symmetry='block_local' or a "
             "gnn runs on any lattice size")

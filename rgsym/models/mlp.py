@@ -1,4 +1,4 @@
-"""MLP family: Flax modules that turn raw parameters into constrained dense weights.
+"""The MLP kind: Flax modules that turn raw parameters into constrained dense weights.
 
 Each symmetry is a parametrisation: the Flax module :class:`CoreMLP` owns the raw
 parameters and returns the effective dense weights ``[(W_1, b_1), ..., (V, d)]`` (W as
@@ -28,7 +28,7 @@ from rgsym.models import inits, symmetry
 from rgsym.models.activations import activation_fn
 from rgsym.models.lattice import block_index, to_blocks
 
-__all__ = ["ConstrainedDense", "CoreMLP", "layer_kinds", "dense_forward", "MLPFamily"]
+__all__ = ["ConstrainedDense", "CoreMLP", "layer_kinds", "dense_forward", "MLPKind"]
 
 
 class ConstrainedDense(nn.Module):
@@ -142,7 +142,7 @@ def block_local_expand(weights: Sequence, shape: tuple[int, ...], b: int) -> lis
     return out
 
 
-class MLPFamily:
+class MLPKind:
     """The MLP-specific pieces of a Model, for one validated spec."""
 
     def __init__(self, spec):

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgsym import validation
-from rgsym.models.gnn import GNNFamily
+from rgsym.models.gnn import GNNKind
 from rgsym.models.lattice import as_shape, check_input
 from rgsym.models.layer_ops import to_chain
-from rgsym.models.mlp import MLPFamily
+from rgsym.models.mlp import MLPKind
 from rgsym.models.spec import ModelSpec, spec_from_config
 from rgsym.models.symmetry import DIAGNOSTIC_NAMES
 
@@ -60,14 +60,14 @@ def build(cfg_or_spec) -> Model:
 @functools.lru_cache(maxsize=256)
 def _build(spec: ModelSpec) -> Model:
     """One Model per spec, so equal specs share compiled functions."""
-    fam = MLPFamily(spec) if spec.family == "mlp" else GNNFamily(spec)
+    net = MLPKind(spec) if spec.kind == "mlp" else GNNKind(spec)
     dtype = jnp.dtype(spec.dtype)
     # Jitted once per model: eager dispatch of the many small ops is far slower.
-    _init, _apply, _distances = jax.jit(fam.init), jax.jit(fam.apply), jax.jit(fam.distances)
-    _layer_weights = jax.jit(fam.layer_weights, static_argnums=1)
+    _init, _apply, _distances = jax.jit(net.init), jax.jit(net.apply), jax.jit(net.distances)
+    _layer_weights = jax.jit(net.layer_weights, static_argnums=1)
 
     def init(key, x, *, init_scale=None):
-        check_input(jnp.shape(x), spec, fam.iterable)
+        check_input(jnp.shape(x), spec, net.iterable)
         if init_scale is None:
             init_scale = spec.init_scale
         elif isinstance(init_scale, numbers.Real):   # a traced scale (under vmap) is not checked
@@ -75,7 +75,7 @@ def _build(spec: ModelSpec) -> Model:
         return _init(key, init_scale)
 
     def apply(params, x, *, alpha=None):
-        check_input(jnp.shape(x), spec, fam.iterable)
+        check_input(jnp.shape(x), spec, net.iterable)
         # alpha in the model dtype, so a float64 alpha cannot promote a float32 model.
         return _apply(params, jnp.asarray(x, dtype), jnp.asarray(_alpha(alpha), dtype))
 
@@ -87,7 +87,7 @@ def _build(spec: ModelSpec) -> Model:
         if len(lattice_shape) != spec.dim:
             raise ValueError(f"lattice_shape={lattice_shape} is not valid: a dim={spec.dim} "
                              f"model needs {spec.dim} side length(s)")
-        check_input(lattice_shape, spec, fam.iterable, name="lattice_shape")
+        check_input(lattice_shape, spec, net.iterable, name="lattice_shape")
         return to_chain(_layer_weights(params, lattice_shape), spec.activation,
                         _alpha(alpha))
 
@@ -105,12 +105,12 @@ def _build(spec: ModelSpec) -> Model:
             params = jax.eval_shape(lambda k: init(k, jnp.zeros(spec.lattice_shape, dtype)),
                                     jax.random.key(0))
         n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-        out = {"family": spec.family, "symmetry": spec.symmetry, "activation": spec.activation,
-               "n_params": n_params, "symmetries": fam.symmetries(), "iterable": fam.iterable,
+        out = {"kind": spec.kind, "symmetry": spec.symmetry, "activation": spec.activation,
+               "n_params": n_params, "symmetries": net.symmetries(), "iterable": net.iterable,
                "width": spec.width, "depth": spec.depth, "b": spec.b, "dim": spec.dim,
                "sites": spec.sites, "soft_symmetry": spec.soft_symmetry,
                "symmetry_strength": spec.symmetry_strength}
-        if spec.family == "gnn":
+        if spec.kind == "gnn":
             out.update(pooling=spec.pooling, boundary=spec.boundary,
                        block_edges=spec.block_edges)
         return out

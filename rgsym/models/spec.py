@@ -13,10 +13,10 @@ from rgsym import clt, validation
 from rgsym.models.activations import validate_activation
 from rgsym.models.graphs import BOUNDARIES
 
-__all__ = ["ModelSpec", "spec_from_config", "FAMILIES", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
+__all__ = ["ModelSpec", "spec_from_config", "KINDS", "MLP_SYMMETRIES", "GNN_SYMMETRIES",
            "SOFT_SYMMETRIES", "POOLINGS", "BOUNDARIES", "DTYPES", "RUN_CONFIG_FIELDS"]
 
-FAMILIES = ("mlp", "gnn")
+KINDS = ("mlp", "gnn")
 MLP_SYMMETRIES = ("none", "block_local", "block_permutation", "tied_hidden", "odd",
                   "nonnegative", "symmetric_weights")
 GNN_SYMMETRIES = ("shared", "separate", "edge_typed", "directional")
@@ -32,10 +32,10 @@ RUN_CONFIG_FIELDS = {"dim": "lattice.dim", "sites": "lattice.sites", "b": "latti
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One point of the design space (family x symmetry x activation x width x depth).
+    """One point of the design space (kind x symmetry x activation x width x depth).
 
     Attributes:
-      family: 'mlp' or 'gnn'.
+      kind: the network kind, 'mlp' or 'gnn' (one of KINDS).
       symmetry: mlp: one of MLP_SYMMETRIES; gnn: one of GNN_SYMMETRIES.
       activation: one of ACTIVATIONS.
       width: hidden units per layer (mlp) or features per node (gnn).
@@ -52,16 +52,16 @@ class ModelSpec:
         nearest neighbours); matters for b > 2 and for 2-D block diagonals.
       use_bias: biases in every affine map (odd MLPs cancel the output bias exactly).
       dtype: parameter and compute dtype.
-    Fields that do not apply to the family are ignored.
+    Fields that do not apply to the kind are ignored.
 
     The defaults here (a small net: width 16, depth 1) serve direct use only, such as
-    ``models.build(dict(family=..., symmetry=..., activation=...))`` in a test or a
+    ``models.build(dict(kind=..., symmetry=..., activation=...))`` in a test or a
     notebook.  A run never falls back on them: ``rgsym.config.resolve`` builds its ModelSpec
     from every field of the run config, whose defaults (``rgsym.config.SCHEMA``: width 64,
     depth 2) are the ones runs use.
     """
 
-    family: str
+    kind: str
     symmetry: str
     activation: str
     width: int = 16
@@ -80,10 +80,10 @@ class ModelSpec:
     dtype: str = "float32"
 
     def __post_init__(self):
-        validation.choice("family", self.family, FAMILIES)
-        valid = MLP_SYMMETRIES if self.family == "mlp" else GNN_SYMMETRIES
+        validation.choice("kind", self.kind, KINDS)
+        valid = MLP_SYMMETRIES if self.kind == "mlp" else GNN_SYMMETRIES
         if self.symmetry not in valid:
-            raise ValueError(f"symmetry={self.symmetry!r} is unknown for family={self.family!r}: "
+            raise ValueError(f"symmetry={self.symmetry!r} is unknown for kind={self.kind!r}: "
                              f"choose one of {', '.join(valid)}")
         validate_activation(self.activation)
         validation.integer("width", self.width, 1)
@@ -116,10 +116,10 @@ class ModelSpec:
                     f"soft_symmetry: set soft_symmetry to one of {', '.join(SOFT_SYMMETRIES)} "
                     "or leave symmetry_strength at 0")
             return
-        if self.family != "mlp" or self.symmetry != "none":
+        if self.kind != "mlp" or self.symmetry != "none":
             raise ValueError(
-                f"soft_symmetry={self.soft_symmetry!r} needs family='mlp' and symmetry='none' "
-                f"(the penalty acts on an unconstrained MLP); got family={self.family!r}, "
+                f"soft_symmetry={self.soft_symmetry!r} needs kind='mlp' and symmetry='none' "
+                f"(the penalty acts on an unconstrained MLP); got kind={self.kind!r}, "
                 f"symmetry={self.symmetry!r}")
         validation.choice("soft_symmetry", self.soft_symmetry, SOFT_SYMMETRIES)
         n_blocks = (self.sites // self.b) ** self.dim
@@ -156,9 +156,11 @@ def spec_from_config(cfg) -> ModelSpec:
     """A ModelSpec from a Mapping, an ml_collections.ConfigDict or a ModelSpec.
 
     Args:
-      cfg: ModelSpec fields (``{'family': 'mlp', ...}``), or a whole run config of one
+      cfg: ModelSpec fields (``{'kind': 'mlp', ...}``), or a whole run config of one
         variant (a ``model`` section beside ``lattice`` and ``dtype``: a resolved variant's
-        ConfigDict, or the ``config.json`` that a run directory saves for each variant).
+        ConfigDict, or the ``config.json`` that a run directory saves for each variant;
+        one saved before a field was renamed is read under the new names first, by
+        ``rgsym.config.upgrade``).
 
     Raises:
       ValueError: an unknown or missing key (named, with the valid ones listed), a run
@@ -171,11 +173,14 @@ def spec_from_config(cfg) -> ModelSpec:
     if not isinstance(cfg, Mapping):
         raise ValueError(f"cfg of type {type(cfg).__name__} is not valid: pass a Mapping, an "
                          "ml_collections.ConfigDict or a ModelSpec")
+    from rgsym import config  # (rgsym.config imports the model zoo)
     if isinstance(cfg.get("model"), Mapping):
-        cfg = _from_run_config(cfg)
+        cfg = _from_run_config(config.upgrade(cfg))  # a saved run's old field names
     for key in cfg:
         if key not in _FIELDS:
-            raise ValueError(f"model config key {key!r} is unknown: valid keys are "
+            new = config.renamed_to(f"model.{key}")
+            renamed = f" (renamed to {new.split('.')[-1]!r})" if new else ""
+            raise ValueError(f"model config key {key!r} is unknown{renamed}: valid keys are "
                              f"{', '.join(_FIELDS)}")
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
