@@ -22,7 +22,7 @@ would overflow keeps its old value.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ from rgsym import config as config_lib
 from rgsym import metrics as metrics_lib
 from rgsym.config import RunSpec
 
-__all__ = ["HParams", "Trainer", "make_train"]
+__all__ = ["HParams", "TrainFn", "Trainer", "make_train"]
 
 # ------------------------------------------------------------------------------------------
 # The run as a pure function.
@@ -46,6 +46,13 @@ class HParams(NamedTuple):
     alpha: Any
     init_scale: Any
     symmetry_strength: Any
+
+
+class TrainFn(Protocol):
+    def __call__(self, key: jax.Array, hparams: HParams | None = None,
+                 eval_data: Any = None) -> tuple[models.Params, dict]:
+        """One whole run, a pure function of ``key`` (consumed): trained parameters and
+        metrics (see :class:`Trainer`); vmap it over keys [S] for a seed sweep."""
 
 
 class Trainer(NamedTuple):
@@ -65,16 +72,17 @@ class Trainer(NamedTuple):
     unpack: ``packed metrics [..., E, Mc] / [..., Mf] -> metrics`` as ``train`` returns
       them, with any leading (seed) axes; numpy on the host or traced.
     """
-    train: Callable
-    hparams: Callable
-    model: Any
+    train: TrainFn
+    hparams: Callable[..., HParams]
+    model: models.Model
     evaluator: metrics_lib.Evaluator
     config: RunSpec
     eval_steps: np.ndarray
-    train_packed: Callable
-    unpack: Callable
+    train_packed: TrainFn
+    unpack: Callable[[dict], dict]
 
-    def __call__(self, key, hparams=None, eval_data=None):
+    def __call__(self, key: jax.Array, hparams: HParams | None = None,
+                 eval_data: Any = None) -> tuple[models.Params, dict]:
         """``self.train``: a Trainer is the pure function of a key it wraps, so
         ``jax.jit(jax.vmap(make_train(cfg)))(keys)`` is a seed sweep."""
         return self.train(key, hparams, eval_data)
@@ -150,7 +158,7 @@ def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
     every = spec.eval.every
     n_evals = o.steps // every
 
-    def hparams(**overrides) -> HParams:
+    def make_hparams(**overrides) -> HParams:
         d = dict(lr=o.lr, alpha=spec.model.alpha, init_scale=spec.model.init_scale,
                  symmetry_strength=spec.model.symmetry_strength)
         unknown = sorted(overrides.keys() - d.keys())
@@ -175,14 +183,15 @@ def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
                     final=metrics_lib.unpack(final_names, packed["final"]),
                     diverged=step >= 0, diverged_step=step)
 
-    def train(key: jax.Array, hp: HParams | None = None, eval_data=None):
+    def train(key: jax.Array, hparams: HParams | None = None, eval_data=None):
         """One run; consumes ``key``.  ``eval_data`` defaults to the evaluator's fixed set
         (pass it as an argument to keep it out of the compiled constants)."""
-        params, packed = train_packed(key, hp, eval_data)
+        params, packed = train_packed(key, hparams, eval_data)
         return params, unpack(packed)
 
-    def train_packed(key: jax.Array, hp: HParams | None = None, eval_data=None):
-        hp = hparams() if hp is None else HParams(*(jnp.asarray(v, dtype) for v in hp))
+    def train_packed(key: jax.Array, hparams: HParams | None = None, eval_data=None):
+        hp = (make_hparams() if hparams is None
+              else HParams(*(jnp.asarray(v, dtype) for v in hparams)))
         lr_finite = jnp.isfinite(hp.lr)  # step-invariant: tested once, outside the scan
         if eval_data is None:
             eval_data = evaluator.fixed_data()
@@ -237,5 +246,5 @@ def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
         final = jnp.concatenate([evaluator.final(params, hp, eval_data), curves[-1, first_sym:]])
         return params, dict(curves=curves, final=final, diverged_step=div_step)
 
-    return Trainer(train, hparams, model, evaluator, spec, every * np.arange(1, n_evals + 1),
-                   train_packed, unpack)
+    return Trainer(train, make_hparams, model, evaluator, spec,
+                   every * np.arange(1, n_evals + 1), train_packed, unpack)

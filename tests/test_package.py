@@ -26,3 +26,28 @@ def test_plotting_leaves_matplotlib_and_the_training_stack_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["True", "False", "False", "False"], out
+
+
+def test_model_and_trainer_functions_have_their_protocols_signatures():
+    """The Protocols of rgsym.models / rgsym.train state the call conventions: every built
+    model's functions (MLP and GNN) and a Trainer's train take exactly their parameters."""
+    import inspect
+    import typing
+
+    from rgsym import config, models, train
+
+    def params_of(fn):
+        sig = inspect.signature(fn)
+        return [(p.name, p.kind) for p in sig.parameters.values() if p.name != "self"]
+
+    hints = typing.get_type_hints(models.Model)
+    for kind, symmetry in (("mlp", "none"), ("gnn", "shared")):
+        model = models.build(dict(kind=kind, symmetry=symmetry, activation="tanh", sites=4))
+        for field, protocol in hints.items():
+            if field != "spec":
+                assert params_of(getattr(model, field)) == params_of(protocol.__call__), field
+    cfg = config.base_config()
+    cfg.lattice.sites, cfg.model.width, cfg.model.depth = 4, 4, 1
+    trainer = train.make_train(cfg)
+    assert params_of(trainer.train) == params_of(train.TrainFn.__call__)
+    assert params_of(type(trainer).__call__) == params_of(train.TrainFn.__call__)

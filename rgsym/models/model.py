@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Callable, NamedTuple
+from typing import Any, Mapping, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -17,18 +17,57 @@ from rgsym.models.mlp import MLPKind
 from rgsym.models.spec import ModelSpec, spec_from_config
 from rgsym.models.symmetry import DIAGNOSTIC_NAMES
 
-__all__ = ["Model", "build"]
+__all__ = ["Model", "build", "Params", "InitFn", "ApplyFn", "LayersFn", "PenaltyFn",
+           "DiagnosticsFn", "DescribeFn"]
+
+#: A model's parameters: flax's ``{'params': {...}}`` pytree of jax.Array leaves (with a
+#: leading [S] axis on every leaf when stacked over seeds).
+Params = Mapping[str, Any]
+
+
+class InitFn(Protocol):
+    def __call__(self, key: jax.Array, x: jax.typing.ArrayLike, *,
+                 init_scale: jax.typing.ArrayLike | None = None) -> Params:
+        """Fresh parameters; ``x`` [..., N] or [..., L, L] only gives the lattice shape."""
+
+
+class ApplyFn(Protocol):
+    def __call__(self, params: Params, x: jax.typing.ArrayLike, *,
+                 alpha: jax.typing.ArrayLike | None = None) -> jax.Array:
+        """The learned map: [..., N] -> [..., N / b] (or [..., L, L] -> [..., L/b, L/b])."""
+
+
+class LayersFn(Protocol):
+    def __call__(self, params: Params, lattice_shape: tuple[int, ...], *,
+                 alpha: jax.typing.ArrayLike | None = None) -> tuple:
+        """The same map as Affine / Elementwise layers on the flattened lattice."""
+
+
+class PenaltyFn(Protocol):
+    def __call__(self, params: Params,
+                 strength: jax.typing.ArrayLike | None = None) -> jax.Array:
+        """Scalar: strength x squared distance from the soft symmetry's subspace."""
+
+
+class DiagnosticsFn(Protocol):
+    def __call__(self, params: Params) -> dict[str, jax.Array]:
+        """Scalar distance from each meaningful symmetric subspace, by name."""
+
+
+class DescribeFn(Protocol):
+    def __call__(self, params: Params | None = None) -> dict:
+        """Parameter count, exact symmetries, iterability and the spec."""
 
 
 class Model(NamedTuple):
     """Pure functions of one model; see :func:`build`."""
     spec: ModelSpec
-    init: Callable
-    apply: Callable
-    describe: Callable
-    penalty: Callable
-    symmetry_diagnostics: Callable
-    layers: Callable
+    init: InitFn
+    apply: ApplyFn
+    describe: DescribeFn
+    penalty: PenaltyFn
+    symmetry_diagnostics: DiagnosticsFn
+    layers: LayersFn
 
 
 def build(cfg_or_spec) -> Model:
