@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import sys
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
+import numpy as np
 
 from rgsym import compile_cache, distributions, models, validation
 
@@ -237,6 +239,8 @@ def grid(**axes: Sequence) -> list[dict]:
     ``grid(symmetry=('none', 'odd'), width=(8, 32))`` gives 4 variants; dotted fields go in
     as ``grid(**{'optim.lr': (1e-3, 1e-2)})``.
 
+    numpy scalars in an axis become Python values (config.json records them).
+
     Raises:
       ValueError: an axis that is not a non-empty list or tuple of values.
     """
@@ -279,7 +283,8 @@ def _axis(name: str, values) -> Sequence:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
         raise ValueError(f"axis {name}={values!r} is not valid: give a non-empty list or "
                          "tuple of values")
-    return values
+    # numpy scalars (2 ** np.arange(3, 6)) as Python values: config.json records them
+    return type(values)(v.item() if isinstance(v, np.generic) else v for v in values)
 
 
 # ------------------------------------------------------------------------------------------
@@ -340,6 +345,12 @@ def validate_config(cfg) -> None:
     for i, v in enumerate(cfg.variants):
         if not isinstance(v, Mapping):
             fail(f"variants[{i}]", v, "each variant is a dict of overrides")
+        for key, value in v.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                fail(f"variants[{i}].{key}", value, "a run records its variants in config.json:"
+                     " give a plain Python value (int, float, str, bool, None, a list or tuple)")
     if not cfg.variants:
         try:
             models.build(model_config(cfg))
@@ -436,7 +447,8 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
     Unchecked: :func:`validate_config` checks every variant of a whole config.
 
     Raises:
-      ValueError: an override naming no field, or two variants with the same name.
+      ValueError: an override naming no field or a whole section, a value of another type
+        than its field's, or two variants with the same name.
     """
     out = []
     for i, overrides in enumerate(cfg.variants or ({},)):
@@ -452,7 +464,15 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
             except KeyError:
                 raise ValueError(f"config field 'variants[{i}].{key}' is unknown: '{field}' is "
                                  f"not a config field{_renamed_hint(key)}") from None
-            section[leaf] = value
+            if isinstance(section[leaf], ml_collections.ConfigDict):
+                fail(f"variants[{i}].{key}", value, f"'{field}' is a section: a variant sets "
+                     f"its fields one by one, e.g. '{field}.{next(iter(section[leaf]))}'")
+            try:
+                section[leaf] = value
+            except TypeError as e:  # ml_collections: a value of another type than the field's
+                fail(f"variants[{i}].{key}", value, f"'{field}' holds a "
+                     f"{type(section[leaf]).__name__}, not a {type(value).__name__} "
+                     f"({' '.join(str(e).split())})")
         out.append((variant_name(v, overrides), v))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):

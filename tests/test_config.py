@@ -192,3 +192,34 @@ def test_a_config_still_setting_model_family_is_refused_naming_model_kind():
         config.validate_config(c)
     with pytest.raises(ValueError, match=r"'family' is unknown \(renamed to 'kind'\)"):
         config.models.build(dict(family="mlp", symmetry="none", activation="tanh"))
+
+
+def test_a_variant_value_of_the_wrong_type_or_a_whole_section_is_a_value_error():
+    # (found in review: a TypeError or KeyError traceback escaped rgsym-sweep's one-line
+    # errors; a numpy grid such as 2 ** np.arange(3, 5) was refused)
+    np = pytest.importorskip("numpy")
+    c = config.base_config()
+    c.lattice.sites, c.model.width, c.model.depth = 4, 4, 1
+    c.variants = config.grid(width=tuple(2 ** np.arange(2, 4)),
+                             **{"optim.lr": (np.float32(0.01),)})
+    names = [n for n, _ in config.variant_configs(c)]
+    assert names == ["mlp-none-tanh-width=4-lr=0.009999999776482582",
+                     "mlp-none-tanh-width=8-lr=0.009999999776482582"]
+    assert [type(v.model.width) for _, v in config.variant_configs(c)] == [int, int]
+    config.validate_config(c)
+    json.loads(c.to_json())  # the run directory's config.json
+    for variants, match in [(config.grid(**{"data.train_size": (256.0,)}),
+                             r"'variants\[0\].data.train_size'=256.0 is not valid: "
+                             "'data.train_size' holds a int, not a float"),
+                            (config.grid(optim=({"lr": 1e-2},)),
+                             r"'variants\[0\].optim'=\{'lr': 0.01\} is not valid: 'optim' is a "
+                             "section: a variant sets its fields one by one, e.g. "
+                             r"'optim\."),
+                            (config.grid(**{"eval.families": ("gaussian",)}),
+                             "'eval.families' holds a tuple, not a str"),
+                            ([{"width": np.int64(8)}],
+                             r"'variants\[0\].width'=np.int64\(8\) is not valid: a run records "
+                             "its variants in config.json")]:
+        c.variants = variants
+        with pytest.raises(ValueError, match=match):
+            config.validate_config(c)
