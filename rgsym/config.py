@@ -253,7 +253,8 @@ def zipped(**axes: Sequence) -> list[dict]:
     Raises:
       ValueError: axes of different lengths (the lengths are named), or a bad axis.
     """
-    lengths = {name: len(_axis(name, values)) for name, values in axes.items()}
+    axes = {name: _axis(name, values) for name, values in axes.items()}
+    lengths = {name: len(values) for name, values in axes.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"zipped axes must have equal lengths, got {lengths}")
     return [dict(zip(axes, values)) for values in zip(*axes.values())]

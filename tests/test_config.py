@@ -208,6 +208,8 @@ def test_a_variant_value_of_the_wrong_type_or_a_whole_section_is_a_value_error()
     assert [type(v.model.width) for _, v in config.variant_configs(c)] == [int, int]
     config.validate_config(c)
     json.loads(c.to_json())  # the run directory's config.json
+    assert config.zipped(width=tuple(np.arange(2, 4))) == [{"width": 2}, {"width": 3}]
+    assert type(config.zipped(width=tuple(np.arange(2, 4)))[0]["width"]) is int
     for variants, match in [(config.grid(**{"data.train_size": (256.0,)}),
                              r"'variants\[0\].data.train_size'=256.0 is not valid: "
                              "'data.train_size' holds a int, not a float"),
