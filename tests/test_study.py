@@ -37,3 +37,16 @@ def test_the_quick_study_reproduces_its_committed_section(tmp_path):
     assert fresh == committed
     for link in FIGURE.findall(fresh):
         assert (figures / link.rsplit("/", 1)[1]).is_file(), link
+
+
+def test_a_flow_that_crossed_zero_is_told_with_its_sign(monkeypatch):
+    # (found in review: "|excess kurtosis| shrank from 6.2 to 0.61 (exact 0.75)" for a tanh
+    # map whose kurtosis went to -0.61, some 300 SE from the exact +0.75)
+    monkeypatch.syspath_prepend(str(ROOT / "experiments" / "study"))
+    import flows
+    assert flows.change_sentence("|excess kurtosis|", 6.2, -0.61, 0.75, 0.01) == (
+        "excess kurtosis went from 6.2 to -0.61, the other sign than the exact flow's (0.75)")
+    assert flows.change_sentence("|skewness|", 2.0, 0.19, 0.71, 0.01) == (
+        "|skewness| shrank from 2 to 0.19 (exact 0.71)")
+    assert flows.change_sentence("|skewness|", 2.0, -0.005, 0.71, 0.01) == (
+        "|skewness| shrank from 2 to 0.005 (exact 0.71)")
