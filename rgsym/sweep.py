@@ -207,7 +207,7 @@ def make_sweep(cfg: RunSpec | ml_collections.ConfigDict, devices: Sequence | Non
 
 def sweep(cfg: RunSpec | ml_collections.ConfigDict, seeds: Sequence[int] | None = None,
           hparams: HParams | None = None, devices: Sequence | None = None,
-          chunk_size: int | None = None):
+          chunk_size: int | None = None) -> tuple[dict, dict]:
     """Trains every seed of one run, chunk by chunk (see :func:`make_sweep`).
 
     Args:
@@ -221,6 +221,18 @@ def sweep(cfg: RunSpec | ml_collections.ConfigDict, seeds: Sequence[int] | None 
 
     Raises:
       ValueError: bad seeds or hparams (named) or a bad config, before anything compiles.
+
+    Example:
+      >>> from rgsym import config, sweep
+      >>> c = config.base_config()
+      >>> c.lattice.sites, c.model.width, c.model.depth = 4, 4, 1
+      >>> c.optim.steps, c.eval.every, c.data.batch = 20, 10, 16
+      >>> c.eval.batch, c.eval.curve_batch, c.eval.families = 64, 16, ("gaussian",)
+      >>> params, metrics = sweep.sweep(c, seeds=[0, 1])
+      >>> params["params"]["layer_0"]["kernel"].shape     # [S, ...]
+      (2, 4, 4)
+      >>> metrics["curves"]["test_mse"].shape, metrics["diverged"].tolist()   # [S, E], [S]
+      ((2, 2), [False, False])
     """
     spec = config_lib.resolve(cfg)
     seeds = run_seeds(spec) if seeds is None else _checked_seeds(seeds)
