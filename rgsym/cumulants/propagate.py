@@ -304,19 +304,31 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
 
     An activation followed by an Affine is fused unless ``joint``: the readout is
     contracted inside the einsums, so the hidden ``[H]^n`` joint tensors are never built.
-    every_layer: keep a state after every layer (else only input and output states).
-    joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``, costly
-      in time and memory at order >= 3); by default a hidden activation's state is a
-      :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappa_1..kappa_K).
     Identity activations are skipped (factor states stay compact through linear nets).
-    linear_units: activations act as identity on this many trailing units (carries the RG
-      target through the net for exact MSEs, see ``predict.py``).
-    internal_order: highest order carried by hidden dense states (default ``order``); see
-      :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
-      permitting): the final state always has orders 1..order.
-    degree: of mode 'hermite''s surrogate polynomial (the input state needs degree * order
-      orders for the first non-linear layer; deeper ones run as closures, labelled).
-    The result's ``errors`` bound each state's marginal cumulants (``surrogate.py``).
+
+    Args:
+      chain: Affine / Elementwise layers on the flattened lattice (``model.layers``).
+      state: the input state over the chain's N input units.
+      order, mode, memory_limit, flop_limit: as :func:`propagate`.
+      every_layer: keep a state after every layer (else only input and output states).
+      linear_units: activations act as identity on this many trailing units (carries the
+        RG target through the net for exact MSEs, see ``predict.py``).
+      internal_order: highest order carried by hidden dense states (default ``order``);
+        see :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
+        permitting): the final state always has orders 1..order.
+      joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``,
+        costly in time and memory at order >= 3); by default a hidden activation's state
+        is a :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappas).
+      degree: of mode 'hermite''s surrogate polynomial (the input state needs
+        degree * order orders for the first non-linear layer; deeper ones run as
+        closures, labelled).
+
+    Returns:
+      A :class:`Propagation`; its ``errors`` bound each state's marginal cumulants
+      (``surrogate.py``).
+
+    Raises:
+      As :func:`propagate` (memory, cost, orders, legs).
     """
     validation.choice("mode", mode, MODES)
     degree = validation.integer("degree", degree, 1)
@@ -496,8 +508,8 @@ def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
                            degree=degree)
 
 
-def propagate_many(model: Model, params: Params, input_cumulants, order: int = 4, mode: str = "exact",
-                   **kwargs) -> Propagation:
+def propagate_many(model: Model, params: Params, input_cumulants, order: int = 4,
+                   mode: str = "exact", **kwargs) -> Propagation:
     """:func:`propagate` vmapped over a leading axis of ``params`` (seeds).
 
     Args:
