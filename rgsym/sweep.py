@@ -72,12 +72,25 @@ def split_host_cpu(devices: int = 0) -> int | None:
 
 
 def run_seeds(spec: RunSpec) -> np.ndarray:
-    """The run's seeds [num_seeds] ints: ``seed, seed + 1, ..., seed + num_seeds - 1``."""
+    """The run's seeds: ``seed, seed + 1, ..., seed + num_seeds - 1``.
+
+    Args:
+      spec: the resolved run.
+
+    Returns:
+      [num_seeds] int numpy.
+    """
     return spec.seed + np.arange(spec.num_seeds)
 
 
 def chunk_slices(n: int, size: int) -> list[slice]:
     """Consecutive slices of ``size`` items covering ``range(n)`` (the last may be shorter).
+
+    Args:
+      n: items; size: items per slice (>= 1).
+
+    Returns:
+      ``ceil(n / size)`` slices.
 
     Raises:
       ValueError: ``size`` < 1.
@@ -87,8 +100,14 @@ def chunk_slices(n: int, size: int) -> list[slice]:
 
 
 def seed_chunks(spec: RunSpec) -> list[np.ndarray]:
-    """The run's seeds (:func:`run_seeds`) in chunks [chunk_size] (0: all at once; the last
-    chunk may be shorter)."""
+    """The run's seeds (:func:`run_seeds`) in chunks.
+
+    Args:
+      spec: the resolved run; its ``chunk_size`` (0: all at once).
+
+    Returns:
+      [chunk_size] int arrays (the last may be shorter).
+    """
     seeds = run_seeds(spec)
     return [seeds[s] for s in chunk_slices(len(seeds), spec.chunk_size or spec.num_seeds)]
 
