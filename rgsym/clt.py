@@ -32,6 +32,12 @@ __all__ = [
 def validate_b(b: int) -> int:
     """The block size ``b`` as an int.
 
+    Args:
+      b: sites per block along each axis.
+
+    Returns:
+      ``int(b)``.
+
     Raises:
       ValueError: ``b`` is not an integer >= 2.
     """
@@ -40,6 +46,12 @@ def validate_b(b: int) -> int:
 
 def validate_dim(dim: int) -> int:
     """The lattice dimension ``dim`` as an int.
+
+    Args:
+      dim: 1 or 2.
+
+    Returns:
+      ``int(dim)``.
 
     Raises:
       ValueError: ``dim`` is not 1 (chain) or 2 (square lattice).

@@ -166,11 +166,12 @@ def iid_lattice(family: Union[_dist.Distribution, Sequence[float]], n_sites: int
                 order: int = 8) -> FactorCumulants:
     """An i.i.d. lattice of ``n_sites`` (flattened, row-major) in compact factor form.
 
-    family: a :class:`~rgsym.distributions.Distribution` (its exact cumulants 1..order are
-      used; raises ``CumulantDoesNotExist`` if any diverges) or a sequence kappa_1..kappa_K.
-    order: cumulant orders kept for a Distribution.  A polynomial activation of degree d
-      needs ``d * K`` input orders for exact output order K (quadratic, K = 4: 8).
-    n_sites: N, the flattened lattice size.
+    Args:
+      family: a :class:`~rgsym.distributions.Distribution` (its exact cumulants 1..order
+        are used) or a sequence kappa_1..kappa_K of one site.
+      n_sites: N, the flattened lattice size.
+      order: cumulant orders kept for a Distribution.  A polynomial activation of degree
+        d needs ``d * K`` input orders for exact output order K (quadratic, K = 4: 8).
 
     Returns:
       :class:`FactorCumulants` over N units (kappa [N, K]).
