@@ -10,10 +10,10 @@ lowered program together with the compile options, the device kind and the jax/j
 versions.  A config that differs in a static field (a width, a symmetry, a step count)
 lowers to another program and so to another key; values that differ between variants of
 the same shapes (learning rates, alpha, seeds) are traced arguments, never baked into a
-program.
+program.  Usage::
 
-    >>> compile_cache.enable()          # 'auto': ~/.cache/rgsym/jax (or $XDG_CACHE_HOME)
-    >>> compile_cache.enable("")        # off
+    compile_cache.enable()          # 'auto': ~/.cache/rgsym/jax (or $XDG_CACHE_HOME)
+    compile_cache.enable("")        # off
 """
 from __future__ import annotations
 

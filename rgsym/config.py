@@ -116,6 +116,20 @@ def base_config() -> ml_collections.ConfigDict:
 
     The dict is locked: assigning a field the schema lacks (a typo such as ``c.modle``)
     raises AttributeError naming it, instead of adding a field nothing reads.
+
+    Returns:
+      A fresh, locked ``ml_collections.ConfigDict`` (sections ``lattice``, ``model``,
+      ``data``, ``optim``, ``eval`` and the run-level fields), ``variants`` = ().
+
+    Example:
+      >>> from rgsym import config
+      >>> c = config.base_config()
+      >>> c.model.width, c.lattice.sites
+      (64, 16)
+      >>> c.modle = 1
+      Traceback (most recent call last):
+      ...
+      AttributeError: ...
     """
     c = ml_collections.ConfigDict()
     for field, default, _ in SCHEMA:
@@ -220,8 +234,19 @@ def _replace(d: dict, items: dict) -> None:
 def describe(cfg=None) -> str:
     """Every field as ``field = value  # doc``, one per line (``cfg`` default: the defaults).
 
+    Args:
+      cfg: a run config (a ``base_config()`` with overrides); None: the defaults.
+
+    Returns:
+      One line per schema field, in schema order, values aligned.
+
     Raises:
       ValueError: ``cfg`` holds a field the schema does not know.
+
+    Example:
+      >>> from rgsym import config
+      >>> print(next(l for l in config.describe().splitlines() if l.startswith("optim.lr ")))
+      optim.lr = 0.001 # learning rate
     """
     cfg = base_config() if cfg is None else cfg
     _check_keys(cfg, base_config())
@@ -241,14 +266,32 @@ def grid(**axes: Sequence) -> list[dict]:
 
     numpy scalars in an axis become Python values (config.json records them).
 
+    Args:
+      **axes: field name (a model field, or a dotted path to any field) -> its values.
+
+    Returns:
+      ``prod(len(values))`` override dicts, ``{field: value}`` for every axis.
+
     Raises:
       ValueError: an axis that is not a non-empty list or tuple of values.
+
+    Example:
+      >>> from rgsym import config
+      >>> config.grid(symmetry=("none", "odd"), width=(8, 32))
+      [{'symmetry': 'none', 'width': 8}, {'symmetry': 'none', 'width': 32},
+       {'symmetry': 'odd', 'width': 8}, {'symmetry': 'odd', 'width': 32}]
     """
     return product(*([{name: v} for v in _axis(name, values)] for name, values in axes.items()))
 
 
 def zipped(**axes: Sequence) -> list[dict]:
     """Axes varied together: the i-th variant takes the i-th value of every axis.
+
+    Args:
+      **axes: field name -> its values; every axis the same length L.
+
+    Returns:
+      L override dicts.
 
     Raises:
       ValueError: axes of different lengths (the lengths are named), or a bad axis.
@@ -264,6 +307,12 @@ def product(*factors: Iterable[Mapping]) -> list[dict]:
     """Every combination of one override dict from each factor (lists of dicts), merged.
 
     ``product(grid(activation=('tanh', 'relu')), zipped(width=(8, 32), depth=(1, 2)))``.
+
+    Args:
+      *factors: lists of override dicts (from :func:`grid`, :func:`zipped` or by hand).
+
+    Returns:
+      ``prod(len(f))`` merged override dicts, the first factor varying slowest.
 
     Raises:
       ValueError: two factors that set the same field (the field is named).
@@ -603,6 +652,19 @@ def resolve(cfg) -> RunSpec:
       ValueError: as :func:`validate_config`, naming the field; or a config of several
         variants (resolve each of :func:`variant_configs`, or all with
         :func:`resolve_variants`).
+
+    Example:
+      >>> from rgsym import config
+      >>> c = config.base_config()
+      >>> c.model.width = 8
+      >>> spec = config.resolve(c)
+      >>> spec.model.width, spec.eval.scales
+      (8, (0.5, 2.0))
+      >>> c.optim.lr = -1.0
+      >>> config.resolve(c)
+      Traceback (most recent call last):
+      ...
+      ValueError: config field 'optim.lr'=-1.0 is not valid: ...
     """
     if isinstance(cfg, RunSpec):
         return cfg

@@ -11,18 +11,40 @@ __all__ = ["lattice_shape", "sample_pairs", "epoch_rows"]
 
 
 def lattice_shape(sites: int, dim: int) -> tuple[int, ...]:
-    """``(sites,)`` for a chain, ``(sites, sites)`` for a square lattice."""
+    """``(sites,)`` for a chain, ``(sites, sites)`` for a square lattice.
+
+    Args:
+      sites: sites per side (>= 1); dim: 1 or 2.
+
+    Returns:
+      The lattice shape, (N,) or (L, L).
+
+    Raises:
+      ValueError: sites < 1 or dim not 1 or 2.
+    """
     dim = clt.validate_dim(dim)
     return (validation.integer("sites", sites, 1),) * dim
 
 
 def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: int,
-                 dim: int = 1, steps: int = 1, dtype=jax.numpy.float32):
+                 dim: int = 1, steps: int = 1,
+                 dtype=jax.numpy.float32) -> tuple[jax.Array, jax.Array]:
     """A batch of inputs and RG targets; consumes ``key``.
 
-    Returns ``x`` [batch, N] (or [batch, L, L]) of i.i.d. sites from ``dist`` and
-    ``y = RG^steps(x)`` [batch, N/b**steps] (or [batch, L/b**s, L/b**s]).  Pure and
-    jit/vmap-able: use it inside a scanned training step.
+    Pure and jit/vmap-able: use it inside a scanned training step.
+
+    Args:
+      key: PRNG key (consumed); dist: the site law; batch: B lattices.
+      sites: sites per side; b: block size; dim: 1 or 2; steps: RG steps of the target.
+      dtype: a floating dtype the law can be sampled in.
+
+    Returns:
+      ``(x, y)``: x [B, N] (or [B, L, L]) of i.i.d. sites from ``dist`` and
+      ``y = RG^steps(x)`` [B, N/b**steps] (or [B, L/b**steps, L/b**steps]).
+
+    Raises:
+      ValueError: batch < 1, a lattice not divisible by b**steps, or a dtype the law
+        cannot be sampled in (``Distribution.sample``).
     """
     validation.integer("batch", batch, 1)
     shape = lattice_shape(sites, dim)
@@ -37,13 +59,25 @@ def sample_pairs(key: jax.Array, dist: Distribution, batch: int, sites: int, b: 
     return x, clt.flow(x, b, steps, dim)[-1]
 
 
-def epoch_rows(key: jax.Array, n: int, batch: int, start, count: int) -> jax.Array:
-    """Row indices [count, batch] into a training set of ``n`` rows for the steps ``start``
-    .. ``start + count - 1``; pure and jit/vmap-able (``start`` may be traced).
+def epoch_rows(key: jax.Array, n: int, batch: int, start: jax.typing.ArrayLike,
+               count: int) -> jax.Array:
+    """Row indices into a training set of ``n`` rows for the steps ``start`` ..
+    ``start + count - 1``; pure and jit/vmap-able (``start`` may be traced).
 
     Epoch ``e`` shuffles the set (a permutation of the key ``fold_in(key, e)``) and cuts it
     into ``n // batch`` batches, one per step; the ``n % batch`` rows left over sit out that
     epoch.  So the rows of a batch are distinct, and every row is seen at most once an epoch.
+
+    Args:
+      key: the seed's data key (not consumed: folded in per epoch).
+      n: rows in the set; batch: rows per step (<= n); start: the first step (int scalar);
+      count: steps wanted.
+
+    Returns:
+      [count, batch] int row indices.
+
+    Raises:
+      ValueError: n, batch or count < 1, or batch > n.
     """
     n, batch, count = (validation.integer(k, v, 1) for k, v in
                        (("n", n), ("batch", batch), ("count", count)))

@@ -5,10 +5,12 @@ closed-form cumulants to any order.  Where only the moments have a closed form, 
 converted to cumulants in exact rational arithmetic (``fractions.Fraction``), so the result is
 the exact cumulant of the float-parametrised family, rounded once.
 
+    >>> import jax
     >>> d = get("exponential", rate=2.0)
     >>> d.cumulants(4)            # (n-1)! / rate**n
     array([0.5  , 0.25 , 0.25 , 0.375])
-    >>> x = d.sample(jax.random.key(0), (1024, 16))   # consumes the key
+    >>> d.sample(jax.random.key(0), (1024, 16)).shape   # consumes the key
+    (1024, 16)
 
 A cumulant that does not exist (Student-t with n >= df) raises; it is never returned as
 inf or nan.
@@ -155,9 +157,17 @@ class Distribution:
     def sample(self, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         """i.i.d. samples of ``shape`` in ``dtype``; consumes ``key``.
 
-        Raises ValueError, before anything is traced, when ``dtype`` is not a floating type,
-        is float64 while ``jax_enable_x64`` is off (JAX would silently return float32), or
-        cannot hold this law's samples faithfully (see :func:`check_sampling_dtype`).
+        Args:
+          key: a PRNG key; shape: e.g. [B, N]; dtype: a floating dtype.
+
+        Returns:
+          ``shape`` array of ``dtype``.
+
+        Raises:
+          ValueError: before anything is traced, when ``dtype`` is not a floating type, is
+            float64 while ``jax_enable_x64`` is off (JAX would silently return float32), or
+            cannot hold this law's samples faithfully (see :func:`check_sampling_dtype`);
+            a ``shape`` that is not a tuple of integers >= 0.
         """
         dtype = check_sampling_dtype(self, dtype)
         if not isinstance(shape, (tuple, list)):
@@ -166,7 +176,30 @@ class Distribution:
         return self.sampler(key, shape, dtype)
 
     def cumulants(self, n: int) -> np.ndarray:
-        """Exact ``[kappa_1, ..., kappa_n]`` as float64; raises if any of them diverges."""
+        """Exact ``[kappa_1, ..., kappa_n]`` as float64.
+
+        Closed forms per family (each factory below); where only the moments have
+        one, :func:`moments_to_cumulants` in exact rational arithmetic, rounded once.
+
+        Args:
+          n: highest order (>= 1).
+
+        Returns:
+          [n] float64 numpy.
+
+        Raises:
+          CumulantDoesNotExist: n > ``max_order`` (the moments diverge).
+          ValueError: n < 1, or a cumulant leaves the float64 range.
+
+        Example:
+          >>> from rgsym import distributions
+          >>> distributions.get("uniform", standardised=True).cumulants(4).round(6).tolist()
+          [0.0, 1.0, 0.0, -1.2]
+          >>> distributions.get("student_t", df=5.0).cumulants(6)
+          Traceback (most recent call last):
+          ...
+          rgsym.distributions.CumulantDoesNotExist: cumulant kappa_6 of ...
+        """
         _check_order(n, "n")
         if n > self.max_order:
             raise CumulantDoesNotExist(
@@ -185,7 +218,18 @@ class Distribution:
         return out
 
     def moments(self, n: int) -> np.ndarray:
-        """Exact raw moments ``[E x, ..., E x**n]`` (float64); ValueError if one overflows."""
+        """Exact raw moments ``[E x, ..., E x**n]``.
+
+        Args:
+          n: highest order (>= 1).
+
+        Returns:
+          [n] float64 numpy.
+
+        Raises:
+          CumulantDoesNotExist: n > ``max_order``.
+          ValueError: a moment overflows float64.
+        """
         with np.errstate(over="ignore", invalid="ignore"):
             out = np.asarray(cumulants_to_moments(self.cumulants(n)), dtype=np.float64)
         if not np.all(np.isfinite(out)):
@@ -256,8 +300,14 @@ class Distribution:
 def moments_to_cumulants(moments: Sequence) -> list:
     """Raw moments ``[m_1..m_n]`` -> cumulants ``[k_1..k_n]``.
 
-    kappa_n = m_n - sum_{k=1}^{n-1} C(n-1, k-1) kappa_k m_{n-k}.  Pass Fractions for exact
-    arithmetic.
+    kappa_n = m_n - sum_{k=1}^{n-1} C(n-1, k-1) kappa_k m_{n-k} (the standard recursion,
+    e.g. Kendall & Stuart, The Advanced Theory of Statistics, vol. 1).
+
+    Args:
+      moments: ``[m_1..m_n]``: Fractions for exact arithmetic, or floats.
+
+    Returns:
+      ``[k_1..k_n]`` of the same number type.
     """
     m = [1] + list(moments)
     k = [0] * len(m)
@@ -267,7 +317,16 @@ def moments_to_cumulants(moments: Sequence) -> list:
 
 
 def cumulants_to_moments(cumulants: Sequence) -> list:
-    """Cumulants ``[k_1..k_n]`` -> raw moments ``[m_1..m_n]`` (inverse of the above)."""
+    """Cumulants ``[k_1..k_n]`` -> raw moments ``[m_1..m_n]`` (inverse of the above).
+
+    m_n = sum_{j=1}^{n} C(n-1, j-1) kappa_j m_{n-j}.
+
+    Args:
+      cumulants: ``[k_1..k_n]``, Fractions or floats.
+
+    Returns:
+      ``[m_1..m_n]`` of the same number type.
+    """
     k = [0] + list(cumulants)
     m = [1] + [0] * (len(k) - 1)
     for n in range(1, len(k)):
@@ -703,7 +762,11 @@ _REGISTRY: dict[str, Callable[..., Distribution]] = {
 
 
 def names() -> list[str]:
-    """Names of every registered family, sorted."""
+    """Names of every registered family, sorted.
+
+    Returns:
+      The names, for :func:`get`.
+    """
     return sorted(_REGISTRY)
 
 
@@ -712,6 +775,14 @@ def register(name: str, factory: Callable[..., Distribution], *, overwrite: bool
 
     Build the Distribution from your sampler and cumulant function, e.g.
     ``Distribution(name, params=(), sampler=f, cumulant_fn=g)``.
+
+    Args:
+      name: a Python identifier; factory: ``(**params) -> Distribution``;
+      overwrite: replace a family already registered under ``name``.
+
+    Raises:
+      ValueError: a name that is not an identifier, or already registered without
+        ``overwrite``, or a factory that is not callable.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name={name!r} is not valid: it must be a Python identifier")
@@ -723,7 +794,26 @@ def register(name: str, factory: Callable[..., Distribution], *, overwrite: bool
 
 
 def get(name: str, *, standardised: bool = False, **params) -> Distribution:
-    """The family ``name`` with ``params``; ``standardised=True`` rescales to mean 0, variance 1."""
+    """The family ``name`` with ``params``; ``standardised=True`` rescales to mean 0, variance 1.
+
+    Args:
+      name: a registered family (:func:`names`); standardised: apply
+        :meth:`Distribution.standardised`; **params: the family's parameters (the module's
+        table), defaults where left out.
+
+    Returns:
+      The :class:`Distribution`.
+
+    Raises:
+      ValueError: an unknown name (the known ones are listed) or invalid parameters (named).
+      CumulantDoesNotExist: ``standardised=True`` for a law without a finite variance.
+
+    Example:
+      >>> from rgsym import distributions
+      >>> d = distributions.get("gaussian", scale=2.0)
+      >>> d.cumulants(4).tolist(), d.variance
+      ([0.0, 4.0, 0.0, 0.0], 4.0)
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown family name={name!r}; known families: {', '.join(names())}")
     factory = _REGISTRY[name]
@@ -737,7 +827,14 @@ def get(name: str, *, standardised: bool = False, **params) -> Distribution:
 
 
 def finite_order_names(order: int = 4) -> list[str]:
-    """Registered families (default parameters) whose cumulants up to ``order`` all exist."""
+    """Registered families (default parameters) whose cumulants up to ``order`` all exist.
+
+    Args:
+      order: the highest cumulant order needed.
+
+    Returns:
+      Family names, sorted.
+    """
     return [n for n in names() if get(n).max_order >= order]
 
 

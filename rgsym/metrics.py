@@ -37,15 +37,17 @@ import dataclasses
 import functools
 import math
 import re
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from rgsym import clt, data, distributions
 from rgsym.config import RunSpec
 from rgsym.cumulants.estimators import _influence, k_statistics
+from rgsym.models import Model
 
 __all__ = ["EvalSets", "Evaluator", "eval_sets", "make_evaluator", "unpack", "aggregate",
            "summarise", "default_families", "Metric", "REGISTRY", "metric_info", "lookup",
@@ -56,7 +58,11 @@ _DATA_CACHE: dict = {}
 
 
 def default_families() -> list[str]:
-    """Every registered family whose cumulants up to kappa_4 exist (used standardised)."""
+    """Every registered family whose cumulants up to kappa_4 exist (used standardised).
+
+    Returns:
+      Family names, sorted (``distributions.finite_order_names(4)``).
+    """
     return distributions.finite_order_names(ORDERS)
 
 
@@ -208,7 +214,17 @@ REGISTRY = (TRAIN_LOSS, TEST_REL_ERR, TEST_MSE, OOD_REL_ERR_MEDIAN, OOD_REL_ERR_
 
 
 def lookup(name: str) -> Metric | None:
-    """The declaration of a concrete metric name, or None for an undeclared one."""
+    """The declaration of a concrete metric name, or None for an undeclared one.
+
+    Args:
+      name: a concrete metric name, e.g. ``'rel_err/laplace'``.
+
+    Returns:
+      The matching :class:`Metric`, or None.
+
+    Raises:
+      AssertionError: two declarations match (a bug in :data:`REGISTRY`).
+    """
     found = [m for m in REGISTRY if m.matches(name)]
     if len(found) > 1:  # a declaration error, not the caller's
         raise AssertionError(f"metric {name!r} matches {[m.pattern for m in found]}")
@@ -217,6 +233,12 @@ def lookup(name: str) -> Metric | None:
 
 def metric_info(name: str) -> Metric:
     """The declaration of a concrete metric name (``'rel_err/laplace'`` -> :data:`REL_ERR`).
+
+    Args:
+      name: a concrete metric name.
+
+    Returns:
+      Its :class:`Metric`.
 
     Raises:
       ValueError: a name no declaration matches, listing the known names and patterns.
@@ -229,7 +251,14 @@ def metric_info(name: str) -> Metric:
 
 
 def with_derived(final: Mapping[str, np.ndarray]) -> dict:
-    """``final`` plus the derived maxima (:attr:`Metric.max_of`) whose inputs it holds."""
+    """``final`` plus the derived maxima (:attr:`Metric.max_of`) whose inputs it holds.
+
+    Args:
+      final: ``{metric: [S]}`` final metrics of a variant's seeds.
+
+    Returns:
+      A new dict: ``final``'s entries and each derived ``{name: [S]}`` maximum.
+    """
     out = dict(final)
     for m in REGISTRY:
         if m.max_of:
@@ -310,16 +339,26 @@ class Evaluator(NamedTuple):
     final_names: tuple
 
 
-def unpack(names, vector) -> dict:
-    """``{name: vector[..., i]}``: the named metrics of a metric vector [..., M] (numpy on
-    the host, or traced)."""
+def unpack(names: Sequence[str], vector: jax.typing.ArrayLike) -> dict:
+    """``{name: vector[..., i]}``: the named metrics of a metric vector.
+
+    Args:
+      names: the M metric names, in vector order.
+      vector: [..., M], numpy on the host or traced.
+
+    Returns:
+      ``{name: [...]}``.
+
+    Raises:
+      ValueError: ``vector.shape[-1] != len(names)``.
+    """
     if vector.shape[-1] != len(names):
         raise ValueError(f"a metric vector of shape {vector.shape} does not hold the "
                          f"{len(names)} metrics {list(names)[:3]}...")
     return {n: vector[..., i] for i, n in enumerate(names)}
 
 
-def make_evaluator(spec: RunSpec, model) -> Evaluator:
+def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
     """Evaluation functions of one model (jit/vmap-able over params and hyper-parameters).
 
     Args:
@@ -456,7 +495,7 @@ def make_evaluator(spec: RunSpec, model) -> Evaluator:
                      final_names)
 
 
-def sample_contributions(v, order: int = ORDERS) -> jnp.ndarray:
+def sample_contributions(v: jax.typing.ArrayLike, order: int = ORDERS) -> jnp.ndarray:
     """Each sample's share of the sampling error of the pooled k-statistics; jit-able.
 
     Args:
@@ -478,9 +517,18 @@ def sample_contributions(v, order: int = ORDERS) -> jnp.ndarray:
                       for f in _influence(m, order)], -2)
 
 
-def contribution_se(c) -> jnp.ndarray:
-    """Standard error [...] of ``sum_i c[..., i]`` over B independent samples' contributions
-    c [..., B]: ``sqrt(B / (B - 1) * sum_i (c_i - mean c)^2)``."""
+def contribution_se(c: jax.typing.ArrayLike) -> jax.Array:
+    """Standard error of ``sum_i c[..., i]`` over B independent samples' contributions.
+
+    ``sqrt(B / (B - 1) * sum_i (c_i - mean c)^2)`` (the jackknife-style variance of a sum
+    of independent terms).
+
+    Args:
+      c: [..., B] contributions (:func:`sample_contributions`).
+
+    Returns:
+      [...].
+    """
     b = c.shape[-1]
     return jnp.sqrt(b / (b - 1) * jnp.sum((c - c.mean(-1, keepdims=True)) ** 2, -1))
 
@@ -495,12 +543,22 @@ def _require_spec(spec) -> None:
 # ------------------------------------------------------------------------------------------
 # Aggregates over seeds (host side, numpy).
 
-def aggregate(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """mean, median, q25, q75, iqr, a percentile-bootstrap CI of the median, and the standard
-    errors of the median (the standard deviation of the ``n_boot`` bootstrap medians drawn
-    with ``numpy.random.default_rng(seed)``) and of the mean (sample sd / sqrt(n)), over the
-    finite entries of ``values`` [S]; NaN everywhere when there are none, and NaN standard
-    errors from fewer than 2 (one seed says nothing of the spread)."""
+def aggregate(values: npt.ArrayLike, n_boot: int = 1000, level: float = 0.95,
+              seed: int = 0) -> dict:
+    """Seed statistics of one metric over the finite entries of ``values``.
+
+    Args:
+      values: [S], one value per seed; non-finite entries are left out.
+      n_boot: bootstrap resamples; level: the CI's coverage; seed: of
+        ``numpy.random.default_rng``.
+
+    Returns:
+      ``{name: float}``: mean, median, q25, q75, iqr, a percentile-bootstrap CI of the
+      median, and the standard errors of the median (the standard deviation of the
+      bootstrap medians) and of the mean (sample sd / sqrt(n)); NaN everywhere when no
+      entry is finite, and NaN standard errors from fewer than 2 (one seed says nothing
+      of the spread).
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     keys = ("mean", "median", "q25", "q75", "iqr", "ci_lo", "ci_hi", "median_se", "mean_se")
@@ -524,6 +582,12 @@ def summarise(final: Mapping[str, np.ndarray], diverged: np.ndarray) -> dict:
     the tables show (:attr:`Metric.aggregate`) over seeds, combined in quadrature with
     ``eval_se``, the median over seeds of its evaluation-set SE where it has one
     (:attr:`Metric.se`; shared by every seed, that noise does not average out over seeds).
+
+    Args:
+      final: ``{metric: [S]}`` final metrics; diverged: [S] bools.
+
+    Returns:
+      ``{metric: aggregate dict}`` plus ``num_seeds`` and ``num_diverged`` (ints).
     """
     diverged = np.asarray(diverged, bool)
     keep = ~diverged

@@ -425,7 +425,8 @@ def _variant_names(path: Path, config: dict) -> tuple:
     return tuple(n if (vdir / n).exists() else next(spare, n) for n in names)
 
 
-def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
+def load_params(run_dir: str | os.PathLike, variant: str,
+                seeds: Sequence[int] | None = None) -> dict:
     """The trained parameters of one variant, as the model's own pytree stacked over seeds.
 
     Example (seed 3 of a finished run)::
@@ -449,6 +450,20 @@ def load_params(run_dir, variant: str, seeds: Sequence[int] | None = None):
       ValueError: an unknown variant (the known ones are listed), a seed that is not on
         disk (the seeds held are named), or a directory whose parameters do not fit its
         config.
+
+    Example (a tiny run written to a temporary directory, then read back):
+      >>> import jax, tempfile
+      >>> from rgsym import config, results
+      >>> c = config.base_config()
+      >>> c.lattice.sites, c.model.width, c.model.depth, c.num_seeds = 4, 4, 1, 2
+      >>> c.optim.steps, c.eval.every, c.data.batch = 20, 10, 16
+      >>> c.eval.batch, c.eval.curve_batch, c.eval.families = 64, 16, ("gaussian",)
+      >>> c.compile_cache = jax.config.jax_compilation_cache_dir or ""   # leave it as it is
+      >>> with tempfile.TemporaryDirectory() as run_dir:
+      ...     summary = results.run(c, run_dir, progress=False, log=lambda line: None)
+      ...     params = results.load_params(run_dir, "mlp-none-tanh", seeds=[1])
+      >>> list(summary), params["params"]["layer_0"]["kernel"].shape   # leaves [S, ...]
+      (['mlp-none-tanh'], (1, 4, 4))
     """
     rec = load_run(run_dir).variant(variant)
     if seeds is None:

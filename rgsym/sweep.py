@@ -72,12 +72,25 @@ def split_host_cpu(devices: int = 0) -> int | None:
 
 
 def run_seeds(spec: RunSpec) -> np.ndarray:
-    """The run's seeds [num_seeds] ints: ``seed, seed + 1, ..., seed + num_seeds - 1``."""
+    """The run's seeds: ``seed, seed + 1, ..., seed + num_seeds - 1``.
+
+    Args:
+      spec: the resolved run.
+
+    Returns:
+      [num_seeds] int numpy.
+    """
     return spec.seed + np.arange(spec.num_seeds)
 
 
 def chunk_slices(n: int, size: int) -> list[slice]:
     """Consecutive slices of ``size`` items covering ``range(n)`` (the last may be shorter).
+
+    Args:
+      n: items; size: items per slice (>= 1).
+
+    Returns:
+      ``ceil(n / size)`` slices.
 
     Raises:
       ValueError: ``size`` < 1.
@@ -87,8 +100,14 @@ def chunk_slices(n: int, size: int) -> list[slice]:
 
 
 def seed_chunks(spec: RunSpec) -> list[np.ndarray]:
-    """The run's seeds (:func:`run_seeds`) in chunks [chunk_size] (0: all at once; the last
-    chunk may be shorter)."""
+    """The run's seeds (:func:`run_seeds`) in chunks.
+
+    Args:
+      spec: the resolved run; its ``chunk_size`` (0: all at once).
+
+    Returns:
+      [chunk_size] int arrays (the last may be shorter).
+    """
     seeds = run_seeds(spec)
     return [seeds[s] for s in chunk_slices(len(seeds), spec.chunk_size or spec.num_seeds)]
 
@@ -207,7 +226,7 @@ def make_sweep(cfg: RunSpec | ml_collections.ConfigDict, devices: Sequence | Non
 
 def sweep(cfg: RunSpec | ml_collections.ConfigDict, seeds: Sequence[int] | None = None,
           hparams: HParams | None = None, devices: Sequence | None = None,
-          chunk_size: int | None = None):
+          chunk_size: int | None = None) -> tuple[dict, dict]:
     """Trains every seed of one run, chunk by chunk (see :func:`make_sweep`).
 
     Args:
@@ -221,6 +240,18 @@ def sweep(cfg: RunSpec | ml_collections.ConfigDict, seeds: Sequence[int] | None 
 
     Raises:
       ValueError: bad seeds or hparams (named) or a bad config, before anything compiles.
+
+    Example:
+      >>> from rgsym import config, sweep
+      >>> c = config.base_config()
+      >>> c.lattice.sites, c.model.width, c.model.depth = 4, 4, 1
+      >>> c.optim.steps, c.eval.every, c.data.batch = 20, 10, 16
+      >>> c.eval.batch, c.eval.curve_batch, c.eval.families = 64, 16, ("gaussian",)
+      >>> params, metrics = sweep.sweep(c, seeds=[0, 1])
+      >>> params["params"]["layer_0"]["kernel"].shape     # [S, ...]
+      (2, 4, 4)
+      >>> metrics["curves"]["test_mse"].shape, metrics["diverged"].tolist()   # [S, E], [S]
+      ((2, 2), [False, False])
     """
     spec = config_lib.resolve(cfg)
     seeds = run_seeds(spec) if seeds is None else _checked_seeds(seeds)

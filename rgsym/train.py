@@ -147,6 +147,20 @@ def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
     Raises:
       ValueError: from ``rgsym.config.resolve``, naming the field, before anything is
         traced; a config of several variants names ``rgsym.config.variant_configs``.
+
+    Example:
+      >>> import jax
+      >>> from rgsym import config, train
+      >>> c = config.base_config()
+      >>> c.lattice.sites, c.model.width, c.model.depth = 4, 4, 1
+      >>> c.optim.steps, c.eval.every, c.data.batch = 20, 10, 16
+      >>> c.eval.batch, c.eval.curve_batch, c.eval.families = 64, 16, ("gaussian",)
+      >>> trainer = train.make_train(c)
+      >>> params, metrics = trainer.train(jax.random.key(0))
+      >>> trainer.eval_steps.tolist(), metrics["curves"]["test_mse"].shape
+      ([10, 20], (2,))
+      >>> bool(metrics["diverged"]), params["params"]["layer_0"]["kernel"].shape
+      (False, (4, 4))
     """
     spec = config_lib.resolve(cfg)
     dtype = jnp.dtype(spec.dtype)

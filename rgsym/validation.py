@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +12,21 @@ import numpy as np
 
 __all__ = ["integer", "real", "choice", "float_dtype", "float_array"]
 
+T = TypeVar("T")
 
-def integer(name: str, value, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high] (high=None: unbounded); bools are refused."""
+
+def integer(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (high=None: unbounded); bools are refused.
+
+    Args:
+      name: the argument's name, for the message; value: what was passed; low, high: bounds.
+
+    Returns:
+      ``int(value)``.
+
+    Raises:
+      ValueError: a bool, a non-integer, or a value out of range.
+    """
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
             or high is not None and value > high):
         valid = f">= {low}" if high is None else f"in [{low}, {high}]"
@@ -21,9 +34,19 @@ def integer(name: str, value, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def real(name: str, value, *, positive: bool = False, low: float | None = None,
+def real(name: str, value: object, *, positive: bool = False, low: float | None = None,
          high: float | None = None) -> float:
-    """``value`` as a finite float, optionally > 0 and/or in [low, high]."""
+    """``value`` as a finite float, optionally > 0 and/or in [low, high].
+
+    Args:
+      name: the argument's name; value: what was passed; positive, low, high: the range.
+
+    Returns:
+      ``float(value)``.
+
+    Raises:
+      ValueError: a bool, a non-real or non-finite value, or one out of range.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name}={value!r} is not valid: it must be a finite real number")
     value = float(value)
@@ -36,20 +59,36 @@ def real(name: str, value, *, positive: bool = False, low: float | None = None,
     return value
 
 
-def choice(name: str, value, valid):
-    """``value`` if it is one of ``valid`` (a sequence of choices), else a ValueError naming
-    the argument, its value and every valid choice."""
+def choice(name: str, value: T, valid: Sequence) -> T:
+    """``value`` if it is one of ``valid``.
+
+    Args:
+      name: the argument's name; value: what was passed; valid: the choices.
+
+    Returns:
+      ``value`` unchanged.
+
+    Raises:
+      ValueError: naming the argument, its value and every valid choice.
+    """
     if value not in valid:
         raise ValueError(f"{name}={value!r} is unknown: choose one of "
                          f"{', '.join(map(str, valid))}")
     return value
 
 
-def float_dtype(name: str, dtype):
+def float_dtype(name: str, dtype: jax.typing.DTypeLike) -> np.dtype:
     """``dtype`` as a numpy floating dtype that JAX will honour.
 
-    Raises ValueError naming ``name`` when it is not a floating type, or is float64 while
-    ``jax_enable_x64`` is off (JAX would silently hand back float32).
+    Args:
+      name: the argument's name; dtype: anything ``np.dtype`` accepts.
+
+    Returns:
+      The ``np.dtype`` (bfloat16 included).
+
+    Raises:
+      ValueError: naming ``name`` when it is not a floating type, or is float64 while
+        ``jax_enable_x64`` is off (JAX would silently hand back float32).
     """
     try:
         out = np.dtype(dtype)
@@ -65,12 +104,18 @@ def float_dtype(name: str, dtype):
     return out
 
 
-def float_array(name: str, x):
+def float_array(name: str, x: jax.typing.ArrayLike) -> jax.Array:
     """``x`` as a JAX array of a floating dtype.
 
-    Booleans and integers become the default float (block sums and rescalings of an integer
-    lattice must not truncate); complex and non-numeric input raises ValueError naming
-    ``name``.
+    Args:
+      name: the argument's name; x: any real array-like, any shape.
+
+    Returns:
+      ``x``'s shape; booleans and integers become the default float (block sums and
+      rescalings of an integer lattice must not truncate).
+
+    Raises:
+      ValueError: complex or non-numeric input, naming ``name``.
     """
     try:
         x = jnp.asarray(x)

@@ -27,7 +27,8 @@ VALUE_TOLERANCE, SE_TOLERANCE = 1e-6, 1e-3
 
 
 class KStats(NamedTuple):
-    """value, se: [..., order] estimates of kappa_1..kappa_order and their standard errors."""
+    """value, se: [..., order] estimates of kappa_1..kappa_order and their standard errors;
+    n: the number of samples they came from."""
     value: jnp.ndarray
     se: jnp.ndarray
     n: int
@@ -66,17 +67,50 @@ def _influence(m, order: int) -> list:
     return [f() for f in infl[:order]]
 
 
-def k_statistics(x, axis: int = 0, order: int = 4) -> jnp.ndarray:
-    """Unbiased estimates [..., order] of kappa_1..kappa_order from samples along ``axis``."""
+def k_statistics(x: jax.typing.ArrayLike, axis: int = 0, order: int = 4) -> jax.Array:
+    """Unbiased estimates of kappa_1..kappa_order from samples along ``axis``.
+
+    Args:
+      x: floating samples, e.g. [M, N] (M samples of N sites) with ``axis=0``.
+      axis: the sample axis; every other axis is a batch axis.
+      order: 1..MAX_KSTAT_ORDER (4).
+
+    Returns:
+      [..., order]: x's shape without ``axis``, then the orders.
+
+    Raises:
+      ValueError: as :func:`k_statistics_with_se`.
+    """
     return k_statistics_with_se(x, axis, order).value
 
 
-def k_statistics_with_se(x, axis: int = 0, order: int = 4) -> KStats:
+def k_statistics_with_se(x: jax.typing.ArrayLike, axis: int = 0, order: int = 4) -> KStats:
     """k-statistics and influence-function standard errors; jit-able (axis/order static).
+
+    The k-statistics are Fisher's (1929) unbiased estimators (Kendall & Stuart, vol. 1);
+    the SE of each is ``sqrt(sum_i IF(x_i)**2 / (n (n - 1)))`` with IF the cumulant's
+    influence function, a polynomial in ``x_i - mean`` (asymptotically exact).
 
     Kept apart from :func:`k_statistics_from_power_sums` on purpose: summing the squared
     influence values sample by sample keeps the SE accurate when it is tiny next to the
     moments (e.g. k_2 of +-1 spins), where going through power sums cancels to zero.
+
+    Args:
+      x: floating samples, e.g. [M, N] with ``axis=0``; other axes are batch axes.
+      axis: the sample axis (static); order: 1..4 (static).
+
+    Returns:
+      :class:`KStats`: value and se [..., order] (x's shape without ``axis``), n = M.
+
+    Raises:
+      ValueError: non-floating or scalar x, order outside 1..4, or M <= order samples.
+
+    Example:
+      >>> import numpy as np
+      >>> from rgsym import cumulants
+      >>> ks = cumulants.k_statistics_with_se(np.array([1.0, -1.0, 1.0, -1.0]), order=2)
+      >>> print(np.asarray(ks.value).round(4), np.asarray(ks.se).round(4), ks.n)
+      [0.     1.3333] [0.5774 0.    ] 4
     """
     x, n = _prepare(x, axis, order)
     mean = x.mean(-1, keepdims=True)
@@ -101,9 +135,22 @@ class PowerSums(NamedTuple):
     n: jnp.ndarray
 
 
-def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
-    """Power sums of one chunk; ``shift`` (broadcasting against x without ``axis``) should be
-    close to the mean (a pilot estimate) so that float64 keeps the central moments."""
+def power_sums(x: jax.typing.ArrayLike, shift: jax.typing.ArrayLike, order: int = 4,
+               axis: int = 0) -> PowerSums:
+    """Power sums of one chunk, to :func:`combine` over chunks.
+
+    Args:
+      x: floating samples, e.g. [M, N] with ``axis=0``.
+      shift: [...] broadcasting against x without ``axis``; should be close to the mean (a
+        pilot estimate) so that float64 keeps the central moments.
+      order: the k-statistic order the sums will serve (1..4); axis: the sample axis.
+
+    Returns:
+      :class:`PowerSums` with sums [..., 2 * order].
+
+    Raises:
+      ValueError: non-floating x or order outside 1..4.
+    """
     validation.integer("order", order, 1, MAX_KSTAT_ORDER)
     x = jnp.moveaxis(validation.float_array("x", x), axis, -1)
     d = x - jnp.asarray(shift, x.dtype)[..., None]
@@ -118,8 +165,15 @@ def power_sums(x, shift, order: int = 4, axis: int = 0) -> PowerSums:
 def combine(a: PowerSums, b: PowerSums) -> PowerSums:
     """Power sums of the union of two samples taken about the same shift.
 
-    Raises ValueError when the shifts differ (concrete values); under tracing the sums of
-    units whose shifts differ become NaN instead of silently mixing two origins.
+    Args:
+      a, b: power sums of the same batch shape [..., 2 * order].
+
+    Returns:
+      The summed :class:`PowerSums` (n = a.n + b.n).
+
+    Raises:
+      ValueError: the shifts differ (concrete values); under tracing the sums of units
+        whose shifts differ become NaN instead of silently mixing two origins.
     """
     same = a.shift == b.shift
     if not isinstance(same, jax.core.Tracer) and not bool(jnp.all(same)):
@@ -139,7 +193,18 @@ def _poly_mul(a, b):
 
 
 def k_statistics_from_power_sums(ps: PowerSums, order: int = 4) -> KStats:
-    """Same estimates and influence-function SEs as :func:`k_statistics_with_se`."""
+    """Same estimates and influence-function SEs as :func:`k_statistics_with_se`.
+
+    Args:
+      ps: power sums [..., 2 * order'] with order' >= order; order: 1..4.
+
+    Returns:
+      :class:`KStats` [..., order]; entries that lose too many digits to the shift are NaN
+      (``VALUE_TOLERANCE``, ``SE_TOLERANCE``).
+
+    Raises:
+      ValueError: order outside 1..4 or above what ``ps`` holds.
+    """
     validation.integer("order", order, 1, MAX_KSTAT_ORDER)
     if 2 * order > ps.sums.shape[-1]:
         raise ValueError(f"order={order!r} is not valid: 1..{MAX_KSTAT_ORDER} with power sums "

@@ -19,7 +19,9 @@ from rgsym.reprs import short_repr
 from rgsym.cumulants.estimators import (MAX_KSTAT_ORDER, PowerSums,
                                         k_statistics_from_power_sums, power_sums)
 from rgsym.cumulants.propagate import geometry, model_chain
+from rgsym.distributions import Distribution
 from rgsym.models.layer_ops import compose_all
+from rgsym.models.model import Model, Params
 
 __all__ = ["MonteCarlo", "monte_carlo"]
 
@@ -77,14 +79,30 @@ def _runner(model, family, shape, alpha, steps, n_chunks, batch, order):
     return jax.jit(run)
 
 
-def monte_carlo(model, params, family, key, n_samples: int = 1_000_000, batch: int = 65_536,
-                order: int = 4, *, lattice_shape=None, alpha=None, steps: int = 1) -> MonteCarlo:
+def monte_carlo(model: Model, params: Params, family: Distribution, key: jax.Array,
+                n_samples: int = 1_000_000, batch: int = 65_536, order: int = 4, *,
+                lattice_shape: tuple[int, ...] | None = None, alpha: float | None = None,
+                steps: int = 1) -> MonteCarlo:
     """Per-layer k-statistics (float64) of ``model`` on i.i.d. lattices of ``family``.
 
-    key: consumed.  n_samples is rounded up to a whole number of chunks of ``batch``.
     The states line up with ``propagate(..., steps=steps).states``; the MSE compares the
     last state (``model.apply`` iterated ``steps`` times) with RG^steps of the same sample.
-    alpha: a Python float (or None: the model's).  Returns a :class:`MonteCarlo`.
+
+    Args:
+      model, params: a built model and one seed's parameters (no [S] axis).
+      family: the site law; key: consumed.
+      n_samples: lattices M, rounded up to a whole number of chunks of ``batch``.
+      batch: lattices [batch, N] sampled per scanned chunk (bounds memory).
+      order: k-statistic orders 1..order (<= 4).
+      lattice_shape: (N,) or (L, L), default the model's; alpha: a Python float (or None:
+        the model's); steps: model applications.
+
+    Returns:
+      A :class:`MonteCarlo`: per-state KStats [H_layer, order], mse and its SE.
+
+    Raises:
+      ValueError: n_samples, batch or steps < 1, order outside 1..4, or a lattice the
+        model does not take.
     """
     if not jax.config.jax_enable_x64:
         raise ValueError("monte_carlo needs float64: jax.config.update('jax_enable_x64', True)")

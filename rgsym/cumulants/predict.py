@@ -21,7 +21,7 @@ relevant, kappa_2 marginal, kappa_n>=3 irrelevant.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,9 @@ from rgsym.cumulants.propagate import (check_orders, geometry, input_state, mode
 from rgsym.cumulants.state import (DEFAULT_MEMORY_LIMIT, CumulantCostError,
                                    CumulantMemoryError, marginals)
 from rgsym.models.activations import polynomial_coefficients
+from rgsym.distributions import Distribution
 from rgsym.models.layer_ops import Affine
+from rgsym.models.model import Model, Params
 
 __all__ = ["MSEPrediction", "RecursionCheck", "RGEigenvalues", "error_chain", "predict_mse",
            "clt_recursion_check", "rg_eigenvalues", "rg_eigenvalue_error"]
@@ -63,12 +65,19 @@ class RecursionCheck(NamedTuple):
     label: str
 
 
-def error_chain(chain, target) -> tuple:
+def error_chain(chain: Sequence, target: jax.typing.ArrayLike) -> tuple:
     """The chain of ``[x, R x] -> f(x) - R x`` given f's chain and R = target [O, N].
 
     Hidden Affines act block-diagonally (identity on the O carried units); the final Affine
     becomes ``[W, -I]``.  Propagate it with ``linear_units=O`` from the state of
     ``[x; R x]`` (see :func:`predict_mse`).
+
+    Args:
+      chain: f's Affine / Elementwise layers on the flattened lattice (``model.layers``).
+      target: R, [O, N] (e.g. ``clt.rg_matrix``).
+
+    Returns:
+      The layers of the error map [N + O] -> [O].
     """
     o = target.shape[0]
     last = max(i for i, l in enumerate(chain) if isinstance(l, Affine))
@@ -84,7 +93,8 @@ def error_chain(chain, target) -> tuple:
     return tuple(out)
 
 
-def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=None,
+def predict_mse(model: Model, params: Params, family: Distribution,
+                mode: str = "exact", *, lattice_shape=None,
                 alpha=None, steps: int = 1, internal_order: int | None = None,
                 memory_limit: float = DEFAULT_MEMORY_LIMIT) -> MSEPrediction:
     """Mean squared error of ``model`` (iterated ``steps`` times) against RG^steps on
@@ -93,7 +103,22 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
     Exact ('exact' label) when the output is polynomial with at most one non-linear
     polynomial layer, or with more when ``internal_order`` carries enough orders (e.g. 4 for
     two quadratic steps); mode names the approximation for non-polynomial activations.
-    Raises CumulantDoesNotExist if the family lacks a cumulant of order ``2 * degree``.
+    ``E (f - Rx)^2 = kappa_2 + kappa_1^2`` of the error map :func:`error_chain` propagated.
+
+    Args:
+      model, params: a built model and one seed's parameters.
+      family: the i.i.d. site law (a Distribution).
+      mode, lattice_shape, alpha, steps, internal_order, memory_limit: as
+        :func:`~rgsym.cumulants.propagate`.
+
+    Returns:
+      :class:`MSEPrediction`: mse [], per_site [O] (O = N / B**steps coarse sites), label,
+      error bound.
+
+    Raises:
+      CumulantDoesNotExist: the family lacks a cumulant of order ``2 * degree``.
+      ValueError, CumulantMemoryError, CumulantCostError: as
+        :func:`~rgsym.cumulants.propagate`.
     """
     _, internal_order = check_orders(2, internal_order)
     shape, b, dim = geometry(model, lattice_shape)
@@ -114,12 +139,27 @@ def predict_mse(model, params, family, mode: str = "exact", *, lattice_shape=Non
     return MSEPrediction(per_site.mean(), per_site, out.labels[-1], bound.mean())
 
 
-def clt_recursion_check(model, params, family, order: int = 4, mode: str = "exact", *,
+def clt_recursion_check(model: Model, params: Params, family: Distribution,
+                        order: int = 4, mode: str = "exact", *,
                         lattice_shape=None, alpha=None, steps: int = 1,
                         internal_order: int | None = None,
                         memory_limit: float = DEFAULT_MEMORY_LIMIT) -> RecursionCheck:
     """How far the model's propagated output cumulants are from the exact recursion
-    ``kappa_n^(steps) = B^(steps (1 - n/2)) kappa_n``, order by order (n = 1..order)."""
+    ``kappa_n^(steps) = B^(steps (1 - n/2)) kappa_n``, order by order (n = 1..order).
+
+    Args:
+      model, params: a built model and one seed's parameters.
+      family: the i.i.d. site law; order: orders 1..order compared.
+      mode, lattice_shape, alpha, steps, internal_order, memory_limit: as
+        :func:`~rgsym.cumulants.propagate`.
+
+    Returns:
+      :class:`RecursionCheck`: predicted [O, order], target [order], distance and
+      standardised [order], label.
+
+    Raises:
+      As :func:`~rgsym.cumulants.propagate`.
+    """
     _, b, dim = geometry(model, lattice_shape)
     out = propagate(model, params, family, order, mode, lattice_shape=lattice_shape,
                     alpha=alpha, steps=steps, every_layer=False,
@@ -144,7 +184,7 @@ class RGEigenvalues(NamedTuple):
     label: str
 
 
-def rg_eigenvalues(model, params, order: int = 4, mode: str = "exact", *,
+def rg_eigenvalues(model: Model, params: Params, order: int = 4, mode: str = "exact", *,
                    variance: float = 1.0, lattice_shape=None, alpha=None,
                    internal_order: int | None = None,
                    memory_limit: float = DEFAULT_MEMORY_LIMIT) -> RGEigenvalues:
@@ -156,8 +196,22 @@ def rg_eigenvalues(model, params, order: int = 4, mode: str = "exact", *,
     0), and its eigenvalues are returned beside the exact ``B^(1 - n/2)``, n = 1..order
     (:func:`rgsym.clt.scaling_eigenvalues`, the block-sum RG of ``rgsym.clt``).
     Exact for polynomial networks in mode 'exact' (raise ``internal_order`` for deeper
-    ones); the approximate modes are labelled.  Raises ValueError on order < 1, a
-    non-positive variance, or an activation the mode cannot handle.
+    ones); the approximate modes are labelled.
+
+    Args:
+      model, params: a built model (iterable: output lattice a coarse copy of the input)
+        and one seed's parameters.
+      order: cumulant orders 1..order (the Jacobian is [order, order]).
+      mode, lattice_shape, alpha, internal_order, memory_limit: as
+        :func:`~rgsym.cumulants.propagate`.
+      variance: kappa_2 of the fixed point the map is linearised at.
+
+    Returns:
+      :class:`RGEigenvalues`: the model's eigenvalues and the exact ones, [order] each.
+
+    Raises:
+      ValueError: order < 1, a non-positive variance, or an activation the mode cannot
+        handle; CumulantMemoryError / CumulantCostError as :func:`propagate`.
     """
     order, internal_order = check_orders(order, internal_order)
     star_variance = clt.gaussian_fixed_point(variance, 2)[1]
@@ -181,16 +235,24 @@ def rg_eigenvalues(model, params, order: int = 4, mode: str = "exact", *,
                          clt.classify_orders(order), labels[-1])
 
 
-def rg_eigenvalue_error(model, params, order: int = 4) -> np.ndarray:
+def rg_eigenvalue_error(model: Model, params: Params, order: int = 4) -> np.ndarray:
     """[S] how far each seed's learned map is from the block-sum RG's scaling structure:
     ``max_n |lambda_n - B^(1 - n/2)| / B^(1 - n/2)``, n = 1..order, with the eigenvalues of
     :func:`rg_eigenvalues` (mode 'exact') and the exact ones both sorted by decreasing
     real part.
 
-    params: the model's parameters stacked over seeds [S, ...] (``results.load_params``).
-    NaN for a seed where the exact rule does not apply: a non-polynomial activation, a
-    polynomial net deeper than the exact rule reaches at this order (label 'closure'), or
-    a request refused for its memory or cost.  The sweep summary's ``rg_eig_err`` column.
+    The sweep summary's ``rg_eig_err`` column.
+
+    Args:
+      model: a built model.
+      params: its parameters stacked over seeds, every leaf [S, ...]
+        (``results.load_params``).
+      order: cumulant orders 1..order.
+
+    Returns:
+      [S] float64 numpy; NaN for a seed where the exact rule does not apply: a
+      non-polynomial activation, a polynomial net deeper than the exact rule reaches at
+      this order (label 'closure'), or a request refused for its memory or cost.
     """
     leaves = jax.tree.leaves(params)
     seeds = int(np.shape(leaves[0])[0]) if leaves else 0

@@ -1,11 +1,13 @@
 """Network-level propagation: cumulants after every layer of a model's layer chain.
 
-    >>> model = build({'kind': 'mlp', 'symmetry': 'none', 'activation': 'quadratic', ...})
-    >>> out = propagate(model, params, distributions.get('uniform'), order=4)
-    >>> out.labels          # ('input', 'exact', 'exact', 'exact')
-    >>> out.marginals()[-1] # [N/b, 4]: kappa_1..kappa_4 of every output site
-    >>> out.states[2]       # MarginalCumulants: hidden units' own cumulants (joint=True
-    >>>                     # keeps their joint tensors G_n [H]^n)
+A run that :func:`propagate`'s own example executes::
+
+    model = build({'kind': 'mlp', 'symmetry': 'none', 'activation': 'quadratic', ...})
+    out = propagate(model, params, distributions.get('uniform'), order=4)
+    out.labels          # ('input', 'exact', 'exact', 'exact')
+    out.marginals()[-1] # [N/b, 4]: kappa_1..kappa_4 of every output site
+    out.states[2]       # MarginalCumulants: hidden units' own cumulants (joint=True
+                        # keeps their joint tensors G_n [H]^n)
 
 ``model.layers(params, lattice_shape)`` rewrites any model (MLP or GNN: message passing
 is its structured Affine operator) as Affine / Elementwise maps on the flattened lattice,
@@ -35,6 +37,7 @@ from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, Den
                                    marginals)
 from rgsym.models.activations import KINKS, activation_fn, polynomial_coefficients
 from rgsym.models.layer_ops import Affine, Elementwise
+from rgsym.models.model import Model, Params
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
            "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule",
@@ -301,19 +304,31 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
 
     An activation followed by an Affine is fused unless ``joint``: the readout is
     contracted inside the einsums, so the hidden ``[H]^n`` joint tensors are never built.
-    every_layer: keep a state after every layer (else only input and output states).
-    joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``, costly
-      in time and memory at order >= 3); by default a hidden activation's state is a
-      :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappa_1..kappa_K).
     Identity activations are skipped (factor states stay compact through linear nets).
-    linear_units: activations act as identity on this many trailing units (carries the RG
-      target through the net for exact MSEs, see ``predict.py``).
-    internal_order: highest order carried by hidden dense states (default ``order``); see
-      :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
-      permitting): the final state always has orders 1..order.
-    degree: of mode 'hermite''s surrogate polynomial (the input state needs degree * order
-      orders for the first non-linear layer; deeper ones run as closures, labelled).
-    The result's ``errors`` bound each state's marginal cumulants (``surrogate.py``).
+
+    Args:
+      chain: Affine / Elementwise layers on the flattened lattice (``model.layers``).
+      state: the input state over the chain's N input units.
+      order, mode, memory_limit, flop_limit: as :func:`propagate`.
+      every_layer: keep a state after every layer (else only input and output states).
+      linear_units: activations act as identity on this many trailing units (carries the
+        RG target through the net for exact MSEs, see ``predict.py``).
+      internal_order: highest order carried by hidden dense states (default ``order``);
+        see :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
+        permitting): the final state always has orders 1..order.
+      joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``,
+        costly in time and memory at order >= 3); by default a hidden activation's state
+        is a :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappas).
+      degree: of mode 'hermite''s surrogate polynomial (the input state needs
+        degree * order orders for the first non-linear layer; deeper ones run as
+        closures, labelled).
+
+    Returns:
+      A :class:`Propagation`; its ``errors`` bound each state's marginal cumulants
+      (``surrogate.py``).
+
+    Raises:
+      As :func:`propagate` (memory, cost, orders, legs).
     """
     validation.choice("mode", mode, MODES)
     degree = validation.integer("degree", degree, 1)
@@ -407,40 +422,74 @@ _program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 
 
-def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact", *,
-              lattice_shape=None, alpha=None, steps: int = 1, every_layer: bool = True,
-              joint: bool = False, internal_order: int | None = None,
-              degree: int = surrogate.DEFAULT_DEGREE,
+def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
+              mode: str = "exact", *, lattice_shape: tuple[int, ...] | None = None,
+              alpha: jax.typing.ArrayLike | None = None, steps: int = 1,
+              every_layer: bool = True, joint: bool = False,
+              internal_order: int | None = None, degree: int = surrogate.DEFAULT_DEGREE,
               memory_limit: float = DEFAULT_MEMORY_LIMIT,
               flop_limit: float = DEFAULT_FLOP_LIMIT) -> Propagation:
     """Cumulants (orders 1..order) after every layer of ``model`` applied ``steps`` times.
 
-    input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
-      the exact rules need, see :func:`order_schedule`), kappas [K] of one site, or a
-      FactorCumulants / DenseCumulants over the flattened lattice.
-    steps: apply the model this many times (iterable models; the lattice shrinks by b).
-    every_layer: a state after every layer (default), else only the input and the output.
-    joint: keep hidden activations' joint tensors G_n [H]^n (``to_dense`` needs them);
-      by default they hold each unit's own cumulants only (MarginalCumulants [H, order]),
-      which is what ``marginals()`` reports and is far cheaper at order >= 3.
-    internal_order: orders carried by hidden dense states (default ``order``: beyond one
-      polynomial layer the truncation closure, labelled 'closure'); raise it (memory
-      permitting) for exact deeper or iterated polynomial nets.
-    mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
-      non-polynomial activations: 'hermite' (each unit's activation replaced by its
-      degree-``degree`` least-squares polynomial under the unit's Gaussian law, then the
-      exact rule; works through kinks), 'quadratic' (second-order Taylor) or
-      'gaussian_closure' (mean and covariance by quadrature, higher orders as 'quadratic').
-      Every mode returns ``errors`` beside the states: estimated bounds on the marginal
-      cumulants' error (inf where unbounded: closures, Gaussian closure's orders 1-2).
-    Returns a :class:`Propagation` (a pytree: jit/vmap over params works; see
-    :func:`propagate_many`).  Raises, before anything runs: CumulantMemoryError if dense
-    tensors or contraction intermediates would exceed ``memory_limit`` bytes;
-    CumulantCostError if a layer's contractions would cost more than ``flop_limit``
-    floating-point operations (opt_einsum's estimate); ValueError on order or steps < 1,
-    internal_order < order, a layer needing more than ``partitions.MAX_LEGS`` legs,
-    non-finite input, kappas that are not 1-D or a state whose width is not the number of
-    lattice sites; CumulantDoesNotExist if the family lacks a needed cumulant.
+    Affine layers map the cumulant tensors multilinearly; polynomial activations use the
+    Leonov-Shiryaev formula for cumulants of products (sums over connected partitions,
+    ``partitions.py``; Leonov & Shiryaev 1959), so 'exact' is exact for polynomial nets.
+
+    Args:
+      model: a built ``rgsym.models.Model`` (MLP or GNN).
+      params: its parameter pytree (one seed: no leading [S] axis; see
+        :func:`propagate_many`).
+      input_cumulants: a Distribution (i.i.d. lattice; its exact cumulants up to the order
+        the exact rules need, see :func:`order_schedule`), kappas [K] of one site, or a
+        FactorCumulants / DenseCumulants over the N flattened lattice sites.
+      order: output cumulant orders 1..order.
+      mode: 'exact' (polynomial activations only; others raise) or an approximate mode for
+        non-polynomial activations: 'hermite' (each unit's activation replaced by its
+        degree-``degree`` least-squares polynomial under the unit's Gaussian law, then the
+        exact rule; works through kinks), 'quadratic' (second-order Taylor) or
+        'gaussian_closure' (mean and covariance by quadrature, higher orders as
+        'quadratic').
+      lattice_shape: (N,) or (L, L); default: the model's own lattice.
+      alpha: activation parameter overriding the model's.
+      steps: apply the model this many times (iterable models; the lattice shrinks by b).
+      every_layer: a state after every layer (default), else only the input and the output.
+      joint: keep hidden activations' joint tensors G_n [H]^n (``to_dense`` needs them);
+        by default they hold each unit's own cumulants only (MarginalCumulants [H, order]),
+        which is what ``marginals()`` reports and is far cheaper at order >= 3.
+      internal_order: orders carried by hidden dense states (default ``order``: beyond one
+        polynomial layer the truncation closure, labelled 'closure'); raise it (memory
+        permitting) for exact deeper or iterated polynomial nets.
+      degree: the 'hermite' surrogate's polynomial degree.
+      memory_limit: bytes; flop_limit: floating-point operations per layer.
+
+    Returns:
+      A :class:`Propagation` (a pytree: jit/vmap over params works): the input state then
+      one state per layer (output: N/b sites, ``marginals()[-1]`` [N/b, order]), a label
+      per state, and ``errors``: estimated bounds on the marginal cumulants' error (inf
+      where unbounded: closures, Gaussian closure's orders 1-2).
+
+    Raises:
+      CumulantMemoryError: dense tensors or contraction intermediates would exceed
+        ``memory_limit`` bytes (checked before anything runs, as are the others).
+      CumulantCostError: a layer's contractions would cost more than ``flop_limit``
+        (opt_einsum's estimate).
+      ValueError: order or steps < 1, internal_order < order, a layer needing more than
+        ``partitions.MAX_LEGS`` legs, non-finite input, kappas that are not 1-D, a state
+        whose width is not the number of lattice sites, or a float64 state without x64.
+      CumulantDoesNotExist: the family lacks a needed cumulant.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rgsym import cumulants, distributions, models
+      >>> model = models.build({"kind": "mlp", "symmetry": "none",
+      ...                       "activation": "quadratic", "width": 4, "sites": 4})
+      >>> params = model.init(jax.random.key(0), jnp.zeros((4,)))
+      >>> with jax.enable_x64(True):      # cumulant states are float64
+      ...     out = cumulants.propagate(model, params, distributions.get("uniform"), order=2)
+      ...     print(out.labels)           # input, Affine, quadratic, Affine
+      ...     print(out.marginals()[-1].shape)   # [N/b, order]: kappa_1..2 of each output site
+      ('input', 'exact', 'exact', 'exact')
+      (2, 2)
     """
     order, internal_order = check_orders(order, internal_order)
     validation.choice("mode", mode, MODES)
@@ -459,10 +508,21 @@ def propagate(model, params, input_cumulants, order: int = 4, mode: str = "exact
                            degree=degree)
 
 
-def propagate_many(model, params, input_cumulants, order: int = 4, mode: str = "exact",
-                   **kwargs) -> Propagation:
-    """:func:`propagate` vmapped over a leading axis of ``params`` (seeds): every state
-    array gains that axis.  The input state is shared."""
+def propagate_many(model: Model, params: Params, input_cumulants, order: int = 4,
+                   mode: str = "exact", **kwargs) -> Propagation:
+    """:func:`propagate` vmapped over a leading axis of ``params`` (seeds).
+
+    Args:
+      model: as :func:`propagate`; params: its pytree with every leaf [S, ...].
+      input_cumulants, order, mode, **kwargs: as :func:`propagate`; the input state is
+        shared by every seed.
+
+    Returns:
+      A :class:`Propagation` whose every state array gains the leading [S] axis.
+
+    Raises:
+      As :func:`propagate`.
+    """
     shape, _, _ = geometry(model, kwargs.get("lattice_shape"))
     if isinstance(input_cumulants, _dist.Distribution):
         # resolve outside vmap so the family's cumulants are concrete constants

@@ -132,11 +132,21 @@ def _finite(name: str, arr) -> np.ndarray:
     return arr
 
 
-def independent_sites(kappa, weight=None, shift=None) -> FactorCumulants:
+def independent_sites(kappa: jax.typing.ArrayLike, weight: jax.typing.ArrayLike | None = None,
+                      shift: jax.typing.ArrayLike | None = None) -> FactorCumulants:
     """Independent sites with given cumulants, optionally seen through ``weight``/``shift``.
 
-    kappa: [S, K] or [K] (then broadcast to ``weight.shape[1]`` identical sites).
-    weight: [H, S] (default identity); shift: [H] (default 0).  Refuses non-finite input.
+    Args:
+      kappa: [S, K] kappa_1..kappa_K of each of S sites, or [K] (then broadcast to
+        ``weight.shape[1]`` identical sites).
+      weight: [H, S] (default identity); shift: [H] (default 0).
+
+    Returns:
+      The :class:`FactorCumulants` of ``weight @ x + shift``, H units, order K.
+
+    Raises:
+      ValueError: non-finite input, float64 without x64, kappa [K] without weight, or
+        shapes that do not match.
     """
     kappa = _finite("kappa", kappa)
     if kappa.ndim == 1:
@@ -156,10 +166,19 @@ def iid_lattice(family: Union[_dist.Distribution, Sequence[float]], n_sites: int
                 order: int = 8) -> FactorCumulants:
     """An i.i.d. lattice of ``n_sites`` (flattened, row-major) in compact factor form.
 
-    family: a :class:`~rgsym.distributions.Distribution` (its exact cumulants 1..order are
-      used; raises ``CumulantDoesNotExist`` if any diverges) or a sequence kappa_1..kappa_K.
-    order: cumulant orders kept for a Distribution.  A polynomial activation of degree d
-      needs ``d * K`` input orders for exact output order K (quadratic, K = 4: 8).
+    Args:
+      family: a :class:`~rgsym.distributions.Distribution` (its exact cumulants 1..order
+        are used) or a sequence kappa_1..kappa_K of one site.
+      n_sites: N, the flattened lattice size.
+      order: cumulant orders kept for a Distribution.  A polynomial activation of degree
+        d needs ``d * K`` input orders for exact output order K (quadratic, K = 4: 8).
+
+    Returns:
+      :class:`FactorCumulants` over N units (kappa [N, K]).
+
+    Raises:
+      CumulantDoesNotExist: a needed cumulant of the family diverges.
+      ValueError: non-finite kappas, or float64 without x64.
     """
     if isinstance(family, _dist.Distribution):
         kappa = family.cumulants(order)
@@ -170,7 +189,18 @@ def iid_lattice(family: Union[_dist.Distribution, Sequence[float]], n_sites: int
 
 
 def from_tensors(tensors: Sequence) -> DenseCumulants:
-    """A dense state from user tensors ``[G_1 [H], G_2 [H, H], ...]``; checks shapes, finiteness."""
+    """A dense state from user tensors ``[G_1 [H], G_2 [H, H], ...]``.
+
+    Args:
+      tensors: G_n of shape [H]*n for n = 1..K, the joint cumulant tensors.
+
+    Returns:
+      :class:`DenseCumulants` of order K over H units.
+
+    Raises:
+      ValueError: no tensors, a G_n of the wrong shape, non-finite values, or float64
+        without x64.
+    """
     tensors = tuple(jnp.asarray(_finite(f"G_{n + 1}", t)) for n, t in enumerate(tensors))
     if not tensors:
         raise ValueError("tensors is empty: pass at least the mean G_1 [H]")
@@ -218,8 +248,22 @@ def _checked_order(state: State, order: int | None) -> int:
 
 def to_dense(state: State, order: int | None = None,
              memory_limit: float = DEFAULT_MEMORY_LIMIT) -> DenseCumulants:
-    """The dense form with orders 1..order (default: the state's order; higher orders of a
-    dense state that are not stored are refused)."""
+    """The dense form with orders 1..order.
+
+    Args:
+      state: a FactorCumulants or DenseCumulants over H units.
+      order: default the state's order; a dense state's orders above those stored are
+        refused.
+      memory_limit: bytes the tensors [H]^n may take together.
+
+    Returns:
+      :class:`DenseCumulants` with G_n [H]^n, n = 1..order.
+
+    Raises:
+      CumulantMemoryError: the dense tensors would exceed ``memory_limit``.
+      ValueError: an order the state cannot give, or a MarginalCumulants state (its joint
+        tensors were never built: propagate with ``joint=True``).
+    """
     order = _checked_order(state, order)
     if isinstance(state, MarginalCumulants):
         raise ValueError(
@@ -232,8 +276,18 @@ def to_dense(state: State, order: int | None = None,
     return DenseCumulants(tuple(_factor_tensor(state, n) for n in range(1, order + 1)))
 
 
-def marginals(state: State, order: int | None = None):
-    """Per-unit cumulants kappa_1..kappa_order, [H, order] (the diagonals of G_n)."""
+def marginals(state: State, order: int | None = None) -> jax.Array:
+    """Per-unit cumulants kappa_1..kappa_order (the diagonals of G_n).
+
+    Args:
+      state: any state over H units; order: default the state's order.
+
+    Returns:
+      [H, order].
+
+    Raises:
+      ValueError: order above the state's.
+    """
     order = _checked_order(state, order)
     if isinstance(state, MarginalCumulants):
         return state.kappa[:, :order]

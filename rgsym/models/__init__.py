@@ -1,8 +1,11 @@
 """Model zoo: Flax MLPs and Jraph GNNs with selectable weight symmetries and activations.
 
+    >>> import jax, jax.numpy as jnp
+    >>> from rgsym.models import build
     >>> model = build({"kind": "mlp", "symmetry": "tied_hidden", "activation": "quadratic"})
     >>> params = model.init(jax.random.key(0), jnp.zeros((16,)))
-    >>> y = model.apply(params, x)            # x [B, 16] -> y [B, 8]
+    >>> model.apply(params, jnp.zeros((3, 16))).shape    # x [B, 16] -> y [B, 8]
+    (3, 8)
 """
 from rgsym.models.activations import ACTIVATIONS, activation_fn, polynomial_coefficients
 from rgsym.models.graphs import LatticeGraph, lattice_graph

@@ -28,11 +28,20 @@ def validate_activation(name) -> str:
     return validation.choice("activation", name, ACTIVATIONS)
 
 
-def polynomial_coefficients(name: str, alpha=0.1) -> tuple | None:
+def polynomial_coefficients(name: str, alpha: jax.typing.ArrayLike = 0.1) -> tuple | None:
     """Ascending coefficients ``(c0, c1, ...)`` of a polynomial activation, else ``None``.
 
     identity: z -> (0, 1); quadratic: z + alpha z^2 -> (0, 1, alpha); square: z^2 ->
     (0, 0, 1); cubic: z + alpha z^3 -> (0, 1, 0, alpha).
+
+    Args:
+      name: one of ACTIVATIONS; alpha: the activation parameter (may be traced).
+
+    Returns:
+      The coefficients, or None for a non-polynomial activation.
+
+    Raises:
+      ValueError: an unknown name.
     """
     validate_activation(name)
     return {"identity": (0.0, 1.0),
@@ -41,8 +50,19 @@ def polynomial_coefficients(name: str, alpha=0.1) -> tuple | None:
             "cubic": (0.0, 1.0, 0.0, alpha)}.get(name)
 
 
-def activation_fn(name: str, alpha=0.1) -> Callable:
-    """The elementwise function ``phi`` named ``name`` (any shape in, same shape out)."""
+def activation_fn(name: str, alpha: jax.typing.ArrayLike = 0.1
+                  ) -> Callable[[jax.Array], jax.Array]:
+    """The elementwise function ``phi`` named ``name``.
+
+    Args:
+      name: one of ACTIVATIONS; alpha: the parameter of quadratic / cubic (may be traced).
+
+    Returns:
+      ``phi``: any shape in, the same shape out.
+
+    Raises:
+      ValueError: an unknown name.
+    """
     validate_activation(name)
     coeffs = polynomial_coefficients(name, alpha)
     if coeffs is not None:

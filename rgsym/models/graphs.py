@@ -23,6 +23,7 @@ BOUNDARIES = ("periodic", "open")
 
 
 class LatticeGraph(NamedTuple):
+    """A lattice as a graph: S sites (row-major), E directed edges, blocks of b per axis."""
     graph: jraph.GraphsTuple  # nodes None; edges {'intra': bool [E], 'direction': int [E]}
     block_of: np.ndarray      # [S] coarse-lattice index of each site's block
     pos: np.ndarray           # [S] row-major position of each site inside its block
@@ -36,6 +37,14 @@ def lattice_graph(shape: tuple[int, ...], b: int, boundary: str = "periodic",
 
     Periodic boundaries wrap the nearest-neighbour bonds (on a side of 2 a site then
     receives two messages from the same neighbour, one per bond), open ones drop them.
+
+    Args:
+      shape: (N,) or (L1, L2); b: block size per axis; boundary: 'periodic' or 'open';
+      block_edges: also join every pair of sites within a block.
+
+    Returns:
+      The :class:`LatticeGraph`: a jraph graph over the row-major sites, each site's
+      block and its position in the block.
     """
     shape = as_shape(shape)
     dim = clt.validate_dim(len(shape))

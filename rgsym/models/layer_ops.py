@@ -41,7 +41,15 @@ def compose_all(layers: Sequence[Affine | Elementwise], x: jax.Array) -> list:
 
 
 def compose(layers: Sequence[Affine | Elementwise], x: jax.Array) -> jax.Array:
-    """Applies a layer chain to flattened inputs: x [..., n_in] -> [..., n_out]."""
+    """Applies a layer chain to flattened inputs.
+
+    Args:
+      layers: Affine / Elementwise maps (``model.layers(params, lattice_shape)``).
+      x: [..., n_in], the flattened lattice (row-major).
+
+    Returns:
+      [..., n_out].
+    """
     return compose_all(layers, x)[-1]
 
 

@@ -70,7 +70,7 @@ class Model(NamedTuple):
     layers: LayersFn
 
 
-def build(cfg_or_spec) -> Model:
+def build(cfg_or_spec: Mapping | ModelSpec) -> Model:
     """Builds the model named by a config (Mapping / ConfigDict) or a :class:`ModelSpec`.
 
     Returns a :class:`Model` whose functions are pure, jit-able and vmap-able:
@@ -88,8 +88,16 @@ def build(cfg_or_spec) -> Model:
       ``penalty`` instead) from each meaningful symmetric subspace.
     - ``describe(params=None)``: parameter count, exact symmetries, iterability, spec.
 
-    Raises ValueError naming the field for an invalid config, and for dtype='float64'
-    while ``jax_enable_x64`` is off (JAX would build float32 parameters silently).
+    Args:
+      cfg_or_spec: ModelSpec fields as a Mapping or ConfigDict (see
+        :func:`spec_from_config`), or a :class:`ModelSpec`.
+
+    Returns:
+      The :class:`Model` (cached per spec: equal specs share compiled functions).
+
+    Raises:
+      ValueError: naming the field for an invalid config, and for dtype='float64' while
+        ``jax_enable_x64`` is off (JAX would build float32 parameters silently).
     """
     spec = spec_from_config(cfg_or_spec)
     validation.float_dtype("dtype", spec.dtype)
