@@ -89,3 +89,17 @@ def variant_summaries(ctx: Context, run: str, where: Callable[[dict], bool] = la
             if where(cfg):
                 out.append((name, cfg, rec.summaries[name]))
     return out
+
+
+def trained(ctx: Context, run: str) -> str:
+    """One sentence saying what a run trained, read from its config."""
+    c = ctx.run(run).config
+    lat, m, o = c["lattice"], c["model"], c["optim"]
+    n = c["data"].get("train_size", 0)
+    data = f"{n} training pairs per seed" if n else "fresh samples every step"
+    return (f"Trained (base settings; a variant's name lists what it changes): "
+            f"{c['num_seeds']} seeds per variant on {c['data']['family']} inputs ({data}, "
+            f"batch {c['data']['batch']}), a {lat['dim']}-D lattice of {lat['sites']} sites "
+            f"per side in blocks of b = {lat['b']}, {m['kind']} width {m['width']} and depth "
+            f"{m['depth']}, {o['steps']} {o['optimizer']} steps at learning rate {o['lr']:g} "
+            f"({o['schedule']} schedule).")
