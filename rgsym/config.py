@@ -505,7 +505,7 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
         v = ml_collections.ConfigDict(cfg.to_dict())
         v.variants = ()
         for key, value in dict(overrides).items():
-            field = _field_of(cfg, key)
+            field = _field_of(key)
             *path, leaf = field.split(".")
             try:
                 section = _get(v, ".".join(path)) if path else v
@@ -530,9 +530,9 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
     return out
 
 
-def _field_of(cfg, key: str) -> str:
+def _field_of(key: str) -> str:
     """The dotted field a variant key sets: a plain key names a model field if there is one."""
-    return key if "." in key or key not in cfg.model else f"model.{key}"
+    return key if "." in key or f"model.{key}" not in _DOCS else f"model.{key}"
 
 
 def shadowed_fields(cfg, fields: Iterable[str]) -> list[str]:
@@ -540,17 +540,29 @@ def shadowed_fields(cfg, fields: Iterable[str]) -> list[str]:
     them on the base config (a command-line override) would reach no variant."""
     if not cfg.variants:
         return []
-    sets = [{_field_of(cfg, k) for k in dict(v)} for v in cfg.variants]
+    sets = [{_field_of(k) for k in dict(v)} for v in cfg.variants]
     return [f for f in fields if all(f in s for s in sets)]
 
 
+_NAMED = ("model.kind", "model.symmetry", "model.activation")  # always in a variant's name
+
+
+def _label(field: str) -> str:
+    """A field's name in a variant's name: its last part where no other field shares it
+    ('lr'), else the dotted path ('data.batch' beside 'eval.batch')."""
+    leaf = field.split(".")[-1]
+    return leaf if sum(f.split(".")[-1] == leaf for f, _, _ in SCHEMA) == 1 else field
+
+
 def variant_name(cfg, overrides: Mapping = ()) -> str:
-    """``kind-symmetry-activation`` plus any other override, filesystem-safe."""
+    """``kind-symmetry-activation`` plus every other override as ``label=value`` (see
+    ``_label``), filesystem-safe; 'kind' and 'model.kind' name the same variant."""
     m = cfg.model
     parts = [m.kind, m.symmetry, m.activation]
     for k, v in dict(overrides).items():
-        if k not in ("kind", "symmetry", "activation"):
-            parts.append(f"{k.split('.')[-1]}={v}")
+        field = _field_of(k)
+        if field not in _NAMED:
+            parts.append(f"{_label(field)}={v}")
     return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
 
 

@@ -225,3 +225,15 @@ def test_a_variant_value_of_the_wrong_type_or_a_whole_section_is_a_value_error()
         c.variants = variants
         with pytest.raises(ValueError, match=match):
             config.validate_config(c)
+
+
+def test_variant_names_are_the_same_however_a_field_is_written_and_never_collide():
+    c = config.base_config()
+    c.variants = ({"kind": "gnn", "symmetry": "shared"},
+                  {"model.kind": "gnn", "model.symmetry": "separate", "optim.lr": 0.5})
+    assert [n for n, _ in config.variant_configs(c)] == ["gnn-shared-tanh",
+                                                         "gnn-separate-tanh-lr=0.5"]
+    c.variants = ({"data.batch": 256}, {"eval.batch": 256}, {"seed": 3}, {"eval.seed": 3})
+    assert [n for n, _ in config.variant_configs(c)] == [
+        "mlp-none-tanh-data.batch=256", "mlp-none-tanh-eval.batch=256", "mlp-none-tanh-seed=3",
+        "mlp-none-tanh-eval.seed=3"]

@@ -524,7 +524,7 @@ def test_load_run_names_variants_whose_overrides_config_json_sorts(tmp_path):
     cfg.variants = config.zipped(**{"optim.lr": (1e-2, 2e-2), "data.batch": (16, 32)})
     work = tmp_path / "run"
     summaries = results.run(cfg, work, progress=False, log=lambda s: None)
-    expected = ("mlp-none-tanh-lr=0.01-batch=16", "mlp-none-tanh-lr=0.02-batch=32")
+    expected = ("mlp-none-tanh-lr=0.01-data.batch=16", "mlp-none-tanh-lr=0.02-data.batch=32")
     assert tuple(summaries) == expected
     rec = results.load_run(work)
     assert rec.variants == expected and tuple(rec.summaries) == expected
