@@ -12,6 +12,7 @@ other mode's section is kept.  Figures go to ``docs/figures/study/<mode>/``.
 """
 from __future__ import annotations
 
+import os
 import platform
 import re
 import sys
@@ -150,7 +151,8 @@ def main(argv) -> None:
         text += (f"\n\nThis section took {time.perf_counter() - start:.0f} s "
                  f"({'training and report' if FLAGS.train else 'report only'}) on "
                  f"{platform.machine()} with {jax.device_count()} {jax.devices()[0].platform} "
-                 f"devices ({jax.devices()[0].device_kind}), jax {jax.__version__}.")
+                 f"devices ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+                 f"load average {os.getloadavg()[0]:.1f} at the end.")
     path = Path(FLAGS.results)
     atomic_write_text(path, splice(path.read_text() if path.exists() else "", mode, text))
     print(f"{mode} study written to {path} ({time.perf_counter() - start:.0f} s)")
