@@ -21,7 +21,11 @@ KILL_AT_ENV = "RGSYM_KILL_AT"
 
 
 def kill_point(where: str) -> None:
-    """SIGKILLs this process if ``where`` is the point named in $RGSYM_KILL_AT."""
+    """SIGKILLs this process if ``where`` is the point named in $RGSYM_KILL_AT.
+
+    Args:
+      where: the kill point's name, e.g. ``replace:summary.json``.
+    """
     if os.environ.get(KILL_AT_ENV) == where:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -44,8 +48,19 @@ def _fsync_dir(directory: str) -> None:
 
 def atomic_write_bytes(path: str, data: bytes) -> str:
     """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync,
-    os.replace and fsync of the folder; returns ``path``.  Raises OSError (e.g. ENOSPC)
-    with the previous file intact and no temporary file left."""
+    os.replace and fsync of the folder (missing folders are made).
+
+    Args:
+      path: the file to write or replace.
+      data: its new contents.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      OSError: the write failed (e.g. ENOSPC; the errno is kept and the message names the
+        file); the previous file is intact and no temporary file is left.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -69,7 +84,18 @@ def atomic_write_bytes(path: str, data: bytes) -> str:
 
 
 def atomic_write_text(path: str, text: str) -> str:
-    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8.
+
+    Args:
+      path: the file to write or replace.
+      text: its new contents.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      OSError: as :func:`atomic_write_bytes`.
+    """
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -82,19 +108,50 @@ def _json_default(o):
 
 
 def atomic_write_json(path, obj) -> None:
-    """``obj`` as indented, key-sorted JSON (numpy scalars and arrays as numbers/lists)."""
+    """Writes ``obj`` atomically as indented, key-sorted JSON.
+
+    Args:
+      path: the file to write or replace.
+      obj: JSON-serialisable data; numpy scalars and arrays are written as numbers/lists.
+
+    Raises:
+      TypeError: ``obj`` holds a value JSON cannot represent (nothing is written).
+      ValueError: ``obj`` holds a circular reference (nothing is written).
+      OSError: as :func:`atomic_write_bytes`.
+    """
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default)
                       + "\n")
 
 
 def atomic_savez(path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``arrays`` as one .npz file, written atomically."""
+    """Writes ``arrays`` atomically as one uncompressed .npz file.
+
+    Args:
+      path: the file to write or replace; written as given (no ``.npz`` is appended).
+      arrays: ``{name: array}``; each value goes through ``np.asarray``.
+
+    Raises:
+      OSError: as :func:`atomic_write_bytes`.
+    """
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_npz(path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, loaded into memory."""
+    """Every array of an .npz file, loaded into memory (the file is closed on return).
+
+    Args:
+      path: an .npz file, e.g. one written by :func:`atomic_savez`.
+
+    Returns:
+      ``{name: np.ndarray}`` in the file's order.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: the file is neither .npz nor .npy, or holds object arrays (pickles are
+        not loaded).
+      zipfile.BadZipFile: a damaged .npz.
+    """
     with np.load(path) as z:
         return {k: z[k] for k in z.files}

@@ -35,7 +35,8 @@ class _MissingBackendFilter(logging.Filter):
 def quiet_missing_backends() -> None:
     """Silences the line JAX logs at INFO for every platform plugin it cannot start
     ("Unable to initialize backend 'tpu'") once absl turns INFO logging on; a backend that
-    was asked for explicitly (JAX_PLATFORMS) still fails loudly, as an exception."""
+    was asked for explicitly (JAX_PLATFORMS) still fails loudly, as an exception.
+    Idempotent: the filter is added to JAX's logger once."""
     logger = logging.getLogger("jax._src.xla_bridge")
     if not any(isinstance(f, _MissingBackendFilter) for f in logger.filters):
         logger.addFilter(_MissingBackendFilter())
@@ -95,7 +96,16 @@ def _loaded_config():
 
 
 def run(main) -> None:
-    """``absl.app.run(main)`` with one-line config errors and no missing-backend log line."""
+    """``absl.app.run(main)`` with one-line config errors and no missing-backend log line.
+
+    Args:
+      main: ``main(argv)``, called after the flags (sys.argv) are parsed.
+
+    Raises:
+      SystemExit: always, as ``absl.app.run`` (status 1 with a one-line ``error: ...``
+        for an unknown flag, an override naming no config field, or a config file that
+        cannot be loaded).
+    """
     quiet_missing_backends()
     app.run(main, flags_parser=_parse_flags)
 
@@ -169,6 +179,14 @@ def _sweep_main(argv) -> None:
 
 def sweep() -> None:
     """Runs (or resumes) a sweep of model variants x seeds and prints the summary table
-    (the ``rgsym-sweep`` console script; see :func:`rgsym.results.run`)."""
+    (the ``rgsym-sweep`` console script; see :func:`rgsym.results.run`).  Reads its
+    arguments from sys.argv: --config, --workdir (required), --progress, --cpu_devices,
+    --allow_version_change and the multihost flags.
+
+    Raises:
+      SystemExit: always (status 0 on success); status 1 with a one-line ``error: ...``
+        for a config error, an override that every variant shadows, or a workdir holding
+        another config's run.  Call it once per process: it defines absl flags.
+    """
     _define_sweep_flags()
     run(_sweep_main)

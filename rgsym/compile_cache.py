@@ -33,16 +33,27 @@ MIN_COMPILE_SECONDS = 0.1
 
 
 def default_dir() -> str:
-    """``$XDG_CACHE_HOME/rgsym/jax``, else ``~/.cache/rgsym/jax``."""
+    """The cache directory of setting 'auto' (not created here).
+
+    Returns:
+      ``$XDG_CACHE_HOME/rgsym/jax``, else ``~/.cache/rgsym/jax``.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "rgsym", "jax")
 
 
 def resolve(setting: str) -> str | None:
-    """The cache directory a setting names: 'auto' -> :func:`default_dir`, '' / 'off' /
-    'none' -> None (off), anything else a path (``~`` expanded, made absolute).
+    """The cache directory a setting names (nothing is created).
 
-    Raises ValueError if ``setting`` is not a string.
+    Args:
+      setting: 'auto'; '', 'off' or 'none' (any case, surrounding spaces ignored); or a path.
+
+    Returns:
+      :func:`default_dir` for 'auto', None (off) for '' / 'off' / 'none', else the path
+      with ``~`` expanded, made absolute.
+
+    Raises:
+      ValueError: ``setting`` is not a string.
     """
     if not isinstance(setting, str):
         raise ValueError(f"compile_cache={setting!r} is not valid: it must be a directory, "
@@ -57,7 +68,18 @@ def resolve(setting: str) -> str | None:
 def enable(setting: str = AUTO) -> str | None:
     """Points JAX's persistent compilation cache at ``resolve(setting)`` (None: off) and
     returns that directory.  Takes effect for programs compiled from now on, also when an
-    earlier call chose another directory."""
+    earlier call chose another directory.
+
+    Args:
+      setting: as :func:`resolve`; the directory is created if missing.
+
+    Returns:
+      The cache directory, or None when the cache is off.
+
+    Raises:
+      ValueError: as :func:`resolve`.
+      OSError: the directory cannot be created.
+    """
     path = resolve(setting)
     if path is not None:
         os.makedirs(path, exist_ok=True)

@@ -159,8 +159,15 @@ RENAMED: tuple[tuple[str, str, str, str], ...] = (
 
 
 def renamed_to(field: str) -> str | None:
-    """The field that the old dotted ``field`` (or an old plain variant key, a model field
-    such as ``family``) is called now; None for a field never renamed."""
+    """The field that an old field is called now (:data:`RENAMED`).
+
+    Args:
+      field: a dotted field (``model.family``) or a plain variant key naming a model field
+        (``family``).
+
+    Returns:
+      The new dotted field (``model.kind``); None for a field never renamed.
+    """
     for old, new, _, _ in RENAMED:
         if field == old or (old.startswith("model.") and field == old[len("model."):]):
             return new
@@ -183,6 +190,13 @@ def upgrade(saved: Mapping) -> dict:
     in ``rgsym.results``, ``load_run``, ``load_variant``, ``models.spec_from_config`` of a
     run config) upgrades it first.  A config that already uses the new names is returned
     as an equal copy.
+
+    Args:
+      saved: the saved config as plain JSON data (nested dicts and lists).
+
+    Returns:
+      A deep copy with every renamed field (and variant override key) under its new name;
+      where both names are present the new one is kept and the old left as it is.
     """
     out = _copy_json(saved)
     for old, new, _, _ in RENAMED:
@@ -341,7 +355,16 @@ def _axis(name: str, values) -> Sequence:
 # Validation: every check runs before anything is traced and names the offending field.
 
 def fail(field: str, value, why: str):
-    """Raises the config error of ``field``: ValueError naming the field, value and reason."""
+    """Raises the config error of ``field``; never returns.
+
+    Args:
+      field: the dotted field (or ``variants[i].key``) at fault.
+      value: the offending value (shown by its repr).
+      why: what is wrong, or what would be valid.
+
+    Raises:
+      ValueError: always: ``config field '<field>'=<value> is not valid: <why>``.
+    """
     raise ValueError(f"config field '{field}'={value!r} is not valid: {why}")
 
 
@@ -378,6 +401,9 @@ def _get(cfg, field):
 
 def validate_config(cfg) -> None:
     """Checks a (variant-free or full) config, section by section, before anything is traced.
+
+    Args:
+      cfg: a run config (``base_config()`` with overrides), variants included.
 
     Raises:
       ValueError: naming the field, its value and what is valid: unknown keys, negative
@@ -496,6 +522,14 @@ def variant_configs(cfg) -> list[tuple[str, ml_collections.ConfigDict]]:
 
     Unchecked: :func:`validate_config` checks every variant of a whole config.
 
+    Args:
+      cfg: a run config; with no variants it yields one, named after its model.
+
+    Returns:
+      ``[(name, config)]`` in the order of ``cfg.variants``: each config a fresh, unlocked
+      copy of ``cfg`` with that variant's overrides set and ``variants`` = (); the name as
+      :func:`variant_name`.
+
     Raises:
       ValueError: an override naming no field or a whole section, a value of another type
         than its field's, or two variants with the same name.
@@ -537,7 +571,16 @@ def _field_of(key: str) -> str:
 
 def shadowed_fields(cfg, fields: Iterable[str]) -> list[str]:
     """The dotted ``fields`` that every variant of ``cfg`` sets itself: a value given to
-    them on the base config (a command-line override) would reach no variant."""
+    them on the base config (a command-line override) would reach no variant.
+
+    Args:
+      cfg: a run config.
+      fields: dotted field names, e.g. the ``--config.<field>`` overrides.
+
+    Returns:
+      Those of ``fields`` (in their order) that every variant overrides; [] for a config
+      without variants.
+    """
     if not cfg.variants:
         return []
     sets = [{_field_of(k) for k in dict(v)} for v in cfg.variants]
@@ -555,8 +598,19 @@ def _label(field: str) -> str:
 
 
 def variant_name(cfg, overrides: Mapping = ()) -> str:
-    """``kind-symmetry-activation`` plus every other override as ``label=value`` (see
-    ``_label``), filesystem-safe; 'kind' and 'model.kind' name the same variant."""
+    """A variant's name: ``kind-symmetry-activation`` plus every other override as
+    ``label=value``, filesystem-safe ('/' becomes '_', spaces are dropped).
+
+    Args:
+      cfg: the variant's config (overrides already applied), read for the model's kind,
+        symmetry and activation.
+      overrides: the variant's override dict; 'kind' and 'model.kind' name the same field.
+        A label is the field's last part unless another field shares it ('lr', but
+        'data.batch' beside 'eval.batch').
+
+    Returns:
+      e.g. ``mlp-tied_hidden-quadratic-lr=0.01``.
+    """
     m = cfg.model
     parts = [m.kind, m.symmetry, m.activation]
     for k, v in dict(overrides).items():
@@ -567,7 +621,14 @@ def variant_name(cfg, overrides: Mapping = ()) -> str:
 
 
 def model_config(cfg) -> dict:
-    """The model zoo's config: the model section plus the lattice fields and dtype."""
+    """The model zoo's config: the model section plus the lattice fields and dtype.
+
+    Args:
+      cfg: a variant-free run config.
+
+    Returns:
+      A plain dict for :func:`rgsym.models.build` / :func:`rgsym.models.spec_from_config`.
+    """
     out = dict(cfg.model.to_dict())
     out.update({k: _get(cfg, field) for k, field in _OWNED.items()})
     return out
@@ -691,6 +752,12 @@ def resolve(cfg) -> RunSpec:
 
 def resolve_variants(cfg) -> list[tuple[str, RunSpec]]:
     """``[(name, RunSpec)]`` of every variant of a whole run config, validated once.
+
+    Args:
+      cfg: a run config, with any number of variants (none: one, named after its model).
+
+    Returns:
+      ``[(name, RunSpec)]`` in the order of :func:`variant_configs`.
 
     Raises:
       ValueError: as :func:`validate_config` (a variant's error names the variant).

@@ -246,8 +246,17 @@ class Distribution:
         return float(self.cumulants(2)[1])
 
     def affine(self, scale: float, shift: float = 0.0) -> "Distribution":
-        """The family of ``scale * x + shift``; ValueError unless scale is finite and
-        non-zero and shift finite."""
+        """The family of ``scale * x + shift``.
+
+        Args:
+          scale: finite, non-zero (negative flips the law); shift: finite.
+
+        Returns:
+          A new Distribution, named ``<name>[affine]``, with exact cumulants and sampler.
+
+        Raises:
+          ValueError: ``scale`` zero or not finite, or ``shift`` not finite.
+        """
         scale = validation.real("scale", scale)
         shift = validation.real("shift", shift)
         if scale == 0:
@@ -257,8 +266,15 @@ class Distribution:
 
     def standardised(self) -> "Distribution":
         """The family rescaled to mean 0 and variance 1, ``(x - mean) / sd``: centred
-        before it is scaled, so kappa_1 is exactly 0.  Raises CumulantDoesNotExist without a
-        finite variance, ValueError for a constant law."""
+        before it is scaled, so kappa_1 is exactly 0.
+
+        Returns:
+          A new Distribution, named ``<name>[standardised]``.
+
+        Raises:
+          CumulantDoesNotExist: the law has no finite variance.
+          ValueError: a constant law (variance 0).
+        """
         if self.max_order < 2:
             raise CumulantDoesNotExist(f"{self} has no finite variance and cannot be standardised")
         mu, var = self.cumulants(2)

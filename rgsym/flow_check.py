@@ -39,9 +39,27 @@ class FlowRow:
 
 def flow_rows(dist: D.Distribution, key: jax.Array, *, b: int = 2, dim: int = 1,
               steps: int = 5, n_final: int = 100_000, family: str | None = None):
-    """Rows for k = 0..steps; consumes ``key``.  Returns (rows, levels) with levels[k] the
-    sampled sites [n_k] after k steps (for histograms).  ``n_final`` lattices are sampled,
-    each of side b**steps, so the last step still has ``n_final`` samples."""
+    """Exact and sampled kappa_1..kappa_4 of ``dist`` after k = 0..steps block-map steps.
+
+    ``n_final`` lattices of side b**steps are sampled in float64 (needs ``jax_enable_x64``),
+    so the last step still has ``n_final`` samples; consumes ``key``.
+
+    Args:
+      dist: the base family of the sites.
+      key: a PRNG key.
+      b: block size; dim: lattice dimension (1 or 2); steps: RG steps, >= 0.
+      n_final: lattices sampled (samples left after the last step).
+      family: the rows' family label (default ``dist.name``).
+
+    Returns:
+      ``(rows, levels)``: ``steps + 1`` :class:`FlowRow`, and ``levels[k]`` the sampled
+      sites after k steps, flattened [n_final * (side / b**k)**dim] (for histograms).
+
+    Raises:
+      ValueError: an invalid ``b``, ``dim`` or ``steps`` (as :func:`rgsym.clt.flow`), or a
+        dtype the sampler refuses (float64 with x64 off; see
+        :meth:`rgsym.distributions.Distribution.sample`).
+    """
     side = b ** steps
     x = dist.sample(key, (n_final,) + (side,) * dim, jnp.float64)
     exact_order = int(min(ORDER, dist.max_order))
@@ -61,7 +79,15 @@ def flow_rows(dist: D.Distribution, key: jax.Array, *, b: int = 2, dim: int = 1,
 
 
 def format_table(rows: list[FlowRow]) -> str:
-    """A Markdown table: exact and sampled (+- SE) kappa_1..kappa_4 per family and step."""
+    """A Markdown table: exact and sampled (+- SE) kappa_1..kappa_4 per family and step.
+
+    Args:
+      rows: from :func:`flow_rows`, one or several families.
+
+    Returns:
+      The table, one line per row, and a footnote where a standard error is not valid
+      (marked ``*``: it needs a kappa_2n that diverges).
+    """
     head = ["family", "k"]
     for n in range(1, ORDER + 1):
         head += [f"kappa_{n} exact", f"kappa_{n} sampled +- se"]

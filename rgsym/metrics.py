@@ -127,7 +127,17 @@ class Metric:
                                   for i, p in enumerate(parts)))
 
     def name(self, **fields) -> str:
-        """The concrete name: ``REL_ERR.name(set='laplace') == 'rel_err/laplace'``."""
+        """The concrete name: ``REL_ERR.name(set='laplace') == 'rel_err/laplace'``.
+
+        Args:
+          **fields: a value for each ``<field>`` of the pattern (none for a plain metric).
+
+        Returns:
+          The pattern with every field filled in.
+
+        Raises:
+          ValueError: fields missing or not in the pattern (the pattern's are named).
+        """
         if set(fields) != set(self.fields):
             raise ValueError(f"metric {self.pattern!r} takes the fields {list(self.fields)}, "
                              f"got {sorted(fields)}")
@@ -137,16 +147,42 @@ class Metric:
         return out
 
     def match(self, name: str) -> dict | None:
-        """``{field: value}`` when ``name`` is one of this metric's names, else None."""
+        """Parses a concrete metric name against this metric's pattern.
+
+        Args:
+          name: e.g. ``'rel_err/laplace'``.
+
+        Returns:
+          ``{field: value}`` (``{'set': 'laplace'}``; {} for a plain metric) when ``name`` is
+          one of this metric's names, else None.
+        """
         m = self._regex.fullmatch(name)
         return None if m is None else m.groupdict()
 
     def matches(self, name: str) -> bool:
-        """Whether ``name`` is one of this metric's names."""
+        """Whether ``name`` is one of this metric's names.
+
+        Args:
+          name: a concrete metric name.
+
+        Returns:
+          ``self.match(name) is not None``.
+        """
         return self.match(name) is not None
 
     def se_name(self, name: str) -> str | None:
-        """The name of the companion metric holding ``name``'s evaluation-set SE."""
+        """The name of the companion metric holding ``name``'s evaluation-set SE.
+
+        Args:
+          name: one of this metric's concrete names.
+
+        Returns:
+          e.g. ``'cum_err_se/laplace/k3'`` for ``'cum_err/laplace/k3'``; None for a metric
+          without an SE.
+
+        Raises:
+          TypeError: ``name`` is not one of this metric's names (and the metric has an SE).
+        """
         if self.se is None:
             return None
         return Metric(self.se, "").name(**self.match(name))

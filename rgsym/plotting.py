@@ -25,7 +25,19 @@ __all__ = ["save_figure", "flow_histograms"]
 def save_figure(fig, path: str) -> str:
     """Renders ``fig`` (format from the suffix, PNG by default) and writes it atomically
     with :func:`rgsym.atomic.atomic_write_bytes`.  A Figure made without pyplot is not
-    registered anywhere: nothing to close."""
+    registered anywhere: nothing to close.
+
+    Args:
+      fig: a ``matplotlib.figure.Figure``.
+      path: the file; its suffix (``.png``, ``.pdf``, ``.svg``, ...) picks the format.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: a suffix matplotlib has no writer for.
+      OSError: as :func:`rgsym.atomic.atomic_write_bytes`.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=110,
                 bbox_inches="tight")
@@ -34,7 +46,20 @@ def save_figure(fig, path: str) -> str:
 
 def flow_histograms(levels_by_family: dict[str, list[np.ndarray]], path: str) -> str:
     """Grid of histograms: one row per family, one column per RG step, each standardised by
-    its own sample mean and sd and overlaid with the unit Gaussian (the fixed point)."""
+    its own sample mean and sd and overlaid with the unit Gaussian (the fixed point).
+
+    Args:
+      levels_by_family: ``{family: levels}``, ``levels[k]`` the sampled sites [n_k] after k
+        steps (as :func:`rgsym.flow_check.flow_rows` returns); the same step count for all.
+      path: the image file.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      StopIteration: ``levels_by_family`` is empty.
+      ValueError, OSError: as :func:`save_figure`.
+    """
     families = list(levels_by_family)
     steps = len(next(iter(levels_by_family.values())))
     fig = Figure(figsize=(1.9 * steps, 1.3 * len(families)))
@@ -85,7 +110,18 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
     """One panel per metric: median over seeds (IQR band) against the training step; titles
     and axis labels from the metrics' declarations (``rgsym.metrics.REGISTRY``).
 
-    variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged [S]).
+    Args:
+      variants: ``{name: results.load_variant(...)}`` (curves [S, E], steps [E], diverged
+        [S]); a variant lacking a metric, or whose seeds all diverged, is left out of its panel.
+      path: the image file.
+      metrics: metric names the registry knows (a pattern's too, e.g. ``rel_err/laplace``).
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError: a metric name the registry does not know; as :func:`save_figure`.
+      OSError: as :func:`save_figure`.
     """
     infos = [_metrics().metric_info(m) for m in metrics]
     fig = Figure(figsize=(4.2 * len(metrics), 3.4))
@@ -113,7 +149,19 @@ def learning_curves(variants: dict[str, VariantRecord], path: str,
 
 def ood_by_family(variants: dict[str, VariantRecord], path: str) -> str:
     """Heat map of log10 median relative error: variants (sorted by model kind, symmetry,
-    activation) x evaluation sets (families and scales)."""
+    activation) x evaluation sets (families and scales); cells of a variant without that
+    set, or whose seeds all diverged, are blank.
+
+    Args:
+      variants: ``{name: results.load_variant(...)}`` (final [S] per metric, diverged [S]).
+      path: the image file.
+
+    Returns:
+      ``path``.
+
+    Raises:
+      ValueError, OSError: as :func:`save_figure`.
+    """
     rel_err = _metrics().REL_ERR
     names = sorted(variants, key=lambda n: tuple(
         variants[n].config["model"][k] for k in ("kind", "symmetry", "activation")))
@@ -148,7 +196,18 @@ def _axis_label(info) -> str:
 
 
 def sweep_figures(workdir, variants: dict[str, VariantRecord]) -> list[str]:
-    """Both sweep figures under ``workdir/figures``."""
+    """Writes both sweep figures under ``workdir/figures``.
+
+    Args:
+      workdir: the run directory.
+      variants: as :func:`learning_curves`.
+
+    Returns:
+      The paths of ``learning_curves.png`` and ``ood_by_family.png``.
+
+    Raises:
+      ValueError, OSError: as :func:`save_figure`.
+    """
     out = os.path.join(str(workdir), "figures")
     return [learning_curves(variants, os.path.join(out, "learning_curves.png")),
             ood_by_family(variants, os.path.join(out, "ood_by_family.png"))]

@@ -13,7 +13,14 @@ __all__ = ["short_repr", "array_summary"]
 
 
 def array_summary(a) -> str:
-    """``float64[16,8]`` for an array; the value (4 significant digits) for a 0-d one."""
+    """``float64[16,8]`` for an array; the value (4 significant digits) for a 0-d one.
+
+    Args:
+      a: an array, JAX tracer or scalar (a 0-d tracer, which has no value yet, gives ``<dtype>[]``).
+
+    Returns:
+      The one-line summary.
+    """
     shape = np.shape(a)
     dtype = getattr(a, "dtype", None)
     if not shape:
@@ -28,7 +35,14 @@ def array_summary(a) -> str:
 
 def short_repr(obj) -> str:
     """``Name(field=..., ...)`` of a NamedTuple or dataclass, arrays summarised by
-    :func:`array_summary`, nested records, tuples, lists and dicts likewise."""
+    :func:`array_summary`, nested records, tuples, lists and dicts likewise.
+
+    Args:
+      obj: any value; what is none of the above is shown by its ``repr``.
+
+    Returns:
+      The one-line repr.
+    """
     if hasattr(obj, "shape") and hasattr(obj, "dtype"):
         return array_summary(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -95,14 +95,29 @@ RESUME_VERSION_KEYS = ("rgsym", "jax", "jaxlib")
 
 
 def versions() -> dict:
-    """``{rgsym, jax, jaxlib}`` version strings of this process."""
+    """The versions a resumed run is compared on (:data:`RESUME_VERSION_KEYS`).
+
+    Returns:
+      ``{'rgsym': str, 'jax': str, 'jaxlib': str | None}`` of this process (None: jaxlib's
+      version cannot be found).
+    """
     import rgsym
     return dict(rgsym=rgsym.__version__, jax=jax.__version__,
                 jaxlib=getattr(jax.lib, "__version__", None) or _version("jaxlib"))
 
 
 def environment(cfg) -> dict:
-    """What produced a run: versions, devices, git revision, precision settings."""
+    """What produced a run (``environment.json``); initialises JAX's backends.
+
+    Args:
+      cfg: the run config (its ``matmul_precision`` and ``dtype`` are recorded).
+
+    Returns:
+      A JSON-ready dict: :func:`versions`, backend, devices, local_device_count,
+      process_count, git_revision and git_dirty of the source tree ('' / False outside a
+      git checkout), matmul_precision, dtype, jax_enable_x64, python, numpy, platform,
+      cpu_count, argv and started_utc (ISO 8601).
+    """
     repo = Path(__file__).resolve().parent.parent
 
     def git(*args):
@@ -380,7 +395,18 @@ class RunRecord:
                 f"{len(self.summaries)} finished, num_seeds={self.config.get('num_seeds')})")
 
     def variant(self, name: str) -> VariantRecord:
-        """:func:`load_variant` of one of :attr:`variants`."""
+        """:func:`load_variant` of one of :attr:`variants`.
+
+        Args:
+          name: the variant's name.
+
+        Returns:
+          Its :class:`VariantRecord`.
+
+        Raises:
+          ValueError: ``name`` is not a variant of this run (the variants are listed); as
+            :func:`load_variant` for an unfinished or damaged variant.
+        """
         if name not in self.variants:
             raise ValueError(f"variant={name!r} is not in {self.path}: its variants are "
                              f"{', '.join(self.variants)}")
@@ -598,7 +624,16 @@ def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str
     """Plain-text table: one row per variant, ``median ± se [q25, q75]`` per metric, then a
     legend.  ``se`` is ``metrics.summarise``'s: the seed spread's bootstrap SE of the median,
     combined in quadrature with the evaluation set's SE where the metric has one (summaries
-    written before SEs were recorded show none)."""
+    written before SEs were recorded show none).
+
+    Args:
+      summaries: ``{variant: metrics.summarise(...)}``, as :func:`run` returns.
+      columns: metric names; a variant that lacks one, or has no finite value, shows '-'.
+
+    Returns:
+      The table (header, rule, one line per variant), newline-terminated; the legend is
+      :func:`summary_legend`.
+    """
     header = ["variant", "seeds", "diverged", *columns]
     rows = []
     for name, s in summaries.items():
@@ -617,7 +652,15 @@ def summary_table(summaries: Mapping[str, dict], columns=SUMMARY_COLUMNS) -> str
 
 def summary_legend(columns=SUMMARY_COLUMNS, width: int = 100) -> str:
     """What the cells of :func:`summary_table` are, and how their standard errors are made
-    (written under the table in summary.txt)."""
+    (written under the table in summary.txt).
+
+    Args:
+      columns: the table's metrics; those with an evaluation-set SE are named.
+      width: the widest line, in characters.
+
+    Returns:
+      The legend, wrapped, newline-terminated.
+    """
     noisy = [c for c in columns if (info := metrics_lib.lookup(c)) and info.se]
     return "\n".join(textwrap.wrap(
         "median ± standard error [q25, q75] over the seeds that did not diverge. The SE is "

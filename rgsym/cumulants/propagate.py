@@ -64,9 +64,18 @@ class Propagation:
         return self.states[-1]
 
     def marginals(self, order: int | None = None) -> list:
-        """Per-unit kappa_1..kappa_order of every state, each [H_layer, order] (with the
-        leading axes of a batched result, e.g. [S, H_layer, order] from
-        :func:`propagate_many`)."""
+        """Per-unit kappa_1..kappa_order of every state (:func:`rgsym.cumulants.marginals`).
+
+        Args:
+          order: how many cumulants per unit; default each state's order.
+
+        Returns:
+          One array per state, [H_layer, order], with the leading axes of a batched result
+          (e.g. [S, H_layer, order] from :func:`propagate_many`).
+
+        Raises:
+          ValueError: ``order`` above a state's.
+        """
         return [_batched_marginals(s, order) for s in self.states]
 
     def __repr__(self) -> str:

@@ -77,6 +77,7 @@ class FactorCumulants(NamedTuple):
         return self.weight.shape[-2]
 
     def mean(self):
+        """E[z] = weight @ kappa_1 + shift, [H] (unbatched states only)."""
         return self.weight @ self.kappa[:, 0] + self.shift
 
 
@@ -93,6 +94,7 @@ class DenseCumulants(NamedTuple):
         return self.tensors[0].shape[-1]
 
     def mean(self):
+        """E[z] = G_1, [H]."""
         return self.tensors[0]
 
 
@@ -110,6 +112,7 @@ class MarginalCumulants(NamedTuple):
         return self.kappa.shape[-2]
 
     def mean(self):
+        """kappa_1 of each unit, [H] (unbatched states only)."""
         return self.kappa[:, 0]
 
 

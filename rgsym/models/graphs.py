@@ -45,6 +45,10 @@ def lattice_graph(shape: tuple[int, ...], b: int, boundary: str = "periodic",
     Returns:
       The :class:`LatticeGraph`: a jraph graph over the row-major sites, each site's
       block and its position in the block.
+
+    Raises:
+      ValueError: ``shape`` of another rank than 1 or 2, a side not divisible by ``b``,
+        an invalid ``b``, or an unknown ``boundary``.
     """
     shape = as_shape(shape)
     dim = clt.validate_dim(len(shape))

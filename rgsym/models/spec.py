@@ -143,7 +143,18 @@ class ModelSpec:
         return (self.sites,) * self.dim
 
     def replace(self, **changes) -> "ModelSpec":
-        """A copy with ``changes`` applied, validated like a new spec."""
+        """A copy with ``changes`` applied, validated like a new spec.
+
+        Args:
+          **changes: ModelSpec fields and their new values.
+
+        Returns:
+          The new, frozen ModelSpec.
+
+        Raises:
+          TypeError: a name that is not a field.
+          ValueError: an invalid value, as the constructor.
+        """
         return dataclasses.replace(self, **changes)
 
 
@@ -162,8 +173,12 @@ def spec_from_config(cfg) -> ModelSpec:
         one saved before a field was renamed is read under the new names first, by
         ``rgsym.config.upgrade``).
 
+    Returns:
+      The validated, frozen ModelSpec (``cfg`` itself if it is one); fields left unset take
+      their defaults, and a run config's lattice fields and dtype fill the spec's.
+
     Raises:
-      ValueError: an unknown or missing key (named, with the valid ones listed), a run
+      ValueError: a ``cfg`` of another type, an unknown or missing key (named, with the valid ones listed), a run
         config that still holds variants, or an invalid field value.
     """
     if isinstance(cfg, ModelSpec):
