@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgsym import clt, config, cumulants, distributions as D, metrics, models, train
+from rgsym import clt, config, cumulants, distributions as D, metrics, models
 from rgsym.cumulants import rules
 from rgsym.cumulants.state import DenseCumulants
-from rgsym.models.activations import KINKS, activation_fn
+from rgsym.models.activations import KINKS
 
 
 # ---- integer and boolean arrays are promoted, never truncated --------------------------
