@@ -21,7 +21,9 @@ pattern, meaning, which way is better, the statistic over seeds the tables show,
 companion metric holding its evaluation-set standard error); :func:`metric_info` resolves a
 concrete name such as ``rel_err/laplace`` to its declaration.
 
-Noise.  Each final k-statistic error (``cum_err/...``, ``fixed_point/...``) comes with the
+Noise.  Each final relative error comes with its evaluation-set standard error
+(``rel_err_se/<set>``, ``test_rel_err_se``: the spread of each sample's squared error), and
+each final k-statistic error (``cum_err/...``, ``fixed_point/...``) with the
 standard error of that k-statistic on the evaluation set (``cum_err_se/...``,
 ``fixed_point_se/...``): the influence-function (delta-method) standard error with the
 evaluation samples as the independent units (the coarse sites of one sample may be
@@ -192,11 +194,17 @@ TRAIN_LOSS = Metric("train_loss", "training MSE against the exact block map, ave
                     "the steps of the last evaluation period", unit="x^2",
                     label="training MSE", short="train")
 REL_ERR = Metric("rel_err/<set>", "MSE against the exact block map on an evaluation set, "
-                 "divided by the exact Var(RG(x)) of that set", label="relative error")
+                 "divided by the exact Var(RG(x)) of that set", label="relative error",
+                 se="rel_err_se/<set>")
+REL_ERR_SE = Metric("rel_err_se/<set>", "standard error of rel_err from the evaluation set's "
+                    "sampling (final only): the spread of the per-sample squared error, "
+                    "samples as units", label="SE of the relative error")
 MSE = Metric("mse/<set>", "MSE against the exact block map on an evaluation set (final "
              "only)", unit="x^2", label="MSE")
 TEST_REL_ERR = Metric("test_rel_err", "rel_err of the training family (in-distribution)",
-                      label="test relative error", short="test")
+                      label="test relative error", short="test", se="test_rel_err_se")
+TEST_REL_ERR_SE = Metric("test_rel_err_se", "rel_err_se of the training family",
+                         label="SE of the test relative error")
 TEST_MSE = Metric("test_mse", "mse of the training family (in-distribution)", unit="x^2",
                   label="test MSE")
 OOD_REL_ERR_MEDIAN = Metric("ood_rel_err_median", "median of rel_err over the OOD families",
@@ -244,7 +252,8 @@ RG_EIG_ERR = Metric("rg_eig_err", "distance of the learned map's cumulant eigenv
 
 #: Every metric, in the order the tables and docs list them.
 REGISTRY = (TRAIN_LOSS, TEST_REL_ERR, TEST_MSE, OOD_REL_ERR_MEDIAN, OOD_REL_ERR_MAX,
-            SCALE_REL_ERR_MAX, FLOW_REL_ERR_MAX, REL_ERR, MSE, FLOW_REL_ERR, CUM_ERR,
+            SCALE_REL_ERR_MAX, FLOW_REL_ERR_MAX, REL_ERR, REL_ERR_SE, TEST_REL_ERR_SE, MSE,
+            FLOW_REL_ERR, CUM_ERR,
             CUM_ERR_TRAIN, CUM_ERR_SE, CUM_ERR_SE_TRAIN, FIXED_POINT, FIXED_POINT_SE,
             FIXED_POINT_VIOLATION, FIXED_POINT_VIOLATION_SE, SYM, RG_EIG_ERR)
 
@@ -435,6 +444,7 @@ def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
                    + sum((per_order_names(CUM_ERR_SE, set=n) for n in sets.names), ())
                    + per_order_names(CUM_ERR_SE_TRAIN)
                    + fixed_point(FIXED_POINT_SE) + (FIXED_POINT_VIOLATION_SE.name(),)
+                   + per_set_names(REL_ERR_SE) + (TEST_REL_ERR_SE.name(),)
                    + flow_names)
 
     def sample(key):
@@ -470,6 +480,9 @@ def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
         mse = jnp.mean((pred - y) ** 2)
         if not with_kstats:
             return mse, None
+        # The samples (not their correlated coarse sites) are the independent units.
+        per_sample = jnp.mean(((pred - y) ** 2).reshape(len(x), -1), axis=1)
+        mse_se = jnp.std(per_sample, ddof=1) / jnp.sqrt(len(x))
         both = jnp.stack([pred.reshape(-1), y.reshape(-1)])
         kstats = k_statistics(both, axis=1, order=ORDERS)
         # Evaluation-set SEs [ORDERS + 3]: of the output's kappa_1..4, of its kappa_3, kappa_4
@@ -480,7 +493,7 @@ def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
         hypot = jnp.sqrt(jnp.sum(k ** 2))
         grad = jnp.where(hypot > 0, k / jnp.where(hypot > 0, hypot, 1), 0)
         se = contribution_se(jnp.concatenate([c[0], diff, (grad @ diff)[None]]))
-        return mse, (kstats, se)
+        return mse, (kstats, jnp.concatenate([se, mse_se[None]]))
 
     def evaluate(params, hp, x, y, with_kstats=True):
         # lax.map runs the sets one after another: memory is one set's activations.
@@ -488,7 +501,8 @@ def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
         # only the final evaluation needs them, not the curves inside the training scan.
         # Returns the vector of error_names, kstats and mse [F].
         mse, kstats = jax.lax.map(lambda xy: per_set(params, hp, xy, with_kstats), (x, y))
-        # (kstats: None, or ([F, 2, 4] k-statistics, [F, ORDERS + 3] their SEs))
+        # (kstats: None, or ([F, 2, 4] k-statistics, [F, ORDERS + 4] SEs: of the
+        # k-statistics, the fixed-point differences and their hypot, then of the MSE))
         rel = mse / jnp.asarray(sets.target_var, mse.dtype)
         parts = [rel, jnp.stack([rel[sets.train], mse[sets.train]])]
         if len(sets.ood):
@@ -511,7 +525,10 @@ def make_evaluator(spec: RunSpec, model: Model) -> Evaluator:
         k3, k4 = (kstats[sets.gaussian, 0, 2:] - kstats[sets.gaussian, 1, 2:])
         parts = [errors, mse, err.reshape(-1), err[sets.train],
                  jnp.stack([k3, k4, jnp.sqrt(k3 ** 2 + k4 ** 2)]),
-                 se[:, :ORDERS].reshape(-1), se[sets.train, :ORDERS], se[sets.gaussian, ORDERS:]]
+                 se[:, :ORDERS].reshape(-1), se[sets.train, :ORDERS],
+                 se[sets.gaussian, ORDERS:-1]]
+        rel_se = se[:, -1] / jnp.asarray(sets.target_var, se.dtype)
+        parts += [rel_se, rel_se[sets.train][None]]
         if flow_names:
             parts.append(flow_errors(params, hp, x[sets.train]))
         return jnp.concatenate(parts)

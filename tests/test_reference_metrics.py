@@ -188,10 +188,14 @@ def _reference(trainer, params, x, hp_alpha):
             out[f"cum_err/{name}/k{n + 1}"] = abs(kst[name][0][n] - exact[n])
             out[f"cum_err_se/{name}/k{n + 1}"] = _sample_se(infl[name][0][n + 1])
         out[f"rel_err/{name}"], out[f"mse/{name}"] = rel[name], mse[name]
+        # scipy's standard error of the mean of each sample's squared error (over its sites)
+        per_sample = ((pred - y) ** 2).reshape(len(pred), -1).mean(1)
+        out[f"rel_err_se/{name}"] = stats.sem(per_sample) / s ** 2
     train_name = cfg.data.family
     for kind in ("cum_err", "cum_err_se"):
         out.update({f"{kind}/k{n}": out[f"{kind}/{train_name}/k{n}"] for n in range(1, 5)})
     out["test_rel_err"], out["test_mse"] = rel[train_name], mse[train_name]
+    out["test_rel_err_se"] = out[f"rel_err_se/{train_name}"]
     ood = [rel[f] for f in cfg.eval.families if f != train_name]
     out["ood_rel_err_median"], out["ood_rel_err_max"] = np.median(ood), np.max(ood)
     if len(ood) % 2:   # an odd count: the median is one of the sets, not their mean
