@@ -57,12 +57,10 @@ def sweeps(quick: bool) -> list:
 def quadratic_form_norm(model, params) -> float:
     """||Q||_F / ||u||_2 over outputs: the quadratic part of a one-hidden-layer quadratic net
     relative to its linear part (0 for the exact, linear block map)."""
-    chain = model_chain(model, params)
-    (w1, _), alpha, (v, _) = ((chain[0].weight, chain[0].bias), model.spec.alpha,
-                              (chain[-1].weight, chain[-1].bias))
-    assert isinstance(chain[0], Affine) and isinstance(chain[-1], Affine), chain
-    w1, v = np.asarray(w1), np.asarray(v)
-    q = alpha * np.einsum("oh,hi,hj->oij", v, w1, w1)
+    first, *_, last = model_chain(model, params)
+    assert isinstance(first, Affine) and isinstance(last, Affine), (first, last)
+    w1, v = np.asarray(first.weight), np.asarray(last.weight)
+    q = model.spec.alpha * np.einsum("oh,hi,hj->oij", v, w1, w1)
     u = v @ w1
     return float(np.linalg.norm(q) / np.linalg.norm(u))
 

@@ -14,9 +14,10 @@ import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 
-from rgsym import config, plotting, results
+from rgsym import config, models, plotting, results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,3 +104,28 @@ def trained(ctx: Context, run: str) -> str:
             f"per side in blocks of b = {lat['b']}, {m['kind']} width {m['width']} and depth "
             f"{m['depth']}, {o['steps']} {o['optimizer']} steps at learning rate {o['lr']:g} "
             f"({o['schedule']} schedule).")
+
+
+def brief_sweep(name: str, s: dict):
+    """A short training run (claims 3 and 4): s['seeds'] seeds of one-hidden-layer nets of
+    width s['width'] on s['sites'] sites, s['steps'] Adam steps at lr 1e-2 on uniform
+    inputs, one evaluation at the end on small sets."""
+    c = config.base_config()
+    c.name = name
+    c.num_seeds = s["seeds"]
+    c.lattice.sites = s["sites"]
+    c.model.width, c.model.depth = s["width"], 1
+    c.optim.lr, c.optim.steps = 1e-2, s["steps"]
+    c.eval.every = s["steps"]
+    c.eval.families = ("uniform", "exponential")
+    c.eval.batch = c.eval.curve_batch = 256
+    return c
+
+
+def seed0(ctx, run: str, name: str):
+    """(variant config, model, parameters) of seed 0 of one variant, all in float64."""
+    rec = results.load_variant(ctx.runs / run / "variants" / name)
+    vcfg = dict(rec.config, dtype="float64")
+    i = list(rec.seeds).index(0)
+    params = jax.tree.map(lambda a: np.asarray(a[i], np.float64), rec.params)
+    return vcfg, models.build(vcfg), params

@@ -208,7 +208,7 @@ def report(ctx) -> str:
     data = _lines(ctx, "competition_data", "model.symmetry", "data.train_size", sizes)
     labels = [str(n) if n else "unlimited" for n in sizes]
     fig = Figure(figsize=(5, 3.5), layout="constrained")
-    _plot(fig.add_subplot(), labels, {k: v for k, v in data.items()}, "training samples")
+    _plot(fig.add_subplot(), labels, data, "training samples")
     fig.legend(loc="outside right upper", fontsize=7)
     out += ["", ctx.save(fig, "competition_data")]
     for sym, pts in data.items():

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import common
-from rgsym import clt, config, cumulants, distributions, models, results
+from rgsym import clt, config, cumulants, distributions, models
 from rgsym.cumulants import predict
 
 TITLE = "4. Iterated flows of learned RG maps"
@@ -40,34 +40,9 @@ def _iterable(cfg) -> bool:
     return bool(models.build(config.model_config(cfg)).describe()["iterable"])
 
 
-def brief_sweep(name: str, s: dict):
-    """A short training run (also claim (c)'s): s['seeds'] seeds of one-hidden-layer nets of
-    width s['width'] on s['sites'] sites, s['steps'] Adam steps at lr 1e-2 on uniform
-    inputs, one evaluation at the end on small sets."""
-    c = config.base_config()
-    c.name = name
-    c.num_seeds = s["seeds"]
-    c.lattice.sites = s["sites"]
-    c.model.width, c.model.depth = s["width"], 1
-    c.optim.lr, c.optim.steps = 1e-2, s["steps"]
-    c.eval.every = s["steps"]
-    c.eval.families = ("uniform", "exponential")
-    c.eval.batch = c.eval.curve_batch = 256
-    return c
-
-
-def seed0(ctx, run: str, name: str):
-    """(variant config, model, parameters) of seed 0 of one variant, all in float64."""
-    vcfg = dict(results.load_variant(ctx.runs / run / "variants" / name).config)
-    vcfg["dtype"] = "float64"
-    params = jax.tree.map(lambda a: np.asarray(a[0], np.float64),
-                          results.load_params(ctx.runs / run, name, seeds=[0]))
-    return vcfg, models.build(vcfg), params
-
-
 def sweeps(quick: bool) -> list:
     s = _sizes(quick)
-    c = brief_sweep(RUN, s)
+    c = common.brief_sweep(RUN, s)
     c.eval.flow_steps = int(np.log2(s["sites"]))  # b = 2: down to one site
     # Only the symmetries whose model can be iterated (decided by the model zoo).
     keep = []
@@ -168,7 +143,7 @@ def report(ctx) -> str:
     steps = cfg0["eval"]["flow_steps"]
     flows, eig_rows, eig_notes, diverged = [], [], [], []
     for name in names:
-        vcfg, model, params = seed0(ctx, RUN, name)
+        vcfg, model, params = common.seed0(ctx, RUN, name)
         if bool(rec.variant(name).diverged[0]):
             diverged.append(name)
         act = vcfg["model"]["activation"]

@@ -15,7 +15,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import common
-import flows  # claim (d): its brief training run and seed-0 loader serve both claims
 from rgsym import config, cumulants, distributions, models
 from rgsym.cumulants.propagate import model_chain
 from rgsym.models import Affine
@@ -39,7 +38,7 @@ def _sizes(quick: bool) -> dict:
 
 def sweeps(quick: bool) -> list:
     s = _sizes(quick)
-    c = flows.brief_sweep(RUN, s)
+    c = common.brief_sweep(RUN, s)
     c.model.kind = "gnn"
     c.eval.flow_steps = 1
     c.variants = config.grid(kind=("gnn",), symmetry=tuple(s["symmetries"]),
@@ -64,7 +63,7 @@ def _layer_names(chain) -> list[str]:
 
 def _analyse(ctx, name: str, family: str, n_mc: int) -> dict:
     """Seed 0 of one variant on one standardised input family: analytic and MC per layer."""
-    vcfg, model, params = flows.seed0(ctx, RUN, name)
+    vcfg, model, params = common.seed0(ctx, RUN, name)
     act = vcfg["model"]["activation"]
     mode = "exact" if models.polynomial_coefficients(act) is not None else APPROX_MODE
     fam = distributions.get(family, standardised=True)
