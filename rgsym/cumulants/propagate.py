@@ -30,8 +30,8 @@ import jax.numpy as jnp
 
 from rgsym import distributions as _dist
 from rgsym import validation
-from rgsym.cumulants import rules, surrogate
-from rgsym.cumulants.partitions import check_legs
+from rgsym.cumulants import rules, sites, surrogate
+from rgsym.cumulants.partitions import check_legs, check_wick_legs
 from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    MarginalCumulants, State, iid_lattice, independent_sites,
                                    marginals)
@@ -41,7 +41,7 @@ from rgsym.models.model import Model, Params
 
 __all__ = ["Propagation", "propagate", "propagate_chain", "propagate_many", "MODES",
            "APPROXIMATE_MODES", "geometry", "model_chain", "input_state", "order_schedule",
-           "check_orders"]
+           "site_degree", "check_orders"]
 
 APPROXIMATE_MODES = ("quadratic", "gaussian_closure", "hermite")
 MODES = ("exact",) + APPROXIMATE_MODES
@@ -151,12 +151,15 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     :func:`partitions.check_legs`).
     """
     order, internal_order = check_orders(order, internal_order)
-    cap = order if internal_order is None else internal_order
+    total = site_degree(chain, order, internal_order)
+    if total is not None:  # exact as polynomials of the sites: no hidden cap, no dense rule
+        check_wick_legs(total, order)
+    cap = math.inf if total is not None else order if internal_order is None else internal_order
     first = next((i for i, l in enumerate(chain) if _degree(l, degree) > 1), len(chain))
     outs, cur = [0] * len(chain), order
     for i in reversed(range(len(chain))):
         outs[i] = cur
-        if _degree(chain[i], degree) > 1:  # refused up front, before any layer is computed
+        if _degree(chain[i], degree) > 1 and total is None:  # refused before any layer runs
             surrogate = (chain[i].activation if degree != 2 and _poly(chain[i]) is None
                          else None)
             check_legs(_degree(chain[i], degree), cur, surrogate)
@@ -164,6 +167,27 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
         if i > first:
             cur = min(cur, cap)
     return cur, tuple(outs)
+
+
+def site_degree(chain, order: int, internal_order: int | None) -> int | None:
+    """The chain's total polynomial degree where it is propagated exactly as polynomials of
+    the input sites (``sites.py``), else None.
+
+    That path is taken for chains of Affine maps and polynomial activations with at least
+    two non-linear activations, when ``internal_order`` asks for exactness (at least
+    ``order`` times the degrees of every non-linear activation but the first: what the
+    dense rule would need).  Below that, or with other activations, the dense rules run.
+    """
+    if internal_order is None:
+        return None
+    degrees = [_degree(l) for l in chain
+               if isinstance(l, Affine) or _poly(l) is not None]
+    if len(degrees) < len(chain):
+        return None
+    nonlinear = [d for d in degrees if d > 1]
+    if len(nonlinear) < 2 or internal_order < order * math.prod(nonlinear[1:]):
+        return None
+    return math.prod(nonlinear)
 
 
 def input_state(input_cumulants, n_sites: int, order: int) -> State:
@@ -197,9 +221,7 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
     coeffs = _poly(layer)
     if coeffs is not None:
         mean = state.mean()
-        raw = jnp.stack([jnp.asarray(c, mean.dtype) for c in coeffs])
-        ident = jnp.zeros_like(raw).at[1].set(1.0)
-        raw = jnp.where(rules.linear_mask(mean.shape[0], linear_units)[:, None], ident, raw)
+        raw = _raw_coefficients(layer, mean.shape[0], mean.dtype, linear_units)
         out = rules.polynomial(state, rules.centre_coefficients(raw, mean), order,
                                readout, memory_limit, flop_limit)
         if state.order >= (len(coeffs) - 1) * order:
@@ -228,6 +250,26 @@ def _elementwise(state: State, layer, order: int, mode: str, readout, memory_lim
     norms = surrogate.untrusted_where_far_from_gaussian(
         state, surrogate.taylor_residual(fn, g[:, 0], g[:, 1], kinks))
     return out, mode, jnp.where(rules.linear_mask(state.width, linear_units)[:, None], 0.0, norms)
+
+
+def _raw_coefficients(layer, width: int, dtype, linear_units: int):
+    """[H, Q+1] ascending coefficients of a polynomial activation, identity (0, 1, 0..) on
+    the trailing ``linear_units``."""
+    raw = jnp.stack([jnp.asarray(c, dtype) for c in _poly(layer)])
+    ident = jnp.zeros_like(raw).at[1].set(1.0)
+    return jnp.where(rules.linear_mask(width, linear_units)[:, None], ident, raw)
+
+
+def _site_layer(state, layer, linear_units: int, memory_limit):
+    """One layer of the exact path on the sites' polynomials (``sites.py``)."""
+    if isinstance(state, FactorCumulants):
+        state = sites.from_factor(state)
+    if isinstance(layer, Affine):
+        return sites.affine(state, layer.weight, layer.bias)
+    if layer.activation == "identity" and not linear_units:
+        return state
+    raw = _raw_coefficients(layer, state.width, state.kappa.dtype, linear_units)
+    return sites.activation(state, raw, memory_limit)
 
 
 def _unbounded(width: int):
@@ -350,8 +392,10 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
     kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
     arrays = tuple(tuple(l) if isinstance(l, Affine) else l.alpha for l in chain)
+    use_sites = (isinstance(state, FactorCumulants)
+                 and site_degree(chain, order, internal_order) is not None)
     out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                               linear_units, joint, flop_limit, degree)
+                               linear_units, joint, flop_limit, degree, use_sites)
     _refuse_kinks(near, chain, mode)
     return out
 
@@ -371,10 +415,12 @@ def _propagate_jit(kinds, arrays, state, *static):
 
 
 def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                       linear_units, joint, flop_limit, degree):
+                       linear_units, joint, flop_limit, degree, use_sites):
     """The chain (kinds: None for Affine, else the activation; arrays: (weight, bias) or
     alpha) as one compiled program: eager layer-by-layer dispatch would compile dozens of
-    small programs on the first call.  Returns (Propagation, {layer: near-kink mask})."""
+    small programs on the first call.  use_sites: polynomial chains run as polynomials
+    of the input sites (:func:`site_degree`).  Returns (Propagation, {layer: near-kink
+    mask})."""
     chain = [Affine(*a) if k is None else Elementwise(k, a) for k, a in zip(kinds, arrays)]
     states, labels, label, near = [state], ["input"], "exact", {}
     norms, low_unbounded = None, False  # residual norms of the current units [H, R]
@@ -382,6 +428,18 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
     i = 0
     while i < len(chain):
         layer = chain[i]
+        if use_sites and (isinstance(state, sites.PolynomialCumulants) or (
+                isinstance(layer, Elementwise) and _degree(layer) > 1)):
+            state = _site_layer(state, layer, linear_units, memory_limit)
+            last = i == len(chain) - 1
+            if every_layer or last:  # recorded with orders 1..order (joint after an Affine)
+                joint_here = joint or last or isinstance(layer, Affine)
+                states.append(sites.cumulants(state, outs[-1], joint_here, memory_limit,
+                                              flop_limit))
+                labels.append(label)
+                errors.append(_errors(states[-1], None, False))
+            i += 1
+            continue
         if isinstance(layer, Affine):
             if isinstance(state, DenseCumulants):  # orders beyond the schedule are not needed
                 state = DenseCumulants(state.tensors[:outs[i]])
@@ -416,7 +474,7 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
             errors.append(_errors(state, norms, low_unbounded, _output_of(chain, i),
                                   linear_units))
         i += 1
-    if not every_layer:
+    if not every_layer and not isinstance(state, sites.PolynomialCumulants):
         states.append(state)
         labels.append(label)
         errors.append(_errors(state, norms, low_unbounded,
@@ -425,7 +483,7 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
     return Propagation(tuple(states), tuple(labels), tuple(errors)), near
 
 
-_STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10)
+_STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 _program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
                        compiler_options=COMPILER_OPTIONS)
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
