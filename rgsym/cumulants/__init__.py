@@ -3,6 +3,7 @@
     state       FactorCumulants / DenseCumulants / MarginalCumulants pytrees, iid_lattice
     partitions  Leonov-Shiryaev connected partitions (trace time)
     rules       affine, polynomial, quadratic_expansion, gaussian_closure
+    sites       polynomial nets carried exactly as polynomials of the input sites
     surrogate   mode 'hermite' (polynomial surrogates under each unit's law) and the
                 error estimates every Propagation carries (``Propagation.errors``)
     propagate   propagate(model, params, input, order, mode), propagate_many

@@ -281,9 +281,10 @@ def wick_groups(degree: int, n: int) -> tuple[ClassGroup, ...]:
 
     For factors ``:x^{(i)}:`` (Wick-ordered products of q_i centred site legs), the joint
     cumulant is the sum over connected partitions of the legs in which no block lies
-    inside a single factor: the diagram formula (Peccati & Taqqu 2011, "Wiener Chaos:
-    Moments, Cumulants and Diagrams", Prop. 7.3.1; it holds for any random variables with
-    moments, Gaussian or not).  So blocks touch at least two factors, which removes about
+    inside a single factor: the diagram formula for Wick products, which holds for any
+    random variables with moments, Gaussian or not (Giraitis & Surgailis 1986, Z. Wahrsch.
+    verw. Gebiete 71; Peccati & Taqqu 2011, "Wiener Chaos: Moments, Cumulants and
+    Diagrams").  ``tests/test_site_polynomials.py`` checks it against brute force.  So blocks touch at least two factors, which removes about
     half the classes of :func:`class_groups` and every block of one factor.  q ranges over
     {1..degree}^n (sorted, weighted by its arrangements, as in :func:`class_groups`); a
     block of |B| legs reads the site cumulant kappa_|B| (no truncation).  Grouped by

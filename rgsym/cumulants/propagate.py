@@ -146,9 +146,11 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     dense states (after the first non-linear layer) are capped at ``internal_order``
     (default ``order``); beyond the cap the truncation closure takes over.  The input state
     (compact factor form) is never capped.  degree: that of the surrogate polynomial of
-    non-polynomial activations (2, or mode 'hermite''s degree).  Raises ValueError where a
-    layer's rule would need more than ``partitions.MAX_LEGS`` legs (see
-    :func:`partitions.check_legs`).
+    non-polynomial activations (2, or mode 'hermite''s degree).  Where the chain runs as
+    polynomials of the sites (:func:`site_degree`), nothing is capped and no dense rule
+    runs.  Raises ValueError where a layer's rule would need more than
+    ``partitions.MAX_LEGS`` legs (see :func:`partitions.check_legs`), or, on the sites'
+    path, the output order more than ``partitions.WICK_MAX_LEGS``.
     """
     order, internal_order = check_orders(order, internal_order)
     total = site_degree(chain, order, internal_order)
@@ -366,7 +368,10 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
         RG target through the net for exact MSEs, see ``predict.py``).
       internal_order: highest order carried by hidden dense states (default ``order``);
         see :func:`order_schedule`.  Raise it to make deeper polynomial nets exact (memory
-        permitting): the final state always has orders 1..order.
+        permitting): the final state always has orders 1..order.  A chain of affine maps
+        and two or more polynomial activations on a FactorCumulants input then runs as
+        polynomials of the sites (:func:`site_degree`), and every state it records after
+        the first activation carries orders 1..order.
       joint: keep the joint cumulant tensors of hidden activations (dense ``[H]^n``,
         costly in time and memory at order >= 3); by default a hidden activation's state
         is a :class:`~rgsym.cumulants.state.MarginalCumulants` (each unit's kappas).
@@ -524,8 +529,11 @@ def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
         by default they hold each unit's own cumulants only (MarginalCumulants [H, order]),
         which is what ``marginals()`` reports and is far cheaper at order >= 3.
       internal_order: orders carried by hidden dense states (default ``order``: beyond one
-        polynomial layer the truncation closure, labelled 'closure'); raise it (memory
-        permitting) for exact deeper or iterated polynomial nets.
+        polynomial layer the truncation closure, labelled 'closure'); raise it for exact
+        deeper or iterated polynomial nets (at least ``order`` times the degrees of every
+        activation but the first, e.g. 8 for two quadratic layers at order 4): those then
+        run as polynomials of the input sites (``sites.py``), with every state after the
+        first activation recorded at orders 1..order.
       degree: the 'hermite' surrogate's polynomial degree.
       memory_limit: bytes; flop_limit: floating-point operations per layer.
 
@@ -541,8 +549,9 @@ def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
       CumulantCostError: a layer's contractions would cost more than ``flop_limit``
         (opt_einsum's estimate).
       ValueError: order or steps < 1, internal_order < order, a layer needing more than
-        ``partitions.MAX_LEGS`` legs, non-finite input, kappas that are not 1-D, a state
-        whose width is not the number of lattice sites, or a float64 state without x64.
+        ``partitions.MAX_LEGS`` legs (``WICK_MAX_LEGS`` on the sites' path), non-finite
+        input, kappas that are not 1-D, a state whose width is not the number of lattice
+        sites, or a float64 state without x64.
       CumulantDoesNotExist: the family lacks a needed cumulant.
 
     Example:

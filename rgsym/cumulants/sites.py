@@ -72,7 +72,11 @@ class PolynomialCumulants(NamedTuple):
 
 
 def polynomial_bytes(width: int, sites: int, degree: int, itemsize: int = 8) -> int:
-    """Bytes of the coefficient tensors A_0..A_degree of ``width`` units over ``sites``."""
+    """Bytes of the coefficient tensors A_0..A_degree of ``width`` units over ``sites``.
+
+    Returns:
+      ``itemsize x width x sum_k sites^k``, k = 0..degree.
+    """
     return itemsize * int(width) * sum(int(sites) ** k for k in range(degree + 1))
 
 
@@ -87,13 +91,27 @@ def _check_bytes(width: int, sites: int, degree: int, limit: float) -> None:
 
 
 def from_factor(state: FactorCumulants) -> PolynomialCumulants:
-    """``z = W x + shift`` as the degree-1 polynomial ``(W kappa_1 + shift) + W xt``."""
+    """``z = W x + shift`` as the degree-1 polynomial ``(W kappa_1 + shift) + W xt``.
+
+    Args:
+      state: a FactorCumulants (weight [H, S], kappa [S, K], shift [H]).
+
+    Returns:
+      The same units as a PolynomialCumulants of degree 1 (A_0 [H], A_1 [H, S]).
+    """
     return PolynomialCumulants((state.weight @ state.kappa[:, 0] + state.shift, state.weight),
                                state.kappa)
 
 
 def affine(state: PolynomialCumulants, weight, bias=None) -> PolynomialCumulants:
-    """``weight @ z + bias`` (weight [O, H], bias [O] or None): contracts each A_k's unit axis."""
+    """``weight @ z + bias``: each A_k's unit axis contracted with ``weight``.
+
+    Args:
+      state: H units; weight: [O, H]; bias: [O] or None.
+
+    Returns:
+      O units, the same degree and sites.
+    """
     coeffs = tuple(jnp.tensordot(weight, a, axes=([1], [0])) for a in state.coeffs)
     if bias is not None:
         coeffs = (coeffs[0] + bias,) + coeffs[1:]
@@ -112,10 +130,18 @@ def _times(p: tuple, r: tuple) -> tuple:
 
 def activation(state: PolynomialCumulants, coeffs,
                memory_limit: float = DEFAULT_MEMORY_LIMIT) -> PolynomialCumulants:
-    """``y_a = sum_q coeffs[a, q] z_a^q`` (raw ascending coefficients, [H, Q+1]).
+    """``y_a = sum_q coeffs[a, q] z_a^q``, unit by unit (powers by symmetrised products).
 
-    Raises CumulantMemoryError, before building them, where the product's coefficient
-    tensors (degree Q x D) would exceed ``memory_limit`` bytes.
+    Args:
+      state: H units of degree D; coeffs: [H, Q+1] raw ascending coefficients of each
+        unit's polynomial (not centred); memory_limit: bytes.
+
+    Returns:
+      H units of degree Q x D.
+
+    Raises:
+      CumulantMemoryError: the coefficient tensors [H, S^k], k <= Q x D, would exceed
+        ``memory_limit`` (checked before they are built).
     """
     q_max = coeffs.shape[-1] - 1
     sites = state.kappa.shape[0]
@@ -143,12 +169,22 @@ def _part_sizes(r: int, smallest: int = 2):
 
 
 def wick(state: PolynomialCumulants) -> tuple:
-    """The Wick form ``(B_0 [H], ..., B_D [H, S^D])``: ``z = sum_j B_j . :xt^{(x)j}:``.
+    """The Wick form: ``z = sum_j B_j . :xt^{(x)j}:``, so that ``E z = B_0``.
 
     ``B_j = sum_{k >= j} sum over ways to gather k - j of A_k's legs into blocks of sizes
     b >= 2 (each block one site, weighted by kappa_b[s])``; the number of ways to pick the
-    legs is ``k! / (j! prod b! prod (repeats of b)!)`` (A_k is symmetric).  Blocks beyond
-    the site cumulants held are dropped.
+    legs is ``k! / (j! prod b! prod (repeats of b)!)`` (A_k is symmetric).  This is the
+    expansion of a product of random variables in Wick products (multivariate Appell
+    polynomials), ``x_1 .. x_k = sum over sets of disjoint blocks of prod kappa(x_B)
+    :x_rest:``, valid for any law with moments (Giraitis & Surgailis 1986, Z. Wahrsch.
+    verw. Gebiete 71), with blocks of one leg absent because the sites are centred.
+    Blocks beyond the site cumulants held are dropped.
+
+    Args:
+      state: H units of degree D over S sites.
+
+    Returns:
+      ``(B_0 [H], B_1 [H, S], ..., B_D [H, S^D])``, symmetric in the site axes.
     """
     out = list(state.coeffs)
     k_max = state.kappa.shape[-1]
@@ -221,9 +257,14 @@ def cumulants(state: PolynomialCumulants, order: int, joint: bool = True,
       memory_limit, flop_limit: bytes of the dense tensors and any einsum intermediate;
         floating-point operations of all contractions (opt_einsum's estimate).
 
-    Raises (at trace time, before anything runs): ValueError where the sites hold fewer
-    than ``order x D`` cumulants or the order needs more legs than
-    ``partitions.WICK_MAX_LEGS``; CumulantMemoryError; CumulantCostError.
+    Returns:
+      DenseCumulants (G_1 [H] .. G_order [H]^order) or MarginalCumulants ([H, order]).
+
+    Raises (at trace time, before anything runs):
+      ValueError: the sites hold fewer than ``order x D`` cumulants, or the order needs
+        more than ``partitions.WICK_MAX_LEGS`` legs or ``WICK_MAX_ORDER`` factors.
+      CumulantMemoryError: dense tensors or an einsum intermediate above ``memory_limit``.
+      CumulantCostError: contractions estimated above ``flop_limit``.
     """
     need = order * state.degree
     if state.kappa.shape[-1] < need:
