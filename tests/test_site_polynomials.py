@@ -3,8 +3,9 @@
 enumeration of discrete lattices (``tests/reference.py``), the dense rules and Monte Carlo,
 refusals and the unchanged default.
 
-Costly programs: two order-4 propagations at total degree 4 (the enumeration check of a
-tiny MLP and the Monte Carlo check of a width-8 one); everything else runs at order <= 3.
+Costly programs: the order-4 propagations at total degree 4 (the enumeration and the Monte
+Carlo checks of one width-8 MLP shape, sharing their compiled programs); everything else
+runs at order <= 3.
 """
 import functools
 import itertools
@@ -215,26 +216,21 @@ def test_site_polynomial_cumulants_match_enumeration(degree, order):
 
 # ------------------------------------------------------- 2. exact against enumeration
 
-@functools.lru_cache(maxsize=None)
-def _exact_order4_mlp():
-    """The first order-4 / degree-4 program: depth-2 quadratic MLP, width 3, 4 sites."""
-    model = _model()
-    params = _perturbed(model.init(jax.random.key(11), jnp.zeros(4)), jax.random.key(12))
-    kappas = site_cumulants(VALUES, PROBS, 16)
-    out = propagate(model, params, kappas, order=4, internal_order=8)
-    return model, params, out
-
-
 def test_depth2_quadratic_mlp_order4_matches_enumeration():
-    """Every state of a depth-2 quadratic MLP (order 4, internal_order=8: the site path)
-    against exhaustive enumeration of all 3^4 lattices of an asymmetric 3-point law:
-    marginals of every state, joint tensors G_1..G_4 of every Affine state and the
-    output; fails on any error in the exact path, its recording or its labels."""
-    model, params, out = _exact_order4_mlp()
-    assert site_degree(model.layers(params, (4,)), 4, 8) == 4
+    """Every state of a depth-2 quadratic MLP (width 8, 8 sites, order 4, internal_order=8:
+    the site path) against exhaustive enumeration of all 3^8 lattices of an asymmetric
+    3-point law: marginals of every state, joint tensors G_1..G_4 of every Affine state and
+    the output; fails on any error in the exact path, its recording or its labels.  The
+    same shapes as the Monte Carlo test below, so the two share their compiled programs."""
+    model = _model(width=8, sites_=8)
+    params = _perturbed(model.init(jax.random.key(11), jnp.zeros(8)), jax.random.key(12), 0.1)
+    out = propagate(model, params, site_cumulants(VALUES, PROBS, 16), order=4,
+                    internal_order=8)
+    assert site_degree(model.layers(params, (8,)), 4, 8) == 4
     assert out.labels == ("input",) + ("exact",) * 5
     assert [s.order for s in out.states] == [16, 16, 4, 4, 4, 4]
-    _compare_states(out, model.layers(params, (4,)), model.apply, params, 4)
+    x, w = enumerate_lattice(VALUES, PROBS, (8,))
+    _compare_states(out, model.layers(params, (8,)), model.apply, params, 4, x, w)
     for e in out.errors:
         assert np.all(np.asarray(e) == 0)
 
@@ -371,7 +367,7 @@ def test_derivatives_through_the_site_path_match_finite_differences():
 # ------------------------------------------------------------------- 4. Monte Carlo
 
 def test_width8_depth2_quadratic_order4_matches_monte_carlo():
-    """The second order-4 program: width 8, 8 sites, uniform inputs, internal_order=8;
+    """The order-4 programs again (width 8, 8 sites), uniform inputs, internal_order=8;
     every layer's kappa_1..kappa_4 within 4 SE of 2^20 Monte Carlo samples: fails on an
     error at a realistic size (more sites than the enumeration tests reach)."""
     model = _model(width=8, sites_=8, alpha=0.3)
@@ -471,3 +467,17 @@ def test_default_internal_order_keeps_the_closure():
         assert out.labels[-1] == "closure", internal
         assert not any(isinstance(s, sites.PolynomialCumulants) for s in out.states)
     assert predict_mse(model, params, fam).label == "closure"
+
+
+def test_mean_and_gathers_are_refused_rather_than_wrong():
+    """A degree-2 state with one site cumulant has no exact mean (ValueError, not the mean
+    without kappa_2); a gather of class tensors above memory_limit is refused by name."""
+    state = sites.from_factor(independent_sites(np.ones((3, 1)), np.eye(3)))
+    squared = sites.activation(state, jnp.asarray(np.broadcast_to([0.0, 0.0, 1.0], (3, 3))))
+    with pytest.raises(ValueError, match="kappa_1..kappa_2"):
+        squared.mean()
+    rng = np.random.default_rng(5)
+    poly = _random_poly(rng, 4, 6, 4)
+    rich = sites.PolynomialCumulants(poly, jnp.asarray(rng.uniform(0.5, 1.0, (6, 16))))
+    with pytest.raises(CumulantMemoryError, match="gathers"):
+        sites.cumulants(rich, 3, joint=False, memory_limit=2e5)

@@ -67,7 +67,13 @@ class PolynomialCumulants(NamedTuple):
         return self.coeffs[0].shape[-1]
 
     def mean(self):
-        """E[z] = the constant of the Wick form, [H]."""
+        """E[z] = the constant of the Wick form, [H].  Raises ValueError where the sites
+        hold fewer cumulants than the degree (the mean needs kappa_1..kappa_D)."""
+        if self.kappa.shape[-1] < self.degree:
+            raise ValueError(
+                f"the mean of a degree-{self.degree} polynomial of the sites needs their "
+                f"cumulants kappa_1..kappa_{self.degree}; the state holds "
+                f"{self.kappa.shape[-1]}")
         return wick(self)[0]
 
 
@@ -230,6 +236,13 @@ def _group_term(b: tuple, kappa, group, joint: bool, ctx: _Contractions, cache: 
             ops.append((unit + sites, _partial_diagonal(b[keys[0][0]], keys[0][1], cache)))
         else:  # the few distinct tensors, gathered per class (not K copies in the program)
             stacked = jnp.stack([_partial_diagonal(b[q], e, cache) for q, e in distinct])
+            need = len(keys) * stacked[0].size * stacked.dtype.itemsize
+            if need > ctx.memory_limit:
+                raise CumulantMemoryError(
+                    f"{ctx.what} gathers {len(keys)} classes' tensors of about "
+                    f"{need / 2 ** 30:.3g} GiB, above memory_limit="
+                    f"{ctx.memory_limit / 2 ** 30:.3g} GiB; lower the width or lattice, or "
+                    "raise memory_limit")
             ops.append(("k" + unit + sites,
                         stacked[np.array([distinct.index(k) for k in keys])]))
         out += unit if joint or not out else ""
