@@ -481,3 +481,21 @@ def test_mean_and_gathers_are_refused_rather_than_wrong():
     rich = sites.PolynomialCumulants(poly, jnp.asarray(rng.uniform(0.5, 1.0, (6, 16))))
     with pytest.raises(CumulantMemoryError, match="gathers"):
         sites.cumulants(rich, 3, joint=False, memory_limit=2e5)
+
+
+def test_site_path_checks_its_input_up_front_and_dense_inputs_keep_the_dense_route():
+    """Too few kappas for the sites' path are refused before any program runs, naming the
+    orders needed; a DenseCumulants input with internal_order at the threshold keeps the
+    dense rules' capped schedule (the sites' path needs independent sites)."""
+    model = _model(width=3)
+    params = model.init(jax.random.key(3), jnp.zeros(4))
+    kappas = site_cumulants(VALUES, PROBS, 16)
+    with pytest.raises(ValueError, match="kappa_1..kappa_8; the input state holds 6"):
+        propagate(model, params, kappas[:6], order=2, internal_order=4)
+    chain = model.layers(params, (4,))
+    factor = independent_sites(np.broadcast_to(kappas[:8], (4, 8)))
+    dense = to_dense(factor, 8)
+    via_dense = propagate_chain(chain, dense, order=2, internal_order=4)
+    via_sites = propagate_chain(chain, factor, order=2, internal_order=4)
+    _close(via_dense.marginals(2)[-1], via_sites.marginals(2)[-1], 1e-10, "dense vs sites")
+    assert [s.order for s in via_dense.states][2:4] != [s.order for s in via_sites.states][2:4]

@@ -139,7 +139,8 @@ def check_orders(order, internal_order=None) -> tuple:
     return order, internal_order
 
 
-def order_schedule(chain, order: int, internal_order: int | None = None, degree: int = 2):
+def order_schedule(chain, order: int, internal_order: int | None = None, degree: int = 2,
+                   sites_path: bool = True):
     """(input order, orders of the state after each layer) for an exact output of ``order``.
 
     A degree-d activation needs d times its output order at its input.  Orders carried by
@@ -150,10 +151,12 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     polynomials of the sites (:func:`site_degree`), nothing is capped and no dense rule
     runs.  Raises ValueError where a layer's rule would need more than
     ``partitions.MAX_LEGS`` legs (see :func:`partitions.check_legs`), or, on the sites'
-    path, the output order more than ``partitions.WICK_MAX_LEGS``.
+    path, the output order more than ``partitions.WICK_MAX_LEGS``.  sites_path=False: the
+    dense rules' schedule even where :func:`site_degree` applies (an input that is not
+    independent sites, e.g. a DenseCumulants state).
     """
     order, internal_order = check_orders(order, internal_order)
-    total = site_degree(chain, order, internal_order)
+    total = site_degree(chain, order, internal_order) if sites_path else None
     if total is not None:  # exact as polynomials of the sites: no hidden cap, no dense rule
         check_wick_legs(total, order)
     cap = math.inf if total is not None else order if internal_order is None else internal_order
@@ -178,7 +181,10 @@ def site_degree(chain, order: int, internal_order: int | None) -> int | None:
     That path is taken for chains of Affine maps and polynomial activations with at least
     two non-linear activations, when ``internal_order`` asks for exactness (at least
     ``order`` times the degrees of every non-linear activation but the first: what the
-    dense rule would need).  Below that, or with other activations, the dense rules run.
+    dense rule would need), and only for an input of independent sites (a Distribution,
+    kappas or a FactorCumulants state: :func:`propagate_chain` checks that).  Below that,
+    with other activations or with a DenseCumulants input, the dense rules run (exact
+    within ``partitions.MAX_LEGS``).
     """
     if internal_order is None:
         return None
@@ -267,7 +273,7 @@ def _site_layer(state, layer, linear_units: int, memory_limit):
     if isinstance(state, FactorCumulants):
         state = sites.from_factor(state)
     if isinstance(layer, Affine):
-        return sites.affine(state, layer.weight, layer.bias)
+        return sites.affine(state, layer.weight, layer.bias, memory_limit)
     if layer.activation == "identity" and not linear_units:
         return state
     raw = _raw_coefficients(layer, state.width, state.kappa.dtype, linear_units)
@@ -394,11 +400,18 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
         if not isinstance(flag, bool):
             raise ValueError(f"{name}={flag!r} is not valid: it must be True or False")
     chain = tuple(chain)
-    _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2)
+    factor = isinstance(state, FactorCumulants)
+    _, outs = order_schedule(chain, order, internal_order, degree if mode == "hermite" else 2,
+                             sites_path=factor)
     kinds = tuple(None if isinstance(l, Affine) else l.activation for l in chain)
     arrays = tuple(tuple(l) if isinstance(l, Affine) else l.alpha for l in chain)
-    use_sites = (isinstance(state, FactorCumulants)
-                 and site_degree(chain, order, internal_order) is not None)
+    total = site_degree(chain, order, internal_order) if factor else None
+    use_sites = total is not None
+    if use_sites and state.order < total * order:  # refused before any program runs
+        raise ValueError(
+            f"order={order} of this net (a degree-{total} polynomial of the input sites) "
+            f"needs the sites' cumulants kappa_1..kappa_{total * order}; the input state "
+            f"holds {state.order} (pass a Distribution, or more kappas)")
     out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
                                linear_units, joint, flop_limit, degree, use_sites)
     _refuse_kinks(near, chain, mode)

@@ -109,15 +109,20 @@ def from_factor(state: FactorCumulants) -> PolynomialCumulants:
                                state.kappa)
 
 
-def affine(state: PolynomialCumulants, weight, bias=None) -> PolynomialCumulants:
+def affine(state: PolynomialCumulants, weight, bias=None,
+           memory_limit: float = DEFAULT_MEMORY_LIMIT) -> PolynomialCumulants:
     """``weight @ z + bias``: each A_k's unit axis contracted with ``weight``.
 
     Args:
-      state: H units; weight: [O, H]; bias: [O] or None.
+      state: H units; weight: [O, H]; bias: [O] or None; memory_limit: bytes.
 
     Returns:
       O units, the same degree and sites.
+
+    Raises:
+      CumulantMemoryError: the O units' coefficient tensors would exceed ``memory_limit``.
     """
+    _check_bytes(weight.shape[0], state.kappa.shape[0], state.degree, memory_limit)
     coeffs = tuple(jnp.tensordot(weight, a, axes=([1], [0])) for a in state.coeffs)
     if bias is not None:
         coeffs = (coeffs[0] + bias,) + coeffs[1:]
