@@ -10,6 +10,18 @@ import math
 import numpy as np
 
 
+def set_partitions(items):
+    """Every set partition of ``items`` (a list), each a list of blocks (lists)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in set_partitions(rest):
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+        yield [[first]] + part
+
+
 def enumerate_lattice(values, probs, shape):
     """Every configuration of an i.i.d. lattice of a discrete site law.
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reference import set_partitions
 from rgsym import distributions
 from rgsym.cumulants import (CumulantMemoryError, from_tensors, iid_lattice, k_statistics_with_se,
                              marginals, power_sums, combine, k_statistics_from_power_sums,
@@ -19,22 +20,13 @@ from rgsym.cumulants.propagate import model_chain
 from rgsym.models import build
 
 
-def _set_partitions(items):
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for part in _set_partitions(rest):
-        for i in range(len(part)):
-            yield part[:i] + [[first] + part[i]] + part[i + 1:]
-        yield [[first]] + part
 
 
 @pytest.mark.parametrize("q", [(4,), (2, 2), (1, 2, 1), (2, 2, 2), (3, 1, 2), (2, 1, 1, 2)])
 def test_partition_classes_match_brute_force(q):
     legs = [(i, j) for i, qi in enumerate(q) for j in range(qi)]
     counts = {}
-    for part in _set_partitions(legs):
+    for part in set_partitions(legs):
         if min(len(b) for b in part) < 2:
             continue
         parent = list(range(len(q)))

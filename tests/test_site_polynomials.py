@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reference import enumerate_lattice, joint_cumulants, marginal_cumulants, site_cumulants
+from reference import (enumerate_lattice, joint_cumulants, marginal_cumulants, set_partitions,
+                       site_cumulants)
 from rgsym import distributions
 from rgsym.cumulants import (CumulantCostError, CumulantMemoryError, DenseCumulants,
                              MarginalCumulants, independent_sites, iid_lattice, marginals,
@@ -37,15 +38,6 @@ VALUES, PROBS = (-1.0, 0.5, 2.0), (0.5, 0.3, 0.2)
 
 # ------------------------------------------------------------------------------ helpers
 
-def _set_partitions(items):
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for part in _set_partitions(rest):
-        for i in range(len(part)):
-            yield part[:i] + [[first] + part[i]] + part[i + 1:]
-        yield [[first]] + part
 
 
 def _connected(part, n):
@@ -67,7 +59,7 @@ def _brute_wick_classes(q):
     none inside one factor, connected w.r.t. the factors."""
     legs = [(i, j) for i, qi in enumerate(q) for j in range(qi)]
     counts = Counter()
-    for part in _set_partitions(legs):
+    for part in set_partitions(legs):
         if any(len(b) < 2 or len({i for i, _ in b}) < 2 for b in part):
             continue
         if not _connected(part, len(q)):
