@@ -8,6 +8,7 @@ Carlo checks of one width-8 MLP shape, sharing their compiled programs); everyth
 runs at order <= 3.
 """
 import functools
+import importlib
 import itertools
 import math
 from collections import Counter
@@ -31,6 +32,8 @@ from rgsym.cumulants.propagate import site_degree
 from rgsym.models import build
 from rgsym.models.layer_ops import Affine, Elementwise, compose_all
 
+# the module (the package re-exports its function propagate under the same name)
+propagate_module = importlib.import_module("rgsym.cumulants.propagate")
 RTOL = 1e-9
 # asymmetric 3-point site law (all odd cumulants non-zero)
 VALUES, PROBS = (-1.0, 0.5, 2.0), (0.5, 0.3, 0.2)
@@ -431,15 +434,21 @@ def test_memory_limit_refuses_site_polynomials():
                   memory_limit=1e5)
 
 
-def test_flop_limit_and_missing_site_cumulants_refused():
+def test_flop_limit_and_missing_site_cumulants_refused(monkeypatch):
     """A small flop_limit (CumulantCostError naming flop_limit) and input kappas short of
     order x total degree (ValueError naming the kappas needed) on the site path: fails if
-    either runs silently (the latter would drop cumulants and return wrong values)."""
+    either runs silently (the latter would drop cumulants and return wrong values), or if
+    the read-off's cost refusal comes only after the chain's program has run."""
     model = _model()
     params = model.init(jax.random.key(0), jnp.zeros(4))
+    ran = []
+    real = propagate_module._propagate_jit
+    monkeypatch.setattr(propagate_module, "_propagate_jit",
+                        lambda *a: ran.append(1) or real(*a))
     with pytest.raises(CumulantCostError, match="flop_limit"):
         propagate(model, params, distributions.get("uniform"), order=2, internal_order=4,
                   flop_limit=1e3)
+    assert not ran, "the chain's program ran before the read-off's cost was refused"
     with pytest.raises(ValueError, match="kappa_1..kappa_8"):
         propagate(model, params, site_cumulants(VALUES, PROBS, 6), order=2, internal_order=4)
 

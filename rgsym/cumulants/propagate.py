@@ -412,8 +412,11 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
             f"order={order} of this net (a degree-{total} polynomial of the input sites) "
             f"needs the sites' cumulants kappa_1..kappa_{total * order}; the input state "
             f"holds {state.order} (pass a Distribution, or more kappas)")
-    out, near = _propagate_jit(kinds, arrays, state, outs, mode, every_layer, memory_limit,
-                               linear_units, joint, flop_limit, degree, use_sites)
+    static = (outs, mode, every_layer, memory_limit, linear_units, joint, flop_limit, degree,
+              use_sites)
+    if use_sites:
+        _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limit)
+    out, near = _propagate_jit(kinds, arrays, state, *static)
     _refuse_kinks(near, chain, mode)
     return _read_off(out, order, memory_limit, flop_limit) if use_sites else out
 
@@ -441,20 +444,38 @@ def _read_off(out: Propagation, order: int, memory_limit, flop_limit) -> Propaga
     states, errors = list(out.states), list(out.errors)
     for k, s in enumerate(states):
         if isinstance(s, (_PendingJoint, _PendingMarginal)):
-            traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(s))
-            fn = _cumulants_nested if traced else _cumulants_top
+            fn = _cumulants_nested if _traced(s) else _cumulants_top
             states[k] = fn(s.state, order, isinstance(s, _PendingJoint), memory_limit,
                            flop_limit)
             errors[k] = _errors(states[k], None, False)
     return Propagation(tuple(states), out.labels, tuple(errors))
 
 
+def _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limit) -> None:
+    """Traces the sites' path and its read-off without running either, so that the
+    read-off's memory and cost refusals come before the chain's program runs.  The traces
+    are cached: the run that follows reuses them.  Inside a caller's trace nothing runs
+    before the whole program is traced, so there is nothing to do."""
+    if _traced((arrays, state)):
+        return
+    out, _ = _program_top.eval_shape(kinds, arrays, state, *static)
+    for s in out.states:
+        if isinstance(s, (_PendingJoint, _PendingMarginal)):
+            _cumulants_top.eval_shape(s.state, order, isinstance(s, _PendingJoint),
+                                      memory_limit, flop_limit)
+
+
 def _propagate_jit(kinds, arrays, state, *static):
     """:func:`_propagate_program` compiled with :data:`COMPILER_OPTIONS` when called at top
     level (JAX accepts compiler options only there), else traced into the caller's
     program (under jit, grad or vmap)."""
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((arrays, state)))
-    return (_program_nested if traced else _program_top)(kinds, arrays, state, *static)
+    program = _program_nested if _traced((arrays, state)) else _program_top
+    return program(kinds, arrays, state, *static)
+
+
+def _traced(tree) -> bool:
+    """Whether ``tree`` holds a tracer (we are inside a caller's jit, grad or vmap)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_limit,
