@@ -14,7 +14,9 @@ jitted step, one seed; (b) PyTorch, one seed at a time; (c) torch.func.vmap over
 --torch_vmap_seeds seeds (PyTorch is the optional `bench` extra: `make bench-deps`), on the
 GPU when torch sees one; (d) JAX, the bare jit(vmap(lax.scan)) training loop over
 --ratio_seeds seeds, without rgsym's metrics or guard, sharded over the same devices as
-rgsym's sweep of that size (the same mesh).  Sizes whose estimated
+rgsym's sweep of that size (the same mesh); (e) rgsym's sweep evaluated on the training family
+and the Gaussian alone, so that rgsym over (e) is the other sets' share and (e) over (d) the
+rest of rgsym's overhead (guard, two sets' curves and final metrics).  Sizes whose estimated
 time exceeds --max_seconds are skipped.  The ratios at S = --ratio_seeds come from
 --repeats interleaved rounds (each round times rgsym and every peer back to back, so a
 shared machine's load hits them alike).  Not a test: nothing here asserts.
@@ -49,7 +51,10 @@ flags.DEFINE_integer("repeats", 3, "Timed runs per measurement; the best is repo
 N, B, WIDTH, DEPTH, BATCH, LR = 16, 2, 64, 2, 256, 1e-3
 
 
-def reference_config(seeds: int):
+def reference_config(seeds: int, few_eval_sets: bool = False):
+    """The reference run; ``few_eval_sets``: evaluated on the training family and the
+    Gaussian alone (the fewest the evaluator takes: no other families, scales or iterated
+    flow), so the evaluation's share of the sweep shows."""
     c = config.base_config()
     c.num_seeds = seeds
     c.lattice.sites, c.lattice.b = N, B
@@ -59,6 +64,8 @@ def reference_config(seeds: int):
     c.optim.update(dict(optimizer="adam", lr=LR, steps=FLAGS.steps))
     c.eval.every = 100 if FLAGS.steps % 100 == 0 else FLAGS.steps
     c.matmul_precision = FLAGS.matmul_precision
+    if few_eval_sets:
+        c.eval.families, c.eval.scales, c.eval.flow_steps = (c.data.family,), (), 1
     return c
 
 
@@ -72,9 +79,9 @@ def _rate(fn, seed_steps: int):
     return run
 
 
-def rgsym_sweep(seeds: int):
+def rgsym_sweep(seeds: int, few_eval_sets: bool = False):
     """make_sweep(...).run_chunk over the local devices: the whole sweep program."""
-    sw = sweep.make_sweep(reference_config(seeds))
+    sw = sweep.make_sweep(reference_config(seeds, few_eval_sets))
     ids = np.arange(seeds)
     sw.run_chunk(ids)  # compile
     return _rate(lambda: sw.run_chunk(ids), seeds * FLAGS.steps)
@@ -228,6 +235,9 @@ def main(argv):
         peers[f"JAX, bare vmap of lax.scan, no metrics (S={FLAGS.ratio_seeds})"] = \
             jax_bare_scan(FLAGS.ratio_seeds)
         peers["JAX, Python loop of jitted steps (1 seed)"] = jax_python_loop()
+        # rgsym over this row: what evaluating the other families, scales and flow costs
+        peers[f"rgsym sweep, 2 eval sets (train, gaussian) (S={FLAGS.ratio_seeds})"] = \
+            rgsym_sweep(FLAGS.ratio_seeds, few_eval_sets=True)
     one, vm = torch_peers(FLAGS.torch_vmap_seeds) if FLAGS.peers else (None, None)
     if one:
         peers["PyTorch, one seed at a time"] = one
