@@ -11,7 +11,7 @@
 #   tests       tests/test_train.py with JAX on the GPU (float64)
 #   study       the quick study on the GPU, then claim 1's main grid with 1024 seeds a variant
 # Needs the jraph and ml_collections wheels in .whl/ (carried); writes logs and JSON to $OUT.
-set -u
+set -u -o pipefail  # a section fails with its command, not with its tee
 OUT=${OUT:-/tmp/rgsym_device}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -42,7 +42,7 @@ precision) timeout 70 python3 benchmarks/matmul_precision.py --seeds=1024 --step
 tests) XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 90 python3 -m pytest -q \
     -p no:cacheprovider tests/test_train.py \
     --deselect tests/test_train.py::test_sweep_sharded_over_8_devices_equals_one_device \
-    2>&1 | tail -15 | quiet tests.log ;;
+    2>&1 | tail -60 | quiet tests.log ;;
 study) timeout 150 python3 experiments/study/run.py --quick --workdir=/tmp/study \
     --results="$OUT/RESULTS_quick_gpu.md" --figures=/tmp/study_figures 2>&1 | quiet study_quick.log
   timeout 270 python3 experiments/study/run.py --gpu --sweeps=competition_mlp \
@@ -50,4 +50,5 @@ study) timeout 150 python3 experiments/study/run.py --quick --workdir=/tmp/study
   cp /tmp/study_gpu/competition_mlp/summary.txt "$OUT/study_gpu_summary.txt" ;;
 *) echo "unknown section '$s'; valid: throughput overhead breakdown highest precision tests study"
    exit 2 ;;
-esac; done
+esac || { echo "section $s failed (status $?)"; failed=1; }; done
+exit ${failed:-0}
