@@ -1,15 +1,23 @@
 """Test-wide JAX settings: float64 available (code passes explicit dtypes), pinned RNG stream,
-and the persistent compilation cache (RGSYM_TEST_COMPILE_CACHE: a directory, or '' to turn
-it off; default a tests-only directory beside the user's cache, so a rerun of the suite skips
-most compilation).  The tests' in-process programs (8 host devices, x64) are kept apart from
-the cache the scripts they launch write: with one shared directory, a warm rerun of the suite
-crashed in JAX's cache read (a segfault deserialising an executable in an xdist worker,
-reproduced three times in a row; a fresh directory passed)."""
+the persistent compilation cache (RGSYM_TEST_COMPILE_CACHE: a directory, or '' to turn it
+off; default a tests-only directory beside the user's cache, so a rerun of the suite skips
+most compilation and its x64, 8-device programs stay out of the user's), and compiled
+programs released before their code mappings pile up.
+
+Why the release: every compiled XLA:CPU program keeps its machine code in memory mappings
+until JAX drops it, and JAX's jit caches keep every program a process ever compiled.  An
+xdist worker running half the suite reached 62,000 mappings against Linux's default
+vm.max_map_count of 65,530; past it, mmap fails inside XLA and the worker dies (seen as a
+segfault or an abort while compiling, serialising or deserialising a program, in whichever
+test came next).  Released whenever a test leaves more than RELEASE_AT_MAPPINGS, a
+worker's mappings stay far from the limit."""
+import gc
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 # The RNG stream changed with this flag's default in JAX 0.5: pin it for reproducible keys.
@@ -19,6 +27,28 @@ from rgsym import compile_cache  # noqa: E402
 
 compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE",
                                     compile_cache.default_dir() + "-tests"))
+
+#: Compiled programs are released once a test leaves the process with more memory mappings
+#: than this (Linux; a sixth of vm.max_map_count's default).
+RELEASE_AT_MAPPINGS = 10_000
+
+
+def _mappings() -> int | None:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux: no such limit to keep clear of
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """Drops every compiled program (and its code mappings) after a test that leaves too many
+    mappings; a program needed again is read back from the persistent cache."""
+    yield
+    if (_mappings() or 0) > RELEASE_AT_MAPPINGS:
+        jax.clear_caches()
+        gc.collect()
 
 
 def pytest_addoption(parser):
