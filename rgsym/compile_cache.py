@@ -17,13 +17,15 @@ program.  Usage::
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
-__all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enable"]
+__all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enable",
+           "memory_mappings", "release_if_crowded"]
 
 AUTO = "auto"
 OFF = ("", "off", "none")
@@ -95,3 +97,45 @@ def enable(setting: str = AUTO) -> str | None:
         finally:
             log.setLevel(level)
     return path
+
+
+def memory_mappings() -> tuple[int, int] | None:
+    """The memory mappings this process holds and the kernel's limit on them (Linux's
+    ``/proc/self/maps`` and ``vm.max_map_count``); None where they cannot be read.
+
+    Every compiled XLA:CPU kernel keeps its machine code in mappings of its own (about three
+    per kernel) for as long as JAX keeps the program, and JAX's jit caches keep every program
+    a process compiles: a process past the limit dies inside XLA (a segfault or an abort
+    while compiling or loading a program).  The exact depth-2 propagation at order 4 alone
+    compiles thousands of kernels.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            held = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            return held, int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def release_if_crowded(above: int | None = None) -> bool:
+    """Drops every compiled program of this process (``jax.clear_caches``) when it holds more
+    than ``above`` memory mappings (default: half the kernel's limit, see
+    :func:`memory_mappings`).  Only speed is at stake: a program needed again is compiled
+    again, or read back from the persistent cache when that is on.
+
+    Args:
+      above: mappings; None for half of ``vm.max_map_count``.
+
+    Returns:
+      Whether the programs were dropped (never where the mappings cannot be read).
+    """
+    counts = memory_mappings()
+    if counts is None:
+        return False
+    held, limit = counts
+    if held <= (limit // 2 if above is None else above):
+        return False
+    jax.clear_caches()
+    gc.collect()  # the executables go when their last Python reference does
+    return True

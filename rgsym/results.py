@@ -862,6 +862,7 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
         if pending[name]:
             bar.set_postfix_str(f"{name} (compiling)")
             kill_point(f"compile:{name}")
+            compile_cache.release_if_crowded()  # a long grid keeps every variant's program
             sw = sweep_lib.make_sweep(specs[name], devices=devices)
             if writer:
                 (vdir / "DONE").unlink(missing_ok=True)  # extended: to be finalised again

@@ -11,7 +11,6 @@ vm.max_map_count of 65,530; past it, mmap fails inside XLA and the worker dies (
 segfault or an abort while compiling, serialising or deserialising a program, in whichever
 test came next).  Released whenever a test leaves more than RELEASE_AT_MAPPINGS, a
 worker's mappings stay far from the limit."""
-import gc
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -29,16 +28,8 @@ compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE",
                                     compile_cache.default_dir() + "-tests"))
 
 #: Compiled programs are released once a test leaves the process with more memory mappings
-#: than this (Linux; a sixth of vm.max_map_count's default).
+#: than this (a sixth of Linux's default vm.max_map_count).
 RELEASE_AT_MAPPINGS = 10_000
-
-
-def _mappings() -> int | None:
-    try:
-        with open("/proc/self/maps") as f:
-            return sum(1 for _ in f)
-    except OSError:  # not Linux: no such limit to keep clear of
-        return None
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +37,7 @@ def _release_compiled_programs():
     """Drops every compiled program (and its code mappings) after a test that leaves too many
     mappings; a program needed again is read back from the persistent cache."""
     yield
-    if (_mappings() or 0) > RELEASE_AT_MAPPINGS:
-        jax.clear_caches()
-        gc.collect()
+    compile_cache.release_if_crowded(RELEASE_AT_MAPPINGS)
 
 
 def pytest_addoption(parser):

@@ -90,3 +90,23 @@ def test_the_refusal_check_also_sees_a_program_served_by_the_cache(tmp_path, cac
     finally:
         jax.config.update("jax_persistent_cache_min_compile_time_secs",
                           compile_cache.MIN_COMPILE_SECONDS)
+
+
+@pytest.mark.skipif(compile_cache.memory_mappings() is None,
+                    reason="no /proc/self/maps or vm.max_map_count here")
+def test_programs_are_dropped_only_past_the_mapping_threshold():
+    """release_if_crowded leaves compiled programs alone below its threshold and drops them
+    (their code mappings with them) above it: fails if it never clears, clears always, or
+    clears without giving the mappings back."""
+    held, limit = compile_cache.memory_mappings()
+    assert 0 < held < limit
+    fns = [jax.jit(lambda x, k=k: x * k + 1.5) for k in range(60)]  # 60 programs
+    for f in fns:
+        f(np.arange(3.0))
+    assert all(f._cache_size() == 1 for f in fns)
+    assert not compile_cache.release_if_crowded(above=limit)
+    assert all(f._cache_size() == 1 for f in fns)
+    loaded = compile_cache.memory_mappings()[0]
+    assert compile_cache.release_if_crowded(above=0)
+    assert all(f._cache_size() == 0 for f in fns)
+    assert compile_cache.memory_mappings()[0] < loaded - 60  # about 3 per program

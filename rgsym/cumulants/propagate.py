@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rgsym import distributions as _dist
-from rgsym import validation
+from rgsym import compile_cache, validation
 from rgsym.cumulants import rules, sites, surrogate
 from rgsym.cumulants.partitions import check_legs, check_wick_legs
 from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
@@ -415,6 +415,8 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     static = (outs, mode, every_layer, memory_limit, linear_units, joint, flop_limit, degree,
               use_sites)
     if use_sites:
+        if not _traced((arrays, state)):  # thousands of kernels each: see release_if_crowded
+            compile_cache.release_if_crowded()
         _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limit)
     out, near = _propagate_jit(kinds, arrays, state, *static)
     _refuse_kinks(near, chain, mode)
