@@ -24,6 +24,8 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
+from rgsym import validation
+
 __all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enable",
            "memory_mappings", "release_if_crowded"]
 
@@ -129,7 +131,12 @@ def release_if_crowded(above: int | None = None) -> bool:
 
     Returns:
       Whether the programs were dropped (never where the mappings cannot be read).
+
+    Raises:
+      ValueError: ``above`` is not None or an integer >= 0 (checked first).
     """
+    if above is not None:
+        above = validation.integer("above", above, 0)
     counts = memory_mappings()
     if counts is None:
         return False

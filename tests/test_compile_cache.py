@@ -110,3 +110,9 @@ def test_programs_are_dropped_only_past_the_mapping_threshold():
     assert compile_cache.release_if_crowded(above=0)
     assert all(f._cache_size() == 0 for f in fns)
     assert compile_cache.memory_mappings()[0] < loaded - 60  # about 3 per program
+
+
+@pytest.mark.parametrize("above", [-1, 2.5, True, "10000"])
+def test_a_bad_mapping_threshold_is_refused_by_name(above):
+    with pytest.raises(ValueError, match=f"above={above!r} is not valid"):
+        compile_cache.release_if_crowded(above)
