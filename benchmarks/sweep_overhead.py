@@ -5,8 +5,9 @@
 At S = --ratio_seeds on the reference config of sweep_throughput.py, times rgsym's sweep as
 it is, with the divergence guard's finiteness test of the gradients replaced by True (the
 tests of the loss and the learning rate stay), with evaluation on the training family
-and the Gaussian alone (no other families or scales), with both, with the learning curve evaluated once
-instead of every 100 steps (eval.every = steps: the in-scan evaluations' share), and the
+and the Gaussian alone (no other families or scales; flow_steps 1, which changes nothing for
+the reference MLP, not iterable), with both, with the learning curve evaluated once instead
+of every 100 steps (eval.every = steps: the in-scan evaluations' share), and the
 bare jit(vmap(lax.scan)) loop.
 Best of --repeats runs each.  Not a test: nothing here asserts.
 """

@@ -110,6 +110,10 @@ def memory_mappings() -> tuple[int, int] | None:
     a process compiles: a process past the limit dies inside XLA (a segfault or an abort
     while compiling or loading a program).  The exact depth-2 propagation at order 4 alone
     compiles thousands of kernels.
+
+    Returns:
+      ``(held, limit)``: the lines of ``/proc/self/maps`` and ``vm.max_map_count`` (counts
+      of mappings, not bytes), or None where either cannot be read (not Linux).
     """
     try:
         with open("/proc/self/maps") as f:
@@ -120,29 +124,46 @@ def memory_mappings() -> tuple[int, int] | None:
         return None
 
 
-def release_if_crowded(above: int | None = None) -> bool:
+#: Mappings the process held right after its last release (see ``min_growth``).
+_held_after_release = 0
+
+
+def release_if_crowded(above: int | None = None, min_growth: int | None = None) -> bool:
     """Drops every compiled program of this process (``jax.clear_caches``) when it holds more
     than ``above`` memory mappings (default: half the kernel's limit, see
-    :func:`memory_mappings`).  Only speed is at stake: a program needed again is compiled
-    again, or read back from the persistent cache when that is on.
+    :func:`memory_mappings`) and at least ``min_growth`` more than right after its last
+    release.  Only speed is at stake: a program needed again is compiled again, or read
+    back from the persistent cache when that is on.
 
     Args:
       above: mappings; None for half of ``vm.max_map_count``.
+      min_growth: mappings; None for an eighth of ``vm.max_map_count``.  Mappings that
+        clearing cannot give back (another library's, programs the caller still holds)
+        must not make every later call drop and recompile everything.
 
     Returns:
       Whether the programs were dropped (never where the mappings cannot be read).
 
     Raises:
-      ValueError: ``above`` is not None or an integer >= 0 (checked first).
+      ValueError: ``above`` or ``min_growth`` is not None or an integer >= 0 (checked
+        first, also where the mappings cannot be read).
     """
+    global _held_after_release
     if above is not None:
         above = validation.integer("above", above, 0)
+    if min_growth is not None:
+        min_growth = validation.integer("min_growth", min_growth, 0)
     counts = memory_mappings()
     if counts is None:
         return False
     held, limit = counts
-    if held <= (limit // 2 if above is None else above):
+    if held <= (limit // 2 if above is None else above) or (
+            held - _held_after_release < (limit // 8 if min_growth is None else min_growth)):
         return False
     jax.clear_caches()
     gc.collect()  # the executables go when their last Python reference does
+    _held_after_release = memory_mappings()[0]
+    logging.getLogger(__name__).info(
+        "released compiled programs: %d memory mappings held, %d after (limit %d)",
+        held, _held_after_release, limit)
     return True

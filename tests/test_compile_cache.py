@@ -94,25 +94,32 @@ def test_the_refusal_check_also_sees_a_program_served_by_the_cache(tmp_path, cac
 
 @pytest.mark.skipif(compile_cache.memory_mappings() is None,
                     reason="no /proc/self/maps or vm.max_map_count here")
-def test_programs_are_dropped_only_past_the_mapping_threshold():
-    """release_if_crowded leaves compiled programs alone below its threshold and drops them
-    (their code mappings with them) above it: fails if it never clears, clears always, or
-    clears without giving the mappings back."""
+def test_programs_are_dropped_past_the_threshold_and_not_again_without_growth():
+    """release_if_crowded leaves compiled programs alone below its threshold, drops them above
+    it and gives their mappings back, and does not drop again until the count has grown by
+    min_growth: fails if it never clears, clears always, keeps the mappings, or thrashes."""
     held, limit = compile_cache.memory_mappings()
     assert 0 < held < limit
+    compile_cache.release_if_crowded(above=0, min_growth=0)  # what earlier tests left
+    empty = compile_cache.memory_mappings()[0]
     fns = [jax.jit(lambda x, k=k: x * k + 1.5) for k in range(60)]  # 60 programs
     for f in fns:
         f(np.arange(3.0))
-    assert all(f._cache_size() == 1 for f in fns)
-    assert not compile_cache.release_if_crowded(above=limit)
-    assert all(f._cache_size() == 1 for f in fns)
     loaded = compile_cache.memory_mappings()[0]
-    assert compile_cache.release_if_crowded(above=0)
+    assert loaded > empty + 60  # about 3 mappings per program
+    assert not compile_cache.release_if_crowded(above=limit, min_growth=0)
+    assert all(f._cache_size() == 1 for f in fns)
+    # grown by less than an eighth of the limit since the last release: kept
+    assert not compile_cache.release_if_crowded(above=0)
+    assert all(f._cache_size() == 1 for f in fns)
+    assert compile_cache.release_if_crowded(above=0, min_growth=60)
     assert all(f._cache_size() == 0 for f in fns)
-    assert compile_cache.memory_mappings()[0] < loaded - 60  # about 3 per program
+    assert compile_cache.memory_mappings()[0] < empty + (loaded - empty) // 2
 
 
-@pytest.mark.parametrize("above", [-1, 2.5, True, "10000"])
-def test_a_bad_mapping_threshold_is_refused_by_name(above):
-    with pytest.raises(ValueError, match=f"above={above!r} is not valid"):
-        compile_cache.release_if_crowded(above)
+@pytest.mark.parametrize("field, value", [("above", -1), ("above", 2.5), ("above", True),
+                                          ("above", "10000"), ("min_growth", -3),
+                                          ("min_growth", float("nan"))])
+def test_a_bad_mapping_threshold_is_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=f"{field}=.* is not valid: it must be an integer >= 0"):
+        compile_cache.release_if_crowded(**{field: value})
