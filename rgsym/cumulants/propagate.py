@@ -415,8 +415,6 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     static = (outs, mode, every_layer, memory_limit, linear_units, joint, flop_limit, degree,
               use_sites)
     if use_sites:
-        if not _traced((arrays, state)):  # thousands of kernels each: see release_if_crowded
-            compile_cache.release_if_crowded()
         _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limit)
     out, near = _propagate_jit(kinds, arrays, state, *static)
     _refuse_kinks(near, chain, mode)
@@ -456,10 +454,13 @@ def _read_off(out: Propagation, order: int, memory_limit, flop_limit) -> Propaga
 def _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limit) -> None:
     """Traces the sites' path and its read-off without running either, so that the
     read-off's memory and cost refusals come before the chain's program runs.  The traces
-    are cached: the run that follows reuses them.  Inside a caller's trace nothing runs
-    before the whole program is traced, so there is nothing to do."""
+    are cached: the run that follows reuses them.  First, compiled programs are dropped if
+    the process's memory mappings are crowded (``compile_cache.release_if_crowded``).
+    Inside a caller's trace nothing runs before the whole program is traced, so there is
+    nothing to do."""
     if _traced((arrays, state)):
         return
+    compile_cache.release_if_crowded()  # the path compiles thousands of kernels
     out, _ = _program_top.eval_shape(kinds, arrays, state, *static)
     for s in out.states:
         if isinstance(s, (_PendingJoint, _PendingMarginal)):
