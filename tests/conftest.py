@@ -9,8 +9,8 @@ until JAX drops it, and JAX's jit caches keep every program a process ever compi
 xdist worker running half the suite reached 62,000 mappings against Linux's default
 vm.max_map_count of 65,530; past it, mmap fails inside XLA and the worker dies (seen as a
 segfault or an abort while compiling, serialising or deserialising a program, in whichever
-test came next).  Released whenever a test leaves more than RELEASE_AT_MAPPINGS, a
-worker's mappings stay far from the limit."""
+test came next).  Released whenever a test leaves more than RELEASE_AT_MAPPINGS (and half
+that more than after the last release), a worker's mappings stay far from the limit."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -37,7 +37,9 @@ def _release_compiled_programs():
     """Drops every compiled program (and its code mappings) after a test that leaves too many
     mappings; a program needed again is read back from the persistent cache."""
     yield
-    compile_cache.release_if_crowded(RELEASE_AT_MAPPINGS)
+    # growth: half the threshold since the last release (the default, an eighth of the
+    # kernel's limit, would let a worker sit near 10,000 + 8,191 before releasing)
+    compile_cache.release_if_crowded(RELEASE_AT_MAPPINGS, min_growth=RELEASE_AT_MAPPINGS // 2)
 
 
 def pytest_addoption(parser):
