@@ -3,8 +3,8 @@
     python benchmarks/sweep_overhead.py --ratio_seeds=8192   # uses sweep_throughput's flags
 
 At S = --ratio_seeds on the reference config of sweep_throughput.py, times rgsym's sweep as
-it is, with the divergence guard's finiteness test of the gradients replaced by True (the
-tests of the loss and the learning rate stay), with evaluation on the training family
+it is, with the divergence guard's finiteness test of the moved parameters replaced by True
+(the tests of the loss and the learning rate stay), with evaluation on the training family
 and the Gaussian alone (no other families or scales; flow_steps 1, which changes nothing for
 the reference MLP, not iterable), with both, with the learning curve evaluated once instead
 of every 100 steps (eval.every = steps: the in-scan evaluations' share), and the
@@ -44,7 +44,7 @@ def main(argv):
     print(f"{jax.devices()[0].device_kind}  jax {jax.__version__}  S={s}  "
           f"best of {FLAGS.repeats} runs")
     rows = {"rgsym sweep as it is": timed_sweep(s, True, True),
-            "  without the gradient finiteness test": timed_sweep(s, False, True),
+            "  without the parameter finiteness test": timed_sweep(s, False, True),
             "  evaluating the training family and the Gaussian only":
                 timed_sweep(s, True, False),
             "  both": timed_sweep(s, False, False),
