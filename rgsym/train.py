@@ -232,11 +232,10 @@ def make_train(cfg: RunSpec | ml_collections.ConfigDict) -> Trainer:
             # step; its optimiser state (never reported) may hold the non-finite values.
             ok = jnp.isfinite(loss) & lr_finite & (div_step < 0)
             lr = jnp.where(ok, hp.lr, jnp.zeros_like(hp.lr))
-            direction, new_state = tx.update(grads, opt_state, params)
+            direction, opt_state = tx.update(grads, opt_state, params)
             moved = jax.tree.map(lambda p, d: (p - lr * d).astype(p.dtype), params, direction)
             ok = ok & _all_finite(moved)
             params = jax.tree.map(lambda q, p: jnp.where(ok, q, p), moved, params)
-            opt_state = new_state
             div_step = jnp.where((div_step < 0) & ~ok, t, div_step).astype(jnp.int32)
             return (params, opt_state, div_step), mse
 
