@@ -421,10 +421,17 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
     return _read_off(out, order, memory_limit, flop_limit) if use_sites else out
 
 
-#: The propagation program is many small contractions run a few times: XLA's backend
-#: optimisation passes cost more compile time than they save (CPU: about half the first
-#: call's compile at order 4, benchmarks/compile_time.py) while run time barely moves.
+#: The propagation programs are contractions run a few times, so compile time is what a
+#: user waits for: XLA's backend optimisation passes cost more compile time than they save
+#: (CPU: about half the first call's compile at order 4) while run time barely moves.
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+#: The layer chain is ~1000 small fusions: XLA:CPU's MLIR fusion emitters compile each
+#: through a pass pipeline of its own, and its classic emitters compile the chain about
+#: twice as fast, repeated calls within 20% (benchmarks/RESULTS.md).  Not for the sites'
+#: read-off (:func:`sites.cumulants`, a few large contractions), which the classic emitters
+#: compile more slowly.  GPUs and TPUs ignore the option (an XLA:CPU one).
+CHAIN_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 
 class _PendingJoint(NamedTuple):
@@ -469,8 +476,8 @@ def _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limi
 
 
 def _propagate_jit(kinds, arrays, state, *static):
-    """:func:`_propagate_program` compiled with :data:`COMPILER_OPTIONS` when called at top
-    level (JAX accepts compiler options only there), else traced into the caller's
+    """:func:`_propagate_program` compiled with :data:`CHAIN_COMPILER_OPTIONS` when called at
+    top level (JAX accepts compiler options only there), else traced into the caller's
     program (under jit, grad or vmap)."""
     program = _program_nested if _traced((arrays, state)) else _program_top
     return program(kinds, arrays, state, *static)
@@ -551,7 +558,7 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
 
 _STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 _program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
-                       compiler_options=COMPILER_OPTIONS)
+                       compiler_options=CHAIN_COMPILER_OPTIONS)
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 _cumulants_top = jax.jit(sites.cumulants, static_argnums=(1, 2, 3, 4),
                          compiler_options=COMPILER_OPTIONS)
