@@ -123,3 +123,16 @@ def test_programs_are_dropped_past_the_threshold_and_not_again_without_growth():
 def test_a_bad_mapping_threshold_is_refused_by_name(field, value):
     with pytest.raises(ValueError, match=f"{field}=.* is not valid: it must be an integer >= 0"):
         compile_cache.release_if_crowded(**{field: value})
+
+
+def test_a_compiler_option_this_xla_does_not_know_is_dropped_and_a_bad_value_refused():
+    """XLA refuses any compile that names an option it does not know (and retires options
+    as it evolves): the chain's options keep only the known ones, while a known option with
+    a bad value still raises rather than being dropped silently."""
+    import sys
+    import rgsym.cumulants.propagate  # noqa: F401 (the package exports a function of that name)
+    prop = sys.modules["rgsym.cumulants.propagate"]
+    known = {"xla_backend_optimization_level": 0}
+    assert prop._known_options({**known, "xla_cpu_no_such_option_at_all": True}) == known
+    with pytest.raises(Exception, match="xla_backend_optimization_level"):
+        prop._known_option("xla_backend_optimization_level", "not a level")

@@ -219,3 +219,30 @@ def test_soft_symmetry_breaking_and_restoration():
         name = DIAGNOSTIC[soft]
         free, strong = float(diag[name][0]), float(diag[name][i + 1])
         assert strong < 0.3 * float(d0[name]) and strong < 0.3 * free, (soft, free, strong)
+
+
+@pytest.mark.parametrize("x_shape", [(5,), (7, 5), (2, 3, 5)])
+@pytest.mark.parametrize("maps", [1, 2, 3])
+def test_dense_forward_layouts_agree_in_value_and_gradient(x_shape, maps):
+    """The CPU's feature-major form and the batch-major form other platforms run (which no
+    CPU test would otherwise reach) are the same function: values, weight gradients and
+    input gradients to float64 rounding, for unbatched and multiply batched inputs."""
+    from rgsym.models.mlp import _batch_major, _feature_major, dense_forward
+    keys = jax.random.split(jax.random.key(0), 2 * maps + 1)
+    sizes = [5] + [4] * (maps - 1) + [3]
+    weights = [(jax.random.normal(keys[2 * i], (sizes[i + 1], sizes[i]), jnp.float64),
+                jax.random.normal(keys[2 * i + 1], (sizes[i + 1],), jnp.float64))
+               for i in range(maps)]
+    x = jax.random.normal(keys[-1], x_shape, jnp.float64)
+
+    def loss(form):
+        return lambda w, x: jnp.sum(jnp.sin(form(w, x, jnp.tanh)))
+
+    want = _batch_major(weights, x, jnp.tanh)
+    assert want.shape == x_shape[:-1] + (3,)
+    for form in (_feature_major, dense_forward):
+        np.testing.assert_allclose(form(weights, x, jnp.tanh), want, rtol=1e-13, atol=1e-14)
+        got_g, want_g = (jax.grad(loss(f), argnums=(0, 1))(weights, x)
+                         for f in (form, _batch_major))
+        for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

@@ -427,11 +427,32 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 #: The layer chain is ~1000 small fusions: XLA:CPU's MLIR fusion emitters compile each
-#: through a pass pipeline of its own, and its classic emitters compile the chain about
-#: twice as fast, repeated calls within 20% (benchmarks/RESULTS.md).  Not for the sites'
-#: read-off (:func:`sites.cumulants`, a few large contractions), which the classic emitters
-#: compile more slowly.  GPUs and TPUs ignore the option (an XLA:CPU one).
+#: through a pass pipeline of its own, and its classic emitters compile the chain faster
+#: (first calls 1.1-2x shorter, most at orders 3-4; repeated calls within the runs' spread:
+#: benchmarks/RESULTS.md).  Not for the sites' read-off (:func:`sites.cumulants`, a few
+#: large contractions), which the classic emitters compile more slowly.  GPUs and TPUs
+#: ignore the option (an XLA:CPU one); an XLA that no longer knows it drops it
+#: (:func:`_known_options`).
 CHAIN_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _known_option(name: str, value) -> bool:
+    """Whether this jaxlib's XLA accepts compiler option ``name`` (it refuses a compile that
+    names an unknown one, and retires options as it evolves): a trivial program is compiled
+    with it, once per process."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(0.0).compile()
+    except Exception as e:  # noqa: BLE001 (XLA's error type differs between jaxlib versions)
+        if "No such compile option" in str(e):
+            return False
+        raise
+    return True
+
+
+def _known_options(options: dict) -> dict:
+    """``options`` without the names this jaxlib's XLA does not know."""
+    return {k: v for k, v in options.items() if _known_option(k, v)}
 
 
 class _PendingJoint(NamedTuple):
@@ -468,7 +489,7 @@ def _check_read_off(kinds, arrays, state, static, order, memory_limit, flop_limi
     if _traced((arrays, state)):
         return
     compile_cache.release_if_crowded()  # the path compiles thousands of kernels
-    out, _ = _program_top.eval_shape(kinds, arrays, state, *static)
+    out, _ = _program_top().eval_shape(kinds, arrays, state, *static)
     for s in out.states:
         if isinstance(s, (_PendingJoint, _PendingMarginal)):
             _cumulants_top.eval_shape(s.state, order, isinstance(s, _PendingJoint),
@@ -479,7 +500,7 @@ def _propagate_jit(kinds, arrays, state, *static):
     """:func:`_propagate_program` compiled with :data:`CHAIN_COMPILER_OPTIONS` when called at
     top level (JAX accepts compiler options only there), else traced into the caller's
     program (under jit, grad or vmap)."""
-    program = _program_nested if _traced((arrays, state)) else _program_top
+    program = _program_nested if _traced((arrays, state)) else _program_top()
     return program(kinds, arrays, state, *static)
 
 
@@ -557,8 +578,16 @@ def _propagate_program(kinds, arrays, state, outs, mode, every_layer, memory_lim
 
 
 _STATIC = (0, 3, 4, 5, 6, 7, 8, 9, 10, 11)
-_program_top = jax.jit(_propagate_program, static_argnums=_STATIC,
-                       compiler_options=CHAIN_COMPILER_OPTIONS)
+
+
+@functools.lru_cache(maxsize=None)
+def _program_top():
+    """The chain's program for top-level calls (built at first use: checking the options
+    compiles, which importing rgsym should not)."""
+    return jax.jit(_propagate_program, static_argnums=_STATIC,
+                   compiler_options=_known_options(CHAIN_COMPILER_OPTIONS))
+
+
 _program_nested = jax.jit(_propagate_program, static_argnums=_STATIC)
 _cumulants_top = jax.jit(sites.cumulants, static_argnums=(1, 2, 3, 4),
                          compiler_options=COMPILER_OPTIONS)

@@ -17,6 +17,7 @@ block_local for a translation-symmetric network whose units are free.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -109,27 +110,41 @@ class CoreMLP(nn.Module):
 
 
 def dense_forward(weights: Sequence, x, phi):
-    """x [..., n_in] -> [..., n_out] through ``phi`` after every hidden affine map."""
+    """The dense network: ``phi`` after every affine map but the last.
+
+    Args:
+      weights: ``[(W [out, in], b [out]), ...]``, input layer first.
+      x: [..., n_in], any number of leading (batch) axes.
+      phi: an elementwise activation (the two layouts below apply it to transposed arrays).
+
+    Returns:
+      [..., n_out].
+    """
     # On CPUs feature-major (h [n, ...]): each weight gradient is then a plain
     # [out, B] x [B, in] product, which XLA:CPU hands to its fast matmul library, where the
-    # batch-major form's [B, out]^T x [B, in] is not, and took a third of a training step
-    # (11-13% more seed-steps/s; benchmarks/RESULTS.md).  Elsewhere (GPU, TPU) the GEMM
-    # libraries take either form: batch-major, as measured there.
-    def batch_major(weights, x):
-        for w, b in weights[:-1]:
-            x = phi(x @ w.T + b)
-        w, b = weights[-1]
-        return x @ w.T + b
+    # batch-major form's [B, out]^T x [B, in] is not (2-13% more seed-steps/s, depending on
+    # the VM; benchmarks/RESULTS.md).  Elsewhere (GPU, TPU) the GEMM libraries take either
+    # form: batch-major, as measured there.
+    return jax.lax.platform_dependent(weights, x, cpu=functools.partial(_feature_major, phi=phi),
+                                      default=functools.partial(_batch_major, phi=phi))
 
-    def feature_major(weights, x):
-        h = jnp.moveaxis(x, -1, 0)
-        for i, (w, b) in enumerate(weights):
-            h = jnp.tensordot(w, h, axes=1) + b.reshape(b.shape + (1,) * (h.ndim - 1))
-            if i < len(weights) - 1:
-                h = phi(h)
-        return jnp.moveaxis(h, 0, -1)
 
-    return jax.lax.platform_dependent(weights, x, cpu=feature_major, default=batch_major)
+def _batch_major(weights: Sequence, x, phi):
+    """:func:`dense_forward` with activations [..., n] (GPUs, TPUs)."""
+    for w, b in weights[:-1]:
+        x = phi(x @ w.T + b)
+    w, b = weights[-1]
+    return x @ w.T + b
+
+
+def _feature_major(weights: Sequence, x, phi):
+    """:func:`dense_forward` with activations [n, ...] (CPUs)."""
+    h = jnp.moveaxis(x, -1, 0)
+    for i, (w, b) in enumerate(weights):
+        h = jnp.tensordot(w, h, axes=1) + b.reshape(b.shape + (1,) * (h.ndim - 1))
+        if i < len(weights) - 1:
+            h = phi(h)
+    return jnp.moveaxis(h, 0, -1)
 
 
 def odd_pairs(weights: Sequence) -> list:
