@@ -423,7 +423,8 @@ def propagate_chain(chain: Sequence, state: State, order: int = 4, mode: str = "
 
 #: The propagation programs are contractions run a few times, so compile time is what a
 #: user waits for: XLA's backend optimisation passes cost more compile time than they save
-#: (CPU: about half the first call's compile at order 4) while run time barely moves.
+#: (CPU: about half the first call's compile at order 4, benchmarks/compile_time.py) while
+#: run time barely moves.
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 #: The layer chain is ~1000 small fusions: XLA:CPU's MLIR fusion emitters compile each
