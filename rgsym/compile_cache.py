@@ -31,9 +31,10 @@ __all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enab
 
 AUTO = "auto"
 OFF = ("", "off", "none")
-#: Programs that compile faster than this are not written (reading thousands of tiny
-#: entries would cost about what compiling them does).
-MIN_COMPILE_SECONDS = 0.1
+#: Programs that compile faster than this are not written.  0: every program, the eager
+#: operations' tiny ones too (thousands in the test suite, a few KB each): read back, they
+#: took 42% less time than compiled again (benchmarks/RESULTS.md, eighth session).
+MIN_COMPILE_SECONDS = 0.0
 
 
 def default_dir() -> str:
