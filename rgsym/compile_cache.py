@@ -32,8 +32,8 @@ __all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enab
 AUTO = "auto"
 OFF = ("", "off", "none")
 #: Programs that compile faster than this are not written.  0: every program, the eager
-#: operations' tiny ones too (thousands in the test suite, a few KB each): read back, they
-#: took 42% less time than compiled again (benchmarks/RESULTS.md, eighth session).
+#: operations' tiny ones too (thousands in the test suite, a few KB each): with them kept,
+#: eager-heavy test files ran in 42% less wall time (benchmarks/RESULTS.md, eighth session).
 MIN_COMPILE_SECONDS = 0.0
 
 
@@ -88,9 +88,11 @@ def enable(setting: str = AUTO) -> str | None:
     path = resolve(setting)
     if path is not None:
         os.makedirs(path, exist_ok=True)
+    # set every time: JAX_COMPILATION_CACHE_DIR may have chosen the directory already, with
+    # JAX's own threshold (1 s)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     if jax.config.jax_compilation_cache_dir != path:
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
         # JAX reads the directory once: make it read it again (without its INFO line)
         log = logging.getLogger("jax._src.compilation_cache")
         level = log.level

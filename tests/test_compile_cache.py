@@ -71,6 +71,18 @@ def test_cache_serves_the_same_program_from_disk_and_never_one_for_another_confi
                            np.asarray(want["base"][1]["final"]["test_rel_err"]))
 
 
+def test_enable_keeps_every_program_also_in_a_directory_jax_was_already_given(tmp_path,
+                                                                            cache_events):
+    """As JAX_COMPILATION_CACHE_DIR leaves it: that directory, JAX's own 1 s threshold; enable
+    on the same directory must still write a program that compiles in milliseconds."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compile_cache._jax_cache.reset_cache()
+    assert compile_cache.enable(str(tmp_path)) == str(tmp_path)
+    jax.jit(lambda x: x * 3.25 - 0.5)(np.arange(7.0))
+    assert cache_events["misses"] > 0 and any(tmp_path.iterdir())
+
+
 def test_the_refusal_check_also_sees_a_program_served_by_the_cache(tmp_path, cache_events):
     """Positive control: a program read from the persistent cache (no backend compile) still
     counts as compiled in test_train's 'refused before compiling' check."""
