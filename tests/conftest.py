@@ -31,7 +31,7 @@ compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE",
 #: than this (about 38% of Linux's default vm.max_map_count).  The largest test adds about
 #: 13,000 (the depth-2 exact propagation), so a worker stays under about 38,000.  A release
 #: also drops every traced program, which later tests of the worker then trace again: at
-#: 10,000 a worker released 11 times per suite, and the propagation-heavy test files spent
+#: 10,000 the two workers released 11 times per suite, and the propagation-heavy test files spent
 #: 11-13% more CPU time (about 5% for the whole suite; benchmarks/RESULTS.md, eighth session).
 RELEASE_AT_MAPPINGS = 25_000
 
