@@ -28,12 +28,14 @@ compile_cache.enable(os.environ.get("RGSYM_TEST_COMPILE_CACHE",
                                     compile_cache.default_dir() + "-tests"))
 
 #: Compiled programs are released once a test leaves the process with more memory mappings
-#: than this (about 38% of Linux's default vm.max_map_count).  The largest test adds about
-#: 13,000 (the depth-2 exact propagation), so a worker stays under about 38,000.  A release
-#: also drops every traced program, which later tests of the worker then trace again: at
-#: 10,000 the two workers released 11 times per suite, and the propagation-heavy test files spent
-#: 11-13% more CPU time (about 5% for the whole suite; benchmarks/RESULTS.md, eighth session).
-RELEASE_AT_MAPPINGS = 25_000
+#: than this: 3/8 of the kernel's vm.max_map_count (24,573 of Linux's default 65,530, assumed
+#: where the limit cannot be read and nothing is released anyway).  The largest test adds
+#: about 13,000 (the depth-2 exact propagation), so a worker stays under about 5/8 of the
+#: limit.  A release also drops every traced program, which the worker's later tests trace
+#: again: at 10,000 the two workers released 11 times per suite, and the propagation-heavy
+#: test files spent 11-13% more CPU time (about 5% for the whole suite; at 25,000, 3
+#: releases; benchmarks/RESULTS.md, eighth session).
+RELEASE_AT_MAPPINGS = (compile_cache.memory_mappings() or (0, 65_530))[1] * 3 // 8
 
 
 @pytest.fixture(autouse=True)
