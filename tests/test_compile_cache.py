@@ -12,8 +12,9 @@ from test_train import assert_trees_close, tiny
 @pytest.fixture
 def cache_events():
     """Counts of JAX's persistent-cache events while the test runs; restores the cache
-    directory the suite had."""
+    directory and the write threshold the suite had."""
     before = jax.config.jax_compilation_cache_dir
+    threshold = jax.config.jax_persistent_cache_min_compile_time_secs
     counts = {"hits": 0, "misses": 0}
 
     def listen(name, *args, **kwargs):
@@ -26,6 +27,7 @@ def cache_events():
     finally:
         jax.monitoring.unregister_event_listener(listen)
         jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
         compile_cache._jax_cache.reset_cache()
 
 
@@ -87,21 +89,16 @@ def test_the_refusal_check_also_sees_a_program_served_by_the_cache(tmp_path, cac
     """Positive control: a program read from the persistent cache (no backend compile) still
     counts as compiled in test_train's 'refused before compiling' check."""
     from test_train import _refused_before_compiling
-    compile_cache.enable(str(tmp_path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    try:
-        f = lambda x: x * 2.75 + 1.25  # noqa: E731
-        jax.jit(f)(np.arange(5.0))
-        jax.clear_caches()
-        hits = cache_events["hits"]
-        with pytest.raises(AssertionError, match="compiled before refusing"):
-            with _refused_before_compiling("field"):
-                jax.jit(f)(np.arange(5.0))
-                raise ValueError("field")
-        assert cache_events["hits"] > hits  # it was the cache that served it
-    finally:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                          compile_cache.MIN_COMPILE_SECONDS)
+    compile_cache.enable(str(tmp_path))  # (which keeps even this tiny program)
+    f = lambda x: x * 2.75 + 1.25  # noqa: E731
+    jax.jit(f)(np.arange(5.0))
+    jax.clear_caches()
+    hits = cache_events["hits"]
+    with pytest.raises(AssertionError, match="compiled before refusing"):
+        with _refused_before_compiling("field"):
+            jax.jit(f)(np.arange(5.0))
+            raise ValueError("field")
+    assert cache_events["hits"] > hits  # it was the cache that served it
 
 
 @pytest.mark.skipif(compile_cache.memory_mappings() is None,
