@@ -3,6 +3,7 @@
     python benchmarks/compile_time.py                        # every section
     python benchmarks/compile_time.py --sections=breakdown --variant=mlp-none-tanh
     python benchmarks/compile_time.py --sections=variants,make_run,propagation
+    python benchmarks/compile_time.py --sections=variants,make_run,targets   # the targets
 
 Sections (each prints its own table; ratios side by side where there is a before/after):
 
@@ -24,6 +25,10 @@ Sections (each prints its own table; ratios side by side where there is a before
   orders 1-5, depths 1-2, every_layer True and False: first call and repeated call, each in
   a subprocess with a time limit (--propagation_timeout) so a slow one is reported, not
   waited for.
+- targets (last): issue 12's CPU targets beside the figures of this run (the sweep's from
+  the variants and make_run sections, when run) and two propagation calls measured here,
+  each in a fresh process: order 4 through a quadratic MLP with one hidden layer of width 64
+  over 16 sites, the default call; depth 2 exact at order 4.
 
 The machine is part of every figure: the header prints the CPU model, core count, jax
 version and load averages.  Not a test: nothing here asserts.
@@ -288,12 +293,26 @@ dist = distributions.get("exponential", standardised=True)
 times = []
 for _ in range(3):
     t = time.perf_counter()
+    # every_layer None: the default call, as the README shows it
+    kwargs = {} if every_layer is None else dict(every_layer=every_layer)
     jax.block_until_ready(cumulants.propagate(model, params, dist, order=order,
-                                              every_layer=every_layer,
-                                              internal_order=internal))
+                                              internal_order=internal, **kwargs))
     times.append(time.perf_counter() - t)
 print(json.dumps(dict(first=times[0], repeat=min(times[1:]))))
 """
+
+
+def _propagate_times(order, depth, every_layer, width, sites, exact, timeout) -> dict:
+    """``{first, repeat}`` seconds of one propagate call in a fresh process, or ``{error}``."""
+    args = json.dumps([order, depth, every_layer, width, sites, exact])
+    try:
+        run = subprocess.run([sys.executable, "-c", _PROPAGATE, args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(error=f"over {timeout:g} s: stopped")
+    if run.returncode:
+        return dict(error=(run.stderr.strip().splitlines() or ["?"])[-1][:150])
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def propagation_section(orders, depths, width: int, sites: int, timeout: float):
@@ -306,17 +325,7 @@ def propagation_section(orders, depths, width: int, sites: int, timeout: float):
     for depth, exact in [(d, e) for d in depths for e in ((False, True) if d > 1 else (False,))]:
         for order in orders:
             for every in (True, False):
-                args = json.dumps([order, depth, every, width, sites, exact])
-                try:
-                    run = subprocess.run([sys.executable, "-c", _PROPAGATE, args], cwd=ROOT,
-                                         capture_output=True, text=True, timeout=timeout)
-                    if run.returncode:
-                        last = (run.stderr.strip().splitlines() or ["?"])[-1]
-                        res = dict(error=last[:150])
-                    else:
-                        res = json.loads(run.stdout.strip().splitlines()[-1])
-                except subprocess.TimeoutExpired:
-                    res = dict(error=f"over {timeout:g} s: stopped")
+                res = _propagate_times(order, depth, every, width, sites, exact, timeout)
                 path = "exact" if exact else "closure" if depth > 1 else "exact"
                 out[f"order={order},depth={depth},path={path},every_layer={every}"] = res
                 cells = (f"{res['first']:10.2f} {res['repeat']:10.4f} "
@@ -326,10 +335,53 @@ def propagation_section(orders, depths, width: int, sites: int, timeout: float):
     return out
 
 
+def targets_section(report: dict, timeout: float):
+    """Issue 12's CPU targets beside what this run measured: the sweep's from the variants
+    and make_run sections (when run), propagation's measured here, each in a fresh process.
+    Throughput and the test suite's time are measured elsewhere (sweep_throughput.py,
+    ``time make test``)."""
+    import numpy as np
+    rows = []  # (target, limit s, measured s or None, how)
+
+    variants = report.get("variants", {}).get("variants")
+    if variants:
+        per = [v["first"] - v["second"] + v["setup"] for v in variants.values()]
+        rows.append(("default sweep: compile per variant, median", 3.0, float(np.median(per)),
+                     "variants"))
+        rows.append(("default sweep: compile per variant, max", 3.0, max(per), "variants"))
+    make_run = report.get("make_run")
+    if make_run:
+        rows.append(("make run, fresh workdir, cache cold", 90.0, make_run["cold cache"],
+                     "make_run"))
+        rows.append(("make run, fresh workdir, cache warm", 30.0, make_run["warm cache"],
+                     "make_run"))
+    # The issue's case: quadratic MLP, one hidden layer of width 64 over 16 sites, order 4,
+    # the default call; and depth 2 exact at order 4 (internal_order 8).
+    one = _propagate_times(4, 1, None, 64, 16, False, timeout)
+    two = _propagate_times(4, 2, None, 16, 8, True, timeout)
+    for label, res, key, limit in [
+            ("propagate order 4, width 64, 16 sites, default call: first", one, "first", 1.5),
+            ("propagate order 4, width 64, 16 sites, default call: repeat", one, "repeat",
+             0.05),
+            ("propagate depth 2 exact (width 16, 8 sites), order 4: first", two, "first", 60.0)]:
+        rows.append((label, limit, res.get(key), res.get("error", "fresh process")))
+
+    print(f"\n## issue 12's targets on this machine\n{machine()}")
+    print(f"{'target':<64} {'limit s':>8} {'measured s':>11} {'met':>4}  from")
+    for label, limit, got, how in rows:
+        cell = f"{got:11.3f} {'yes' if got <= limit else 'NO':>4}" if got is not None else \
+            f"{'-':>11} {'-':>4}"
+        print(f"{label:<64} {limit:8.2f} {cell}  {how}")
+    if not variants or not make_run:
+        print("(the sweep's rows come from --sections=variants,make_run in the same run)")
+    print("throughput: benchmarks/sweep_throughput.py; the test suite: time make test")
+    return [dict(target=r[0], limit=r[1], measured=r[2], source=r[3]) for r in rows]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="breakdown,variants,make_run,propagation")
+    p.add_argument("--sections", default="breakdown,variants,make_run,propagation,targets")
     p.add_argument("--variant", default="mlp-none-tanh")
     p.add_argument("--cpu_devices", type=int, default=0)
     p.add_argument("--orders", default="1,2,3,4,5")
@@ -340,7 +392,7 @@ def main():
     p.add_argument("--json_out", default=None)
     args = p.parse_args()
     sections = args.sections.split(",")
-    unknown = set(sections) - {"breakdown", "variants", "make_run", "propagation"}
+    unknown = set(sections) - {"breakdown", "variants", "make_run", "propagation", "targets"}
     if unknown:
         p.error(f"--sections: unknown {sorted(unknown)}")
     from rgsym import sweep
@@ -356,6 +408,8 @@ def main():
         report["propagation"] = propagation_section(
             [int(o) for o in args.orders.split(",")], [int(d) for d in args.depths.split(",")],
             args.width, args.sites, args.propagation_timeout)
+    if "targets" in sections:
+        report["targets"] = targets_section(report, args.propagation_timeout)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(report, f, indent=1, default=float)
