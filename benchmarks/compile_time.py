@@ -381,15 +381,22 @@ def targets_section(report: dict, timeout: float):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="breakdown,variants,make_run,propagation,targets")
-    p.add_argument("--variant", default="mlp-none-tanh")
-    p.add_argument("--cpu_devices", type=int, default=0)
-    p.add_argument("--orders", default="1,2,3,4,5")
-    p.add_argument("--depths", default="1,2")
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--sites", type=int, default=8)
-    p.add_argument("--propagation_timeout", type=float, default=120.0)
-    p.add_argument("--json_out", default=None)
+    p.add_argument("--sections", default="breakdown,variants,make_run,propagation,targets",
+                   help="comma-separated, of (run in this order): breakdown, variants, make_run, "
+                        "propagation, targets (default: all)")
+    p.add_argument("--variant", default="mlp-none-tanh",
+                   help="the default config's variant the breakdown section takes apart")
+    p.add_argument("--cpu_devices", type=int, default=0,
+                   help="XLA devices the host CPU is split into, as rgsym-sweep's flag "
+                        "(0: four per core; 1: off)")
+    p.add_argument("--orders", default="1,2,3,4,5", help="propagation: cumulant orders")
+    p.add_argument("--depths", default="1,2", help="propagation: hidden layers (1 or 2)")
+    p.add_argument("--width", type=int, default=16, help="propagation: hidden units")
+    p.add_argument("--sites", type=int, default=8, help="propagation: input lattice sites")
+    p.add_argument("--propagation_timeout", type=float, default=120.0,
+                   help="seconds a propagation cell may take before it is stopped and "
+                        "reported as such")
+    p.add_argument("--json_out", default=None, help="also write every figure to this file")
     args = p.parse_args()
     sections = args.sections.split(",")
     unknown = set(sections) - {"breakdown", "variants", "make_run", "propagation", "targets"}

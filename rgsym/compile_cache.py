@@ -12,21 +12,25 @@ lowers to another program and so to another key; values that differ between vari
 the same shapes (learning rates, alpha, seeds) are traced arguments, never baked into a
 program.  Usage::
 
-    compile_cache.enable()          # 'auto': ~/.cache/rgsym/jax (or $XDG_CACHE_HOME)
+    compile_cache.enable()          # 'auto': ~/.cache/rgsym/jax (see default_dir)
     compile_cache.enable("")        # off
+
+A plain script or notebook that calls the cumulant solver gets the cache only after such a
+call; ``rgsym.results.run`` (the sweeps) makes it for the config's ``compile_cache``.
 """
 from __future__ import annotations
 
 import gc
 import logging
 import os
+import tempfile
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
 from rgsym import validation
 
-__all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "enable",
+__all__ = ["AUTO", "OFF", "MIN_COMPILE_SECONDS", "default_dir", "resolve", "prepare", "enable",
            "memory_mappings", "release_if_crowded"]
 
 AUTO = "auto"
@@ -41,39 +45,78 @@ def default_dir() -> str:
     """The cache directory of setting 'auto' (not created here).
 
     Returns:
-      ``$XDG_CACHE_HOME/rgsym/jax``, else ``~/.cache/rgsym/jax``.
+      ``$JAX_COMPILATION_CACHE_DIR`` where it is set (the directory JAX was told to use),
+      else ``$XDG_CACHE_HOME/rgsym/jax`` where that is an absolute path (the XDG rule: a
+      relative one is ignored), else ``~/.cache/rgsym/jax``.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.path.abspath(os.path.expanduser(os.environ["JAX_COMPILATION_CACHE_DIR"]))
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "rgsym", "jax")
 
 
-def resolve(setting: str) -> str | None:
+def resolve(setting: str | os.PathLike) -> str | None:
     """The cache directory a setting names (nothing is created).
 
     Args:
-      setting: 'auto'; '', 'off' or 'none' (any case, surrounding spaces ignored); or a path.
+      setting: 'auto'; '', 'off' or 'none' (these words in any case, surrounding spaces
+        ignored); or a path (str or path-like).
 
     Returns:
       :func:`default_dir` for 'auto', None (off) for '' / 'off' / 'none', else the path
       with ``~`` expanded, made absolute.
 
     Raises:
-      ValueError: ``setting`` is not a string.
+      ValueError: ``setting`` is neither a string nor a path.
     """
+    if isinstance(setting, os.PathLike):
+        setting = os.fspath(setting)
     if not isinstance(setting, str):
         raise ValueError(f"compile_cache={setting!r} is not valid: it must be a directory, "
                          f"'{AUTO}' ({default_dir()}) or '' (off)")
-    if setting.strip().lower() in OFF:
+    word = setting.strip().lower()
+    if word in OFF:
         return None
-    if setting == AUTO:
+    if word == AUTO:
         return default_dir()
     return os.path.abspath(os.path.expanduser(setting))
 
 
-def enable(setting: str = AUTO) -> str | None:
-    """Points JAX's persistent compilation cache at ``resolve(setting)`` (None: off) and
-    returns that directory.  Takes effect for programs compiled from now on, also when an
-    earlier call chose another directory.
+def prepare(setting: str | os.PathLike = AUTO) -> str | None:
+    """The directory of ``setting``, created if missing and proven writable (a file is
+    created in it and removed), so that a bad setting is refused before any work rather
+    than by a warning from every program JAX fails to write.
+
+    Args:
+      setting: as :func:`resolve`.
+
+    Returns:
+      The cache directory, or None when the cache is off.
+
+    Raises:
+      ValueError: as :func:`resolve`, or the directory cannot be created or written (the
+        setting, the directory and the system's reason named).
+    """
+    path = resolve(setting)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"compile_cache={setting!r} is not valid: the directory {path} cannot "
+                         f"be created or written ({e.strerror or e}); give a writable "
+                         f"directory, '{AUTO}' ({default_dir()}) or '' (off)") from None
+    return path
+
+
+def enable(setting: str | os.PathLike = AUTO) -> str | None:
+    """Points JAX's persistent compilation cache at ``prepare(setting)`` (None: off) for the
+    whole process and returns that directory.  Takes effect for programs compiled from now
+    on, also when an earlier call chose another directory.
 
     Args:
       setting: as :func:`resolve`; the directory is created if missing.
@@ -82,12 +125,10 @@ def enable(setting: str = AUTO) -> str | None:
       The cache directory, or None when the cache is off.
 
     Raises:
-      ValueError: as :func:`resolve`.
-      OSError: the directory cannot be created.
+      ValueError: as :func:`prepare` (a bad setting, or a directory that cannot be created
+        or written).
     """
-    path = resolve(setting)
-    if path is not None:
-        os.makedirs(path, exist_ok=True)
+    path = prepare(setting)
     # set every time: JAX_COMPILATION_CACHE_DIR may have chosen the directory already, with
     # JAX's own threshold (1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)

@@ -61,7 +61,8 @@ SCHEMA: tuple[tuple[str, Any, str], ...] = (
     ("dtype", "float32", "parameter and compute dtype: float32 or float64 (needs x64)"),
     ("matmul_precision", "default", "'highest' avoids TF32 on GPUs (exact-map science)"),
     ("compile_cache", "auto", "JAX persistent compilation cache dir; 'auto' = "
-     "~/.cache/rgsym/jax, '' = off (execution only: results never depend on it)"),
+     "$JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/rgsym/jax or "
+     "~/.cache/rgsym/jax; '' = off (execution only: results never depend on it)"),
     ("backend_opt_level", "auto", "XLA backend (LLVM) optimisation level: 'auto' = 1 on "
      "CPUs (faster compiles, same speed), XLA's default elsewhere; 'xla'; or '0'..'3'"),
     ("lattice.dim", 1, "lattice dimension: 1 or 2"),

@@ -757,8 +757,10 @@ def check(cfg, workdir, *, allow_version_change: bool = False
 
     Raises:
       ValueError: naming the field, for a config that ``rgsym.config.validate_config``
-        refuses, a ``workdir`` holding a run of another config, or one written under other
-        rgsym / jax / jaxlib versions (naming them) unless ``allow_version_change``.
+        refuses, a ``compile_cache`` directory that cannot be created or written
+        (``rgsym.compile_cache.prepare``: the one thing created here), a ``workdir``
+        holding a run of another config, or one written under other rgsym / jax / jaxlib
+        versions (naming them) unless ``allow_version_change``.
         With many processes (``jax.process_count() > 1``) a collective: process 0 alone
         checks the run directory, and every process raises when any refuses or when its
         config is not process 0's.
@@ -768,6 +770,7 @@ def check(cfg, workdir, *, allow_version_change: bool = False
     error = None
     try:
         specs = config_lib.resolve_variants(cfg)
+        compile_cache.prepare(cfg.compile_cache)  # every process compiles: each its own
         if not many or jax.process_index() == 0:  # the writer alone needs the run directory
             _check_resume(Path(workdir) / "config.json", cfg)
             _check_versions(_sessions(Path(workdir) / "environment.json"),
@@ -814,7 +817,9 @@ def run(cfg, workdir, *, progress: bool = True, devices=None,
     """Runs (or resumes, or extends) every variant x seed chunk of ``cfg`` under ``workdir``.
 
     Validates the whole config first (nothing is compiled before that, see :func:`check`),
-    skips finished variants and chunks (a ``num_seeds`` larger than the run's trains the new
+    points the process's JAX persistent compilation cache at the config's
+    ``compile_cache`` (``rgsym.compile_cache.enable``: it stays so after the call), skips
+    finished variants and chunks (a ``num_seeds`` larger than the run's trains the new
     seeds only), writes per-variant records as each variant completes, then the summary
     tables and figures.
 

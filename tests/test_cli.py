@@ -20,6 +20,9 @@ CONFIG = f"--config={ROOT / 'experiments' / 'configs' / 'test.py'}"
     # every variant of test.py sets its activation: the base value would reach none
     ([CONFIG, "--config.model.activation=tnah"],
      "error: --config.model.activation: every variant of this config sets its own"),
+    # a cache directory that cannot be made (a file's path), refused before any work
+    ([CONFIG, f"--config.compile_cache={ROOT / 'README.md'}"],
+     f"error: compile_cache='{ROOT / 'README.md'}' is not valid: the directory"),
     (["--config=experiments/configs/nope.py"],
      "error: --config=experiments/configs/nope.py: cannot be loaded: [Errno 2]"),
 ])

@@ -32,13 +32,43 @@ def cache_events():
 
 
 def test_settings_resolve_to_a_directory_or_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert compile_cache.resolve("auto") == str(tmp_path / "rgsym" / "jax")
-    for off in ("", "off", "None"):
+    for auto in ("auto", "AUTO", " Auto "):
+        assert compile_cache.resolve(auto) == str(tmp_path / "rgsym" / "jax")
+    for off in ("", "off", "None", " OFF "):
         assert compile_cache.resolve(off) is None
     assert compile_cache.resolve("~/x") == os.path.expanduser("~/x")
+    assert compile_cache.resolve(tmp_path / "p") == str(tmp_path / "p")  # a path-like
     with pytest.raises(ValueError, match="compile_cache=3 is not valid"):
         compile_cache.resolve(3)
+
+
+def test_auto_is_the_directory_jax_was_given_else_an_absolute_xdg_cache_home(monkeypatch,
+                                                                              tmp_path):
+    home = os.path.join(os.path.expanduser("~"), ".cache", "rgsym", "jax")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # the XDG rule: ignored
+    assert compile_cache.resolve("auto") == home
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert compile_cache.resolve("auto") == home
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jaxdir"))
+    assert compile_cache.resolve("auto") == str(tmp_path / "jaxdir")
+
+
+def test_a_directory_that_cannot_be_made_or_written_is_refused_naming_it(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for bad in (afile, afile / "below"):
+        with pytest.raises(ValueError, match=f"compile_cache='{bad}' is not valid: the "
+                                             f"directory {bad} cannot be created or written"):
+            compile_cache.prepare(str(bad))
+    if os.path.isdir("/proc/self"):  # Linux: a directory nothing can be written to
+        with pytest.raises(ValueError, match="cannot be created or written"):
+            compile_cache.prepare("/proc")
+    assert compile_cache.prepare(str(tmp_path / "new" / "dir")) == str(tmp_path / "new" / "dir")
+    assert (tmp_path / "new" / "dir").is_dir() and not any((tmp_path / "new" / "dir").iterdir())
+    assert compile_cache.prepare("off") is None
 
 
 def _run(cfg, lr=None):
