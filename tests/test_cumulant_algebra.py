@@ -194,6 +194,14 @@ def test_bad_inputs_are_refused():
                   joint=True)
     with pytest.raises(ValueError, match="order 7 through a degree-2 polynomial.*14 legs"):
         propagate(quad, p, distributions.get("uniform"), order=7)
+    # a hidden order that internal_order asked for: the message names it and what works
+    deep = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4, depth=2,
+                      sites=4, dtype="float64"))
+    with pytest.raises(ValueError, match=r"internal_order=7 is not valid for this net at "
+                       r"order=4: a hidden state of order 7 .* 14 legs.*valid: internal_order "
+                       r"4\.\.6 .*, or >= 8 \(exact"):
+        propagate(deep, deep.init(jax.random.key(0), jnp.zeros(4)),
+                  distributions.get("uniform"), order=4, internal_order=7)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
     mid = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from rgsym import distributions as _dist
 from rgsym import compile_cache, validation
 from rgsym.cumulants import rules, sites, surrogate
-from rgsym.cumulants.partitions import check_legs, check_wick_legs
+from rgsym.cumulants.partitions import MAX_LEGS, check_legs, check_wick_legs
 from rgsym.cumulants.state import (DEFAULT_FLOP_LIMIT, DEFAULT_MEMORY_LIMIT, DenseCumulants, FactorCumulants,
                                    MarginalCumulants, State, iid_lattice, independent_sites,
                                    marginals)
@@ -167,11 +167,43 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
         if _degree(chain[i], degree) > 1 and total is None:  # refused before any layer runs
             surrogate = (chain[i].activation if degree != 2 and _poly(chain[i]) is None
                          else None)
-            check_legs(_degree(chain[i], degree), cur, surrogate)
+            try:
+                check_legs(_degree(chain[i], degree), cur, surrogate)
+            except ValueError as e:
+                if internal_order is None or cur != cap or cur == order:
+                    raise
+                # the order this hidden state carries is internal_order's, not the request's
+                named = _internal_order_error(chain, order, internal_order, cur,
+                                              _degree(chain[i], degree))
+                if named is None:
+                    raise
+                raise named from e
         cur *= _degree(chain[i], degree)
         if i > first:
             cur = min(cur, cap)
     return cur, tuple(outs)
+
+
+def _internal_order_error(chain, order, internal_order, hidden, d) -> ValueError | None:
+    """The refusal of an ``internal_order`` whose hidden state of order ``hidden`` into a
+    degree-``d`` activation is beyond MAX_LEGS, naming the values that work (None where
+    none does: the request's own order is then at fault)."""
+    valid = []
+    if MAX_LEGS // d >= order:
+        valid.append(f"{order}..{MAX_LEGS // d} (the truncation closure drops the cumulants "
+                     "above it)")
+    nonlinear = [_degree(l) for l in chain if _degree(l) > 1]
+    if len(nonlinear) > 1 and all(isinstance(l, Affine) or _poly(l) is not None
+                                  for l in chain):  # as site_degree
+        valid.append(f">= {order * math.prod(nonlinear[1:])} (exact, as polynomials of "
+                     "independent input sites)")
+    if not valid:
+        return None
+    return ValueError(
+        f"internal_order={internal_order} is not valid for this net at order={order}: a "
+        f"hidden state of order {hidden} into a degree-{d} activation needs the connected "
+        f"partitions of {d * hidden} legs, beyond MAX_LEGS={MAX_LEGS}; valid: internal_order "
+        f"{', or '.join(valid)}")
 
 
 def site_degree(chain, order: int, internal_order: int | None) -> int | None:
