@@ -668,7 +668,8 @@ def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
         run as polynomials of the input sites (``sites.py``), with every state after the
         first activation recorded at orders 1..order.
       degree: the 'hermite' surrogate's polynomial degree.
-      memory_limit: bytes; flop_limit: floating-point operations per layer.
+      memory_limit: bytes, of each tensor the solver builds (not of the process: several
+        are alive at once); flop_limit: floating-point operations per layer.
 
     Returns:
       A :class:`Propagation` (a pytree: jit/vmap over params works): the input state then
