@@ -667,7 +667,10 @@ def propagate(model: Model, params: Params, input_cumulants, order: int = 4,
         activation but the first, e.g. 8 for two quadratic layers at order 4): those then
         run as polynomials of the input sites (``sites.py``), with every state after the
         first activation recorded at orders 1..order.
-      degree: the 'hermite' surrogate's polynomial degree.
+      degree: the 'hermite' surrogate's polynomial degree.  3 improves kappa_4 where the
+        pre-activations are near Gaussian (finite ``errors``) at a far higher cost; where
+        ``errors`` are inf (skewed or heavy-tailed inputs, closures) it can be far worse
+        than 2 (benchmarks/RESULTS.md).
       memory_limit: bytes, of each tensor the solver builds (not of the process: several
         are alive at once); flop_limit: floating-point operations per layer.
 

@@ -44,7 +44,9 @@ __all__ = ["DEFAULT_DEGREE", "LIPSCHITZ", "BOUND_ORDERS", "law_quadrature", "her
 
 #: Degree of the 'hermite' surrogate unless told.  The exact polynomial rule's cost grows
 #: steeply with degree (the classes of degree x order legs): degree 3 carries kappa_4 far
-#: better at a far higher cost (benchmarks/RESULTS.md, "Orders 3-4 through tanh and relu").
+#: better at a far higher cost where the pre-activations are near Gaussian (finite error
+#: estimates), and can be far worse where they are not (benchmarks/RESULTS.md, "Orders 3-4
+#: through tanh and relu" and "Mode 'hermite', degree 2 vs 3, on skewed inputs").
 DEFAULT_DEGREE = 2
 #: sup |phi'| of each non-polynomial activation: a residual entering a later activation
 #: grows by at most this factor (gelu: 1.129 at z = sqrt 2; silu: 1.0998).
@@ -186,7 +188,10 @@ def cumulant_bound(kappa, norms, order: int):
     a_n = ||A||_n and e_n = ||D||_n <= ||R||_n + ||R||_1: |Delta kappa_1| <= ||R||_1,
     |Delta mu_n| <= (a_n + e_n)^n - a_n^n (binomial expansion, Hoelder on each term),
     kappa_2 = mu_2, kappa_3 = mu_3 (a_3 <= a_4), kappa_4 = mu_4 - 3 mu_2^2.  Orders above 4,
-    or 3 and 4 without kappa_4, are inf.
+    or 3 and 4 without kappa_4, are inf.  A unit whose computed kappa_2 is negative (no
+    law's: a closure ran on a truncated state) is inf at every order: there is no computed
+    variable A to apply Hoelder to (:func:`range_check` may still cap it rigorously).  An
+    infinite norm gives inf, never NaN (at kappa_2 = 0 the kappa_4 term was 0 * inf).
     """
     inf = jnp.full(kappa.shape[:1], jnp.inf, kappa.dtype)
     k2 = jnp.clip(kappa[:, 1], 0.0) if kappa.shape[1] > 1 else None
@@ -206,9 +211,13 @@ def cumulant_bound(kappa, norms, order: int):
         cols.append(dmu(3) if 3 in a else inf)
     if order > 3:
         d2 = dmu(2)
-        cols.append(dmu(4) + 3 * (2 * k2 * d2 + d2 ** 2) if 4 in a else inf)
+        cols.append(dmu(4) + jnp.where(jnp.isinf(d2), jnp.inf, 3 * (2 * k2 * d2 + d2 ** 2))
+                    if 4 in a else inf)
     cols += [inf] * (order - len(cols))
-    return jnp.stack(cols[:order], -1)
+    bound = jnp.stack(cols[:order], -1)
+    if k2 is None:
+        return bound
+    return jnp.where((kappa[:, 1] < 0)[:, None], jnp.inf, bound)
 
 
 def hermite_rule(state, fn, degree: int, order: int, readout=None,
