@@ -20,6 +20,7 @@ call; ``rgsym.results.run`` (the sweeps) makes it for the config's ``compile_cac
 """
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -87,7 +88,9 @@ def resolve(setting: str | os.PathLike) -> str | None:
 def prepare(setting: str | os.PathLike = AUTO) -> str | None:
     """The directory of ``setting``, created if missing and proven writable (a file is
     created in it and removed), so that a bad setting is refused before any work rather
-    than by a warning from every program JAX fails to write.
+    than by a warning from every program JAX fails to write.  JAX writes entries from
+    process 0 alone: in a multi-process run (``jax.distributed``) the other processes only
+    read, and nothing is checked or created there.
 
     Args:
       setting: as :func:`resolve`.
@@ -97,19 +100,26 @@ def prepare(setting: str | os.PathLike = AUTO) -> str | None:
 
     Raises:
       ValueError: as :func:`resolve`, or the directory cannot be created or written (the
-        setting, the directory and the system's reason named).
+        setting, the directory, where 'auto' took it from, and the system's reason named).
     """
     path = resolve(setting)
-    if path is None:
-        return None
+    if path is None or (jax.distributed.is_initialized() and jax.process_index() != 0):
+        return path
     try:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise ValueError(f"compile_cache={setting!r} is not valid: the directory {path} cannot "
-                         f"be created or written ({e.strerror or e}); give a writable "
-                         f"directory, '{AUTO}' ({default_dir()}) or '' (off)") from None
+        auto = str(setting).strip().lower() == AUTO
+        origin = (" (from JAX_COMPILATION_CACHE_DIR)"
+                  if auto and os.environ.get("JAX_COMPILATION_CACHE_DIR") else "")
+        fix = ("a writable directory or '' (off)" if auto else
+               f"a writable directory, '{AUTO}' ({default_dir()}) or '' (off)")
+        raise ValueError(f"compile_cache={setting!r} is not valid: the directory {path}{origin} "
+                         f"cannot be created or written ({e.strerror or e}); give {fix}"
+                         ) from None
     return path
 
 

@@ -770,7 +770,7 @@ def check(cfg, workdir, *, allow_version_change: bool = False
     error = None
     try:
         specs = config_lib.resolve_variants(cfg)
-        compile_cache.prepare(cfg.compile_cache)  # every process compiles: each its own
+        compile_cache.prepare(cfg.compile_cache)  # (checked where JAX writes: process 0)
         if not many or jax.process_index() == 0:  # the writer alone needs the run directory
             _check_resume(Path(workdir) / "config.json", cfg)
             _check_versions(_sessions(Path(workdir) / "environment.json"),

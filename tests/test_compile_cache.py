@@ -56,7 +56,8 @@ def test_auto_is_the_directory_jax_was_given_else_an_absolute_xdg_cache_home(mon
     assert compile_cache.resolve("auto") == str(tmp_path / "jaxdir")
 
 
-def test_a_directory_that_cannot_be_made_or_written_is_refused_naming_it(tmp_path):
+def test_a_directory_that_cannot_be_made_or_written_is_refused_naming_it(monkeypatch,
+                                                                         tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
     for bad in (afile, afile / "below"):
@@ -69,6 +70,12 @@ def test_a_directory_that_cannot_be_made_or_written_is_refused_naming_it(tmp_pat
     assert compile_cache.prepare(str(tmp_path / "new" / "dir")) == str(tmp_path / "new" / "dir")
     assert (tmp_path / "new" / "dir").is_dir() and not any((tmp_path / "new" / "dir").iterdir())
     assert compile_cache.prepare("off") is None
+    # 'auto' through JAX's variable: the message says where the directory came from
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(afile))
+    with pytest.raises(ValueError, match=r"compile_cache='auto' is not valid: the directory "
+                       r".*afile \(from JAX_COMPILATION_CACHE_DIR\) .*\(not a directory\); "
+                       r"give a writable directory or '' \(off\)"):
+        compile_cache.prepare("auto")
 
 
 def _run(cfg, lr=None):

@@ -202,6 +202,15 @@ def test_bad_inputs_are_refused():
                        r"4\.\.6 .*, or >= 8 \(exact"):
         propagate(deep, deep.init(jax.random.key(0), jnp.zeros(4)),
                   distributions.get("uniform"), order=4, internal_order=7)
+    # depth 3: a hidden order of 8 (4 x the last degree) that only internal_order=10 lets
+    # through; the exact path's read-off (32 legs) is beyond its limit, so not offered
+    deeper = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
+                        depth=3, sites=4, dtype="float64"))
+    with pytest.raises(ValueError, match=r"internal_order=10 is not valid .* hidden state of "
+                       r"order 8 .* valid: internal_order 4\.\.6 \(the truncation closure "
+                       r"drops the cumulants above it\)$"):
+        propagate(deeper, deeper.init(jax.random.key(0), jnp.zeros(4)),
+                  distributions.get("uniform"), order=4, internal_order=10)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
     mid = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))

@@ -170,11 +170,11 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
             try:
                 check_legs(_degree(chain[i], degree), cur, surrogate)
             except ValueError as e:
-                if internal_order is None or cur != cap or cur == order:
+                if internal_order is None or cur == order:
                     raise
-                # the order this hidden state carries is internal_order's, not the request's
+                # a hidden state's order is internal_order's doing, not the request's
                 named = _internal_order_error(chain, order, internal_order, cur,
-                                              _degree(chain[i], degree))
+                                              _degree(chain[i], degree), surrogate)
                 if named is None:
                     raise
                 raise named from e
@@ -184,26 +184,35 @@ def order_schedule(chain, order: int, internal_order: int | None = None, degree:
     return cur, tuple(outs)
 
 
-def _internal_order_error(chain, order, internal_order, hidden, d) -> ValueError | None:
-    """The refusal of an ``internal_order`` whose hidden state of order ``hidden`` into a
-    degree-``d`` activation is beyond MAX_LEGS, naming the values that work (None where
-    none does: the request's own order is then at fault)."""
+def _internal_order_error(chain, order, internal_order, hidden, d, surrogate
+                         ) -> ValueError | None:
+    """The refusal of an ``internal_order`` under which a hidden state of order ``hidden``
+    enters a degree-``d`` activation beyond MAX_LEGS, naming the values that work (None
+    where none does: the request's own order is then at fault).  surrogate: the activation
+    where the polynomial is mode 'hermite''s surrogate (a lower degree also works)."""
     valid = []
-    if MAX_LEGS // d >= order:
-        valid.append(f"{order}..{MAX_LEGS // d} (the truncation closure drops the cumulants "
-                     "above it)")
+    top = MAX_LEGS // d
+    if top >= order:
+        valid.append(f"{order}..{top}" if top > order else f"{order}")
+        valid[-1] += " (the truncation closure drops the cumulants above it)"
     nonlinear = [_degree(l) for l in chain if _degree(l) > 1]
     if len(nonlinear) > 1 and all(isinstance(l, Affine) or _poly(l) is not None
                                   for l in chain):  # as site_degree
-        valid.append(f">= {order * math.prod(nonlinear[1:])} (exact, as polynomials of "
-                     "independent input sites)")
+        try:
+            check_wick_legs(math.prod(nonlinear), order)
+            valid.append(f">= {order * math.prod(nonlinear[1:])} (exact, as polynomials of "
+                         "independent input sites)")
+        except ValueError:
+            pass  # the exact path's read-off is beyond its own limits at this order
     if not valid:
         return None
+    lower = "" if surrogate is None else (f"; or a lower degree (mode 'hermite''s surrogate "
+                                          f"of activation={surrogate!r} has degree {d})")
     return ValueError(
         f"internal_order={internal_order} is not valid for this net at order={order}: a "
         f"hidden state of order {hidden} into a degree-{d} activation needs the connected "
         f"partitions of {d * hidden} legs, beyond MAX_LEGS={MAX_LEGS}; valid: internal_order "
-        f"{', or '.join(valid)}")
+        f"{', or '.join(valid)}{lower}")
 
 
 def site_degree(chain, order: int, internal_order: int | None) -> int | None:
