@@ -51,6 +51,10 @@ def test_partition_classes_match_brute_force(q):
         counts[key] = counts.get(key, 0) + 1
     got = {tuple(sorted(c.blocks)): c.multiplicity for c in connected_partitions(q, 99)}
     assert got == counts
+    for max_block in (2, 3):  # the closure's truncation: blocks of at most max_block legs
+        got = {tuple(sorted(c.blocks)): c.multiplicity
+               for c in connected_partitions(q, max_block)}
+        assert got == {k: m for k, m in counts.items() if max(map(sum, k)) <= max_block}
 
 
 def test_affine_and_polynomial_dense_equal_factor_form():

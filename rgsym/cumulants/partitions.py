@@ -84,19 +84,23 @@ def connected_partitions(q: tuple[int, ...], max_block: int,
                   if min_block <= sum(v) <= max_block]
     out = []
 
-    def rec(remaining, start, chosen):
+    def rec(remaining, fitting, chosen):
+        # fitting: the candidates (in order, from the last one chosen) that fit in
+        # ``remaining``; a child keeps those of them that fit in what it leaves, so deep in
+        # the recursion few are scanned (q = (2,) * 6, 12 legs: 39 s -> 2.3 s, the same
+        # classes in the same order; benchmarks/RESULTS.md)
         if not any(remaining):
             if _connected(chosen, n):
                 out.append(tuple(chosen))
             return
-        for j in range(start, len(candidates)):
-            v = candidates[j]
-            if all(c <= r for c, r in zip(v, remaining)):
-                chosen.append(v)
-                rec(tuple(r - c for r, c in zip(remaining, v)), j, chosen)
-                chosen.pop()
+        for k, v in enumerate(fitting):
+            left = tuple(r - c for r, c in zip(remaining, v))
+            chosen.append(v)
+            rec(left, [u for u in fitting[k:] if all(c <= r for c, r in zip(u, left))],
+                chosen)
+            chosen.pop()
 
-    rec(tuple(q), 0, [])
+    rec(tuple(q), candidates, [])
     classes = []
     for blocks in out:
         denom = math.prod(math.factorial(c) for v in blocks for c in v)
