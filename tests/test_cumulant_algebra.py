@@ -198,23 +198,20 @@ def test_bad_inputs_are_refused():
                   joint=True)
     with pytest.raises(ValueError, match="order 7 through a degree-2 polynomial.*14 legs"):
         propagate(quad, p, distributions.get("uniform"), order=7)
-    # a hidden order that internal_order asked for: the message names it and what works
-    deep = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4, depth=2,
-                      sites=4, dtype="float64"))
-    with pytest.raises(ValueError, match=r"internal_order=7 is not valid for this net at "
-                       r"order=4: a hidden state of order 7 .* 14 legs.*valid: internal_order "
-                       r"4\.\.6 .*, or >= 8 \(exact"):
-        propagate(deep, deep.init(jax.random.key(0), jnp.zeros(4)),
-                  distributions.get("uniform"), order=4, internal_order=7)
-    # depth 3: a hidden order of 8 (4 x the last degree) that only internal_order=10 lets
-    # through; the exact path's read-off (32 legs) is beyond its limit, so not offered
-    deeper = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
-                        depth=3, sites=4, dtype="float64"))
-    with pytest.raises(ValueError, match=r"internal_order=10 is not valid .* hidden state of "
-                       r"order 8 .* valid: internal_order 4\.\.6 \(the truncation closure "
-                       r"drops the cumulants above it\)$"):
-        propagate(deeper, deeper.init(jax.random.key(0), jnp.zeros(4)),
-                  distributions.get("uniform"), order=4, internal_order=10)
+    # a hidden order that internal_order let through: the message names it and what works.
+    # Depth 3: the hidden order 8 (4 x the last degree) needs internal_order >= 8, and the
+    # exact path's read-off (32 legs) is beyond its limit, so it is not offered.
+    for depth, internal, valid in [(2, 7, r"4\.\.6 \(the truncation closure drops the "
+                                          r"cumulants above it\), or >= 8 \(exact"),
+                                   (3, 10, r"4\.\.6 \(the truncation closure drops the "
+                                           r"cumulants above it\)$")]:
+        deep = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=4,
+                          depth=depth, sites=4, dtype="float64"))
+        with pytest.raises(ValueError, match=rf"internal_order={internal} is not valid for "
+                           rf"this net at order=4: a hidden state of order {min(internal, 8)} "
+                           rf".* valid: internal_order {valid}"):
+            propagate(deep, deep.init(jax.random.key(0), jnp.zeros(4)),
+                      distributions.get("uniform"), order=4, internal_order=internal)
     # the output fits (33 KiB) but an einsum intermediate [64, 64, sites] would not
     mid = build(dict(kind="mlp", symmetry="none", activation="quadratic", width=64,
                      sites=16, dtype="float64"))
