@@ -1,6 +1,6 @@
 """Mode 'hermite' at degree 2 and 3 on skewed inputs, against Monte Carlo (not a test).
 
-The reviewer's case: a tanh MLP (8 sites -> width 16 -> ... -> 4 outputs, fresh init, key 0)
+The case: a tanh MLP (8 sites -> width 16 -> ... -> 4 outputs, fresh init, key 0)
 on standardised exponential inputs, order 4, depth 1 and 2.  The surrogate is fitted under
 each unit's Gaussian law; these pre-activations are far from Gaussian (and at depth 2 the
 second layer runs as a closure), so ``prop.errors`` is inf there.  Prints one markdown row

@@ -77,12 +77,17 @@ def resolve(setting: str | os.PathLike) -> str | None:
     if not isinstance(setting, str):
         raise ValueError(f"compile_cache={setting!r} is not valid: it must be a directory, "
                          f"'{AUTO}' ({default_dir()}) or '' (off)")
-    word = setting.strip().lower()
-    if word in OFF:
+    if _word(setting) in OFF:
         return None
-    if word == AUTO:
+    if _word(setting) == AUTO:
         return default_dir()
     return os.path.abspath(os.path.expanduser(setting))
+
+
+def _word(setting) -> str | None:
+    """A string setting as the words 'auto' / 'off' / 'none' compare (any case, surrounding
+    spaces ignored); None for a path-like."""
+    return setting.strip().lower() if isinstance(setting, str) else None
 
 
 def prepare(setting: str | os.PathLike = AUTO) -> str | None:
@@ -112,7 +117,7 @@ def prepare(setting: str | os.PathLike = AUTO) -> str | None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        auto = str(setting).strip().lower() == AUTO
+        auto = _word(setting) == AUTO
         origin = (" (from JAX_COMPILATION_CACHE_DIR)"
                   if auto and os.environ.get("JAX_COMPILATION_CACHE_DIR") else "")
         fix = ("a writable directory or '' (off)" if auto else
